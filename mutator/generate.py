@@ -1,0 +1,253 @@
+"""Write validated channel-width variants of a seed network.
+
+    python -m mutator generate --seed resnet-small --num 100 --out variants
+
+The seed is analysed in a sandbox worker (`mutator.analysis`), width configurations are sampled
+(each width times a factor drawn log-uniformly from [min_factor, max_factor], rounded to a multiple
+of the divisor, never below it; or drawn from `--width-choices`), realized and validated in
+sandbox workers (built, forward at the declared input shape, output shape checked), and written as
+`OUT/<id>.py` plus one line in `OUT/manifest.jsonl`. Failed candidates are counted, never written.
+Re-running into the same folder adds new distinct configurations and never rewrites a variant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutator import seeds
+from mutator.literals import SourceError, parse
+
+
+class UserError(Exception):
+    """Bad input: the CLI prints the message on one line and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    seed: str = seeds.DEFAULT_SEED
+    num: int = 100
+    out: str = "variants"
+    in_shape: tuple[int, ...] = (1, 3, 32, 32)
+    classes: int = 10
+    class_name: str | None = None
+    min_factor: float = 0.25
+    max_factor: float = 2.0
+    divisor: int = 8
+    rng_seed: int = 0
+    width_choices: tuple[tuple[int, ...], ...] | None = None
+    workers: int = 0
+    timeout_s: float = 300.0
+    memory_mb: int = 6144
+
+
+def resolve_seed(name_or_path: str) -> tuple[str, str]:
+    """(parent label, source) for a built-in seed name or a file path."""
+    if name_or_path in seeds.SEEDS:
+        return name_or_path, seeds.seed_source(name_or_path)
+    path = Path(name_or_path)
+    if not path.exists():
+        known = ", ".join(seeds.SEEDS)
+        raise UserError(f"no such file or built-in seed: {name_or_path} (built-in: {known})")
+    if path.is_dir():
+        raise UserError(f"{name_or_path} is a folder, not a Python file")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {name_or_path}: {exc}") from None
+    try:
+        parse(source)
+    except SourceError as exc:
+        raise UserError(f"{name_or_path}: {exc}") from None
+    return str(path), source
+
+
+def spec_of(cfg) -> dict:
+    if len(cfg.in_shape) < 2 or any(int(d) < 1 for d in cfg.in_shape):
+        raise UserError(f"--in-shape must be positive integers like 1,3,32,32, got {cfg.in_shape}")
+    if cfg.classes < 1:
+        raise UserError("--classes must be at least 1")
+    return {"in_shape": [int(d) for d in cfg.in_shape], "classes": int(cfg.classes),
+            "class_name": cfg.class_name}
+
+
+def make_pool(cfg):
+    from mutator.sandbox import WorkerPool
+
+    n = cfg.workers or min(2, os.cpu_count() or 1)
+    return WorkerPool(n, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+
+
+def analyze_seed(pool, source: str, spec: dict, divisor: int, label: str) -> dict:
+    res = pool.call("mutator.analysis:analyze", {"source": source, "spec": spec, "divisor": divisor})
+    if res.get("status") != "ok":
+        raise UserError(f"{label}: {res.get('error') or res.get('status')}")
+    return res
+
+
+# -- manifest -----------------------------------------------------------------------------------
+
+def read_manifest(out: Path) -> list[dict]:
+    """Rows of OUT/manifest.jsonl. A torn last line (a killed run) is dropped and the file
+    rewritten atomically without it; any other bad line is an error (the file is left alone)."""
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, torn = [], False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "widths" not in row or "id" not in row:
+                raise ValueError("not a variant record")
+            rows.append(row)
+        except ValueError:
+            if i == len(lines) - 1 and not raw.endswith(b"\n"):
+                torn = True
+                continue
+            raise UserError(f"{path}: line {i + 1} is not a valid variant record (corrupted manifest)") from None
+    if torn:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    return rows
+
+
+def _write_variant(out: Path, row: dict, source: str) -> None:
+    path = out / row["file"]
+    tmp = out / f".{row['file']}.tmp"
+    tmp.write_text(source)
+    os.replace(tmp, path)
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# -- sampling -----------------------------------------------------------------------------------
+
+def sample_widths(rng: random.Random, groups: list[dict], cfg) -> list[int]:
+    out = []
+    for i, g in enumerate(groups):
+        if cfg.width_choices:
+            out.append(int(rng.choice(cfg.width_choices[i])))
+            continue
+        m = int(g["multiple"])
+        f = math.exp(rng.uniform(math.log(cfg.min_factor), math.log(cfg.max_factor)))
+        out.append(max(m, int(round(g["value"] * f / m)) * m))
+    return out
+
+
+def label_stem(parent: str) -> str:
+    stem = Path(parent).stem if parent.endswith(".py") else parent
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "variant"
+
+
+def generate(cfg: GenerateConfig, progress: bool = True, pool=None) -> dict:
+    if cfg.num < 0:
+        raise UserError("--num must be >= 0")
+    if not 0 < cfg.min_factor <= cfg.max_factor:
+        raise UserError("need 0 < --min-factor <= --max-factor")
+    if cfg.divisor < 1:
+        raise UserError("--divisor must be >= 1")
+    parent, source = resolve_seed(cfg.seed)
+    spec = spec_of(cfg)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    existing = read_manifest(out)
+    own_pool = pool is None
+    pool = pool or make_pool(cfg)
+    try:
+        analysis = analyze_seed(pool, source, spec, cfg.divisor, parent)
+        groups = analysis["groups"]
+        if not groups:
+            raise UserError(f"{parent}: no width literals found ({_frozen_summary(analysis)})")
+        if cfg.width_choices is not None and len(cfg.width_choices) != len(groups):
+            raise UserError(f"--width-choices gives {len(cfg.width_choices)} lists, the model has {len(groups)} widths")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        return _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress)
+    finally:
+        if own_pool:
+            pool.close()
+
+
+def _frozen_summary(analysis: dict) -> str:
+    if analysis["frozen"]:
+        f = analysis["frozen"][0]
+        return f"line {f['line']}: {f['reason']}"
+    kinds = [l for l in analysis["literals"] if l["value"] >= analysis["divisor"]]
+    return f"{len(kinds)} integer literals >= {analysis['divisor']}, none sets a layer's output channels"
+
+
+def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) -> dict:
+    from tqdm import tqdm
+
+    seed_widths = analysis["seed_widths"]
+    seen = {tuple(r["widths"]) for r in existing if r.get("parent") == parent}
+    seen.add(tuple(seed_widths))
+    rng = random.Random(cfg.rng_seed)
+    stem = label_stem(parent)
+    counts = {"written": 0, "invalid": 0, "timeout": 0, "crash": 0, "duplicate_draws": 0}
+    errors: dict[str, int] = {}
+    bar = tqdm(total=cfg.num, desc=f"variants of {stem}", unit="var", disable=not progress)
+    stale = 0
+    try:
+        while counts["written"] < cfg.num and stale < 50:
+            need = cfg.num - counts["written"]
+            batch = []
+            for _ in range(max(8, 2 * need) * 20):
+                w = tuple(sample_widths(rng, analysis["groups"], cfg))
+                if w in seen:
+                    counts["duplicate_draws"] += 1
+                    continue
+                seen.add(w)
+                batch.append(list(w))
+                if len(batch) >= min(need + 4, 2 * need + 4):
+                    break
+            if not batch:
+                stale += 1
+                continue
+            chunk = max(1, min(8, len(batch) // max(1, pool.size)))
+            chunks = [batch[i:i + chunk] for i in range(0, len(batch), chunk)]
+            payloads = [{"source": source, "spec": spec, "analysis": analysis, "widths": c} for c in chunks]
+            before = counts["written"]
+            for i, res in pool.imap("mutator.analysis:variants", payloads, timeout_s=cfg.timeout_s):
+                results = res.get("results") if res.get("status") == "ok" else [res] * len(chunks[i])
+                for r in results:
+                    status = r.get("status", "crash")
+                    if status != "ok":
+                        key = "invalid" if status in ("invalid", "error") else status
+                        counts[key] = counts.get(key, 0) + 1
+                        msg = (r.get("error") or "")[:120]
+                        errors[msg] = errors.get(msg, 0) + 1
+                        continue
+                    if counts["written"] >= cfg.num:
+                        continue
+                    text = r["source"]
+                    sha = hashlib.sha256(text.encode()).hexdigest()
+                    row = {"id": f"{stem}-{sha[:10]}", "parent": parent, "file": f"{stem}-{sha[:10]}.py",
+                           "widths": r["widths"], "seed_widths": seed_widths, "params": r["params"],
+                           "sha256": sha, "in_shape": spec["in_shape"], "classes": spec["classes"],
+                           "class_name": spec["class_name"]}
+                    _write_variant(out, row, text)
+                    counts["written"] += 1
+                    bar.update(1)
+                bar.set_postfix(failed=counts["invalid"] + counts["timeout"] + counts["crash"])
+            stale = stale + 1 if counts["written"] == before else 0
+    finally:
+        bar.close()
+    counts["exhausted"] = counts["written"] < cfg.num
+    counts["top_errors"] = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    counts["widths"] = len(analysis["groups"])
+    counts["out"] = str(out)
+    return counts
