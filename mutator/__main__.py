@@ -4,6 +4,7 @@
     python -m mutator generate --seed model.py --class-name ResNet18 --in-shape 1,3,32,32 --num 20
     python -m mutator seeds                          # built-in seeds and their parameter counts
     python -m mutator check model.py                 # the width literals found, and what they drive
+    python -m mutator apply --seed vgg-small --widths 48,32,96,128,64 --out v.py
 """
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--rng-seed", type=int, default=0, help="random seed of the sampler")
     g.add_argument("--workers", type=int, default=0, help="sandbox worker processes (0: up to 2)")
     _model_args(g)
+    a = sub.add_parser("apply", help="write the seed with exactly the given width values")
+    a.add_argument("--seed", default=seeds.DEFAULT_SEED, help="built-in seed name or path to a .py file")
+    a.add_argument("--widths", required=True,
+                   help="comma-separated values, one per width in the order `check` prints them")
+    a.add_argument("--out", required=True, help="file to write")
+    _model_args(a)
     sub.add_parser("seeds", help="list built-in seeds with their parameter counts")
     c = sub.add_parser("check", help="validate one file and print its width literals")
     c.add_argument("file", help="model file (.py) or built-in seed name")
@@ -87,6 +94,21 @@ def cmd_generate(args) -> int:
         print(f"  {n} x {msg}")
     if res["exhausted"]:
         print("the width space has no more distinct configurations to sample")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from mutator.generate import GenerateConfig, UserError, apply_widths
+
+    try:
+        widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        raise UserError(f"--widths must be integers like 64,128,256, got {args.widths!r}") from None
+    cfg = GenerateConfig(seed=args.seed, in_shape=args.in_shape, classes=args.classes,
+                         class_name=args.class_name, divisor=args.divisor, timeout_s=args.timeout_s,
+                         workers=1)
+    res = apply_widths(cfg, widths, args.out)
+    print(f"wrote {res['file']}: widths {res['widths']} (seed {res['seed_widths']}), {res['params']:,} parameters")
     return 0
 
 
@@ -141,7 +163,7 @@ def cmd_check(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "seeds": cmd_seeds, "check": cmd_check}
+COMMANDS = {"generate": cmd_generate, "apply": cmd_apply, "seeds": cmd_seeds, "check": cmd_check}
 
 
 def main(argv=None) -> int:

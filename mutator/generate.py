@@ -151,7 +151,9 @@ def label_stem(parent: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "variant"
 
 
-def generate(cfg: GenerateConfig, progress: bool = True, pool=None) -> dict:
+def generate(cfg: GenerateConfig, progress: bool = True, pool=None, analysis: dict | None = None) -> dict:
+    """Write cfg.num new variants; returns counts. `pool` and a finished `analysis` of the same
+    seed and spec may be passed in to reuse them."""
     if cfg.num < 0:
         raise UserError("--num must be >= 0")
     if not 0 < cfg.min_factor <= cfg.max_factor:
@@ -167,7 +169,7 @@ def generate(cfg: GenerateConfig, progress: bool = True, pool=None) -> dict:
     own_pool = pool is None
     pool = pool or make_pool(cfg)
     try:
-        analysis = analyze_seed(pool, source, spec, cfg.divisor, parent)
+        analysis = analysis or analyze_seed(pool, source, spec, cfg.divisor, parent)
         groups = analysis["groups"]
         if not groups:
             raise UserError(f"{parent}: no width literals found ({_frozen_summary(analysis)})")
@@ -251,3 +253,33 @@ def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) ->
     counts["widths"] = len(analysis["groups"])
     counts["out"] = str(out)
     return counts
+
+
+def apply_widths(cfg: GenerateConfig, widths: list[int], out_file: str, pool=None) -> dict:
+    """Write the seed with exactly these width values (group order as `check` prints them)."""
+    parent, source = resolve_seed(cfg.seed)
+    spec = spec_of(cfg)
+    own_pool = pool is None
+    pool = pool or make_pool(cfg)
+    try:
+        analysis = analyze_seed(pool, source, spec, cfg.divisor, parent)
+        groups = analysis["groups"]
+        if len(widths) != len(groups):
+            raise UserError(f"{parent} has {len(groups)} widths ({','.join(map(str, analysis['seed_widths']))}), "
+                            f"--widths gives {len(widths)}")
+        res = pool.call("mutator.analysis:variants",
+                        {"source": source, "spec": spec, "analysis": analysis, "widths": [list(widths)]})
+        r = res["results"][0] if res.get("status") == "ok" else res
+        if r.get("status") != "ok":
+            raise UserError(f"widths {','.join(map(str, widths))} do not give a valid model: {r.get('error')}")
+    finally:
+        if own_pool:
+            pool.close()
+    path = Path(out_file)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(r["source"])
+    os.replace(tmp, path)
+    return {"file": str(path), "params": r["params"], "widths": list(widths),
+            "seed_widths": analysis["seed_widths"]}

@@ -110,11 +110,20 @@ def build(mod: types.ModuleType, spec: dict, device: str = "meta") -> nn.Module:
                 if k in params:
                     kwargs[k] = classes
                     break
+            else:  # factories like torchvision's resnet50(**kwargs) pass num_classes on
+                if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                    kwargs["num_classes"] = classes
             for k in IN_CHANNEL_KWARGS:
                 if k in params:
                     kwargs[k] = in_shape[1]
                     break
-            model = factory(**kwargs)
+            try:
+                model = factory(**kwargs)
+            except TypeError as exc:
+                if "num_classes" not in kwargs or "num_classes" not in str(exc):
+                    raise
+                kwargs.pop("num_classes")
+                model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise ModelError(f"{name}(...) returned {type(model).__name__}, not an nn.Module")
     return model

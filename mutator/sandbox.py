@@ -53,26 +53,28 @@ def namespaces_available() -> bool:
     return _BWRAP_CHECKED["ok"]
 
 
-def _bwrap_args(scratch: str) -> list[str]:
+def _bwrap_args(scratch: str, gpu: bool = False) -> list[str]:
+    # a GPU needs the host's device nodes (/dev/nvidia*); otherwise a minimal /dev
+    dev = ["--dev-bind", "/dev", "/dev"] if gpu else ["--dev", "/dev"]
     return [
         "--unshare-all", "--die-with-parent", "--new-session",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        "--ro-bind", "/", "/", *dev, "--proc", "/proc", "--tmpfs", "/tmp",
         "--bind", scratch, scratch, "--chdir", scratch,
     ]
 
 
 class _Worker:
-    def __init__(self, memory_mb: int, isolate: bool, threads: int):
+    def __init__(self, memory_mb: int, isolate: bool, threads: int, gpu: bool = False):
         self.scratch = tempfile.mkdtemp(prefix="nasforge-worker-")
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         cmd = [sys.executable, "-m", "mutator.worker", str(req_r), str(res_w)]
         if isolate:
-            cmd = [shutil.which("bwrap"), *_bwrap_args(self.scratch), *cmd]
+            cmd = [shutil.which("bwrap"), *_bwrap_args(self.scratch, gpu), *cmd]
         env = dict(os.environ)
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    NASFORGE_SCRATCH=self.scratch, NASFORGE_MEMORY_MB=str(memory_mb),
-                   PYTHONDONTWRITEBYTECODE="1")
+                   PYTHONDONTWRITEBYTECODE="1", NASFORGE_PIDNS="1" if isolate else "0")
         # The worker must import this package even when it is not installed (tests, a checkout).
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -93,11 +95,14 @@ class _Worker:
                 return {"status": "timeout", "error": f"no answer within {timeout_s:.0f} s"}
             return json.loads(self.recv.recv_bytes(MAX_MESSAGE))
         except (EOFError, OSError, ValueError) as exc:
-            code = self.proc.poll()
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
-            if code is not None and code < 0:
-                name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
-                return {"status": "crash", "error": f"worker killed by {name}"}
+            sig = -code if code is not None and code < 0 else (code - 128 if code and code > 128 else 0)
+            if sig in signal.Signals._value2member_map_:
+                return {"status": "crash", "error": f"worker killed by {signal.Signals(sig).name}"}
             return {"status": "crash", "error": f"worker died ({type(exc).__name__}, exit {code})"}
 
     def alive(self) -> bool:
@@ -124,7 +129,9 @@ class WorkerPool:
     """A fixed number of sandboxed workers; `map` spreads requests over them, in order."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 6144,
-                 isolate: str = "auto", threads_per_worker: int = 1):
+                 isolate: str = "auto", threads_per_worker: int = 1, gpu: bool = False):
+        """memory_mb=0: no address-space limit (CUDA reserves far more address space than it uses,
+        so GPU workers rely on the GPU's own out-of-memory errors)."""
         if isolate not in ("auto", "namespaces", "none"):
             raise ValueError(f"isolate must be auto, namespaces or none, not {isolate!r}")
         use_ns = isolate != "none" and namespaces_available()
@@ -135,7 +142,7 @@ class WorkerPool:
                           "(no network or file-system isolation)", RuntimeWarning, stacklevel=2)
         self.isolated = use_ns
         self.timeout_s = timeout_s
-        self._spec = (memory_mb, use_ns, threads_per_worker)
+        self._spec = (memory_mb, use_ns, threads_per_worker, gpu)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         for _ in range(max(1, workers)):

@@ -1,0 +1,96 @@
+"""Command line of the corpus profiler.
+
+    python -m corpus build --variants variants --dataset fashion-mnist --out corpus_fm --train-limit 2000
+    python -m corpus profile variants/resnet-small-0123abcd.py --dataset fashion-mnist --train-limit 2000
+    python -m corpus show corpus_fm
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="fashion-mnist | cifar10 | cifar100 | mnist")
+    p.add_argument("--data-dir", default=None, help="folder with the data set's files (offline use)")
+    p.add_argument("--epochs", type=float, default=1.0, help="proxy-training epochs (default 1)")
+    p.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    p.add_argument("--train-limit", type=int, default=0, help="train on a stratified subset of N images")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--timeout-s", type=float, default=1800.0, help="time limit per network")
+    p.add_argument("--use-model-recipe", action="store_true",
+                   help="train with the model's own train_setup/learn (LEMUR) instead of the proxy recipe")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, subset and batch order")
+    p.add_argument("--latency-batch", type=int, default=64, help="the larger latency batch size")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m corpus", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="profile a variants folder into a datasets dataset")
+    b.add_argument("--variants", required=True, help="folder written by python -m mutator generate")
+    b.add_argument("--out", required=True, help="output folder (datasets.load_from_disk opens it)")
+    _profile_args(b)
+    b.add_argument("--workers", type=int, default=1, help="parallel sandboxed workers")
+    b.add_argument("--executor", default="local", help="local | ray")
+    b.add_argument("--push-to-hub", default=None, help="also push the dataset to this Hub repo")
+    p = sub.add_parser("profile", help="profile one model file, print its row as one JSON line")
+    p.add_argument("file", help="model .py file")
+    p.add_argument("--class-name", default=None, help="class or factory that builds the network")
+    _profile_args(p)
+    s = sub.add_parser("show", help="summary table and accuracy-vs-FLOPs plot of a corpus")
+    s.add_argument("dir", help="corpus folder")
+    s.add_argument("--plot", default=None, help="PNG path (default DIR/accuracy_vs_flops.png)")
+    return parser
+
+
+def cmd_build(args) -> int:
+    from corpus.build import BuildConfig, main_build
+
+    cfg = BuildConfig(variants=args.variants, dataset=args.dataset, out=args.out, epochs=args.epochs,
+                      batch_size=args.batch_size, train_limit=args.train_limit, workers=args.workers,
+                      device=args.device, timeout_s=args.timeout_s, executor=args.executor,
+                      data_dir=args.data_dir, use_model_recipe=args.use_model_recipe, seed=args.seed,
+                      latency_batch=args.latency_batch, push_to_hub=args.push_to_hub)
+    return main_build(cfg)
+
+
+def cmd_profile(args) -> int:
+    from corpus.profiler import profile_file
+
+    row = profile_file(args)
+    print(json.dumps(row))
+    return 0 if row["status"] == "ok" else 1
+
+
+def cmd_show(args) -> int:
+    from corpus.show import show
+
+    return show(args.dir, args.plot)
+
+
+COMMANDS = {"build": cmd_build, "profile": cmd_profile, "show": cmd_show}
+
+
+def main(argv=None) -> int:
+    from corpus.build import CorpusError
+    from corpus.data import DataError
+    from mutator.generate import UserError
+
+    args = make_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    try:
+        return COMMANDS[args.command](args)
+    except (CorpusError, DataError, UserError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rows profiled so far are kept (run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Profile a folder of variants into a Hugging Face dataset, resumably.
+
+    python -m corpus build --variants variants --dataset fashion-mnist --out corpus_fm --train-limit 2000
+
+Every finished row is appended to `OUT/rows.jsonl` (flushed and fsynced) as it arrives: that
+journal is the source of truth. After the run, and again on every resume, the `datasets` dataset
+in OUT is rewritten from the journal (staged in a temporary folder, then moved into place file by
+file, so a kill leaves the previous dataset or the new one, and the journal in any case). Re-running
+the same command profiles only the variants the journal does not have; a torn last journal line
+(from `kill -9`) is dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from corpus.data import DataError, info, prepare
+
+COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accuracy", "train_seconds",
+           "flops", "flops_unsupported", "params", "latency_ms", "latency_batch_ms", "latency_batch",
+           "peak_memory_mb", "final_loss", "device_name", "dataset", "recipe", "versions", "profiled_at"]
+
+
+class CorpusError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    variants: str
+    dataset: str
+    out: str
+    epochs: float = 1.0
+    batch_size: int = 256
+    train_limit: int = 0
+    workers: int = 1
+    device: str = "auto"
+    timeout_s: float = 1800.0
+    executor: str = "local"
+    data_dir: str | None = None
+    use_model_recipe: bool = False
+    seed: int = 0
+    latency_batch: int = 64
+    memory_mb: int = 8192
+    push_to_hub: str | None = None
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CorpusError("--device cuda asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CorpusError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return device
+
+
+def versions() -> dict:
+    import torch
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("fvcore", "libcst", "datasets", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+def recipe_of(cfg) -> dict:
+    from corpus.train import Recipe
+
+    return Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, train_limit=cfg.train_limit,
+                  seed=cfg.seed, flip=info(cfg.dataset)["flip"]).to_dict()
+
+
+def read_journal(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row or "status" not in row:
+                raise ValueError
+            rows.append(row)
+        except ValueError:
+            if i == len(lines) - 1 and not raw.endswith(b"\n"):
+                continue  # torn by a kill: that variant is profiled again
+            raise CorpusError(f"{path}: line {i + 1} is not a valid row (corrupted corpus journal)") from None
+    if not raw.endswith(b"\n") and raw:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_variants(folder: str) -> list[dict]:
+    from mutator.generate import UserError, read_manifest
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise CorpusError(f"--variants {folder} is not a folder")
+    if not (d / "manifest.jsonl").exists():
+        raise CorpusError(f"{folder} has no manifest.jsonl (make one with python -m mutator generate)")
+    try:
+        rows = read_manifest(d)
+    except UserError as exc:
+        raise CorpusError(str(exc)) from None
+    if not rows:
+        raise CorpusError(f"{folder}/manifest.jsonl lists no variants")
+    return rows
+
+
+def base_row(variant: dict, code: str, cfg, recipe: dict) -> dict:
+    return {"id": variant["id"], "parent": variant.get("parent"), "code": code,
+            "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": variant.get("widths"),
+            "dataset": cfg.dataset, "recipe": json.dumps(recipe, sort_keys=True),
+            "latency_batch": cfg.latency_batch}
+
+
+def build(cfg: BuildConfig, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    if cfg.executor not in ("local", "ray"):
+        raise CorpusError(f"--executor must be local or ray, not {cfg.executor!r}")
+    try:
+        info(cfg.dataset)
+    except DataError as exc:
+        raise CorpusError(str(exc)) from None
+    variants = load_variants(cfg.variants)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    journal = out / "rows.jsonl"
+    done = {r["id"] for r in read_journal(journal)}
+    try:
+        data_path = str(prepare(cfg.dataset, cfg.data_dir))
+    except DataError as exc:
+        raise CorpusError(str(exc)) from None
+    recipe = recipe_of(cfg)
+    (out / "build_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    vers = versions()
+    todo = [v for v in variants if v["id"] not in done]
+    classes = info(cfg.dataset)["classes"]
+    counts: dict[str, int] = {}
+    vdir = Path(cfg.variants)
+    jobs = []
+    for v in todo:
+        path = vdir / v.get("file", f"{v['id']}.py")
+        try:
+            code = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            row = base_row(v, "", cfg, recipe)
+            row.update(status="missing", error=f"cannot read {path.name}: {exc}", versions=json.dumps(vers),
+                       profiled_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            append_row(journal, row)
+            counts["missing"] = counts.get("missing", 0) + 1
+            continue
+        payload = {"source": code, "data_path": data_path, "classes": classes,
+                   "class_name": v.get("class_name"), "recipe": recipe, "device": device,
+                   "use_model_recipe": cfg.use_model_recipe, "latency_batch": cfg.latency_batch}
+        jobs.append((v, code, payload))
+    bar = tqdm(total=len(jobs), desc=f"profiling on {cfg.dataset}", unit="net", disable=not progress)
+    try:
+        for v, code, res in _execute(cfg, device, jobs):
+            row = base_row(v, code, cfg, recipe)
+            for k in COLUMNS:
+                if k in res:
+                    row[k] = res[k]
+            row["status"] = res.get("status") or "crash"
+            row["versions"] = json.dumps(vers)
+            row["profiled_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            append_row(journal, row)
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            bar.update(1)
+            bar.set_postfix(ok=counts.get("ok", 0), failed=sum(n for s, n in counts.items() if s != "ok"))
+    finally:
+        bar.close()
+        rows = read_journal(journal)
+        if rows:
+            write_dataset(out, rows, cfg, recipe, vers)
+    if cfg.push_to_hub:
+        import datasets
+
+        datasets.load_from_disk(str(out)).push_to_hub(cfg.push_to_hub)
+    return {"profiled": len(jobs), "skipped": len(done), "counts": counts, "rows": len(rows), "out": str(out)}
+
+
+def _execute(cfg, device, jobs):
+    """Yield (variant, code, result row) as each finishes, on local sandbox workers or Ray."""
+    if not jobs:
+        return
+    if cfg.executor == "ray":
+        from corpus.ray_executor import run_ray
+
+        yield from run_ray(cfg, device, jobs)
+        return
+    from mutator.sandbox import WorkerPool
+
+    cores = os.cpu_count() or 1
+    workers = max(1, cfg.workers)
+    pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=0 if device != "cpu" else cfg.memory_mb,
+                      threads_per_worker=max(1, cores // workers), gpu=device != "cpu")
+    try:
+        for i, res in pool.imap("corpus.profile:profile", [p for _, _, p in jobs]):
+            v, code, _ = jobs[i]
+            yield v, code, res
+    finally:
+        pool.close()
+
+
+CARD = """---
+tags: [neural-architecture-search, nasforge]
+---
+# nasforge corpus: {n} networks profiled on {dataset}
+
+Made by `python -m corpus build` ({config}).
+Each row is one network (a channel-width variant written by `python -m mutator generate`), with its
+full source code and what one fixed proxy-training recipe measured.
+
+## Columns
+- `id`, `parent`, `widths`: variant id, the seed it came from, its width values (source order).
+- `code`, `sha256`: the full source, and its SHA-256.
+- `status`: `ok`, or why not: `build_error`, `shape_error`, `train_error`, `nan`, `oom`, `timeout`,
+  `crash`, `missing`. `error`: a short message. A failed row has null metrics, never made-up ones.
+- `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1].
+- `train_seconds`: wall time of the training loop. `final_loss`: the last training batch's loss.
+- `flops`: fvcore's count for one sample's forward pass at the data set's input shape; **one
+  fused multiply-add counts as one flop**; elementwise ops, pooling and activations are not
+  counted; operators fvcore has no rule for are listed in `flops_unsupported`.
+- `params`: number of parameter elements.
+- `latency_ms` / `latency_batch_ms`: median milliseconds of a forward pass at batch 1 /
+  `latency_batch`, eval mode, {runs} timed runs after 10 warm-up runs (device events on CUDA), on
+  `device_name`.
+- `peak_memory_mb`: on CUDA, peak allocated memory during training; on CPU, the peak resident set
+  size of the worker process during training above its size before.
+- `dataset`, `recipe` (JSON), `versions` (JSON), `profiled_at`.
+
+## Recipe
+{recipe_doc}
+
+Recipe values: `{recipe}`
+
+## Status counts
+{counts}
+
+## Environment
+{versions}
+"""
+
+
+def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict) -> None:
+    """Rewrite the dataset in OUT from the journal rows (last row per id wins)."""
+    import datasets
+
+    from corpus import train
+
+    datasets.disable_progress_bars()
+    latest = {}
+    for r in rows:
+        latest[r["id"]] = r
+    rows = list(latest.values())
+    table = {c: [r.get(c) for r in rows] for c in COLUMNS}
+    for c in ("widths",):
+        table[c] = [list(v) if v else [] for v in table[c]]
+    features = datasets.Features({
+        **{c: datasets.Value("string") for c in ("id", "parent", "code", "sha256", "status", "error",
+                                                 "device_name", "dataset", "recipe", "versions", "profiled_at")},
+        "widths": datasets.Sequence(datasets.Value("int64")),
+        "flops_unsupported": datasets.Sequence(datasets.Value("string")),
+        **{c: datasets.Value("float64") for c in ("accuracy", "train_seconds", "latency_ms", "latency_batch_ms",
+                                                  "peak_memory_mb", "final_loss")},
+        **{c: datasets.Value("int64") for c in ("flops", "params", "latency_batch")},
+    })
+    table["flops_unsupported"] = [v or [] for v in table["flops_unsupported"]]
+    ds = datasets.Dataset.from_dict(table, features=features)
+    stage = out / ".staging"
+    shutil.rmtree(stage, ignore_errors=True)
+    ds.save_to_disk(str(stage))
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    card = CARD.format(n=len(rows), dataset=cfg.dataset, config=json.dumps(dataclasses.asdict(cfg)),
+                       recipe_doc=train.__doc__.split("\n\n", 1)[1].strip(), recipe=json.dumps(recipe),
+                       runs=30, counts="\n".join(f"- {k}: {v}" for k, v in sorted(counts.items())),
+                       versions="\n".join(f"- {k}: {v}" for k, v in vers.items()))
+    (stage / "README.md").write_text(card)
+    # state.json last: a reader sees the old or the new file list, with the journal intact either way
+    names = sorted(os.listdir(stage), key=lambda n: n == "state.json")
+    for old in out.glob("data-*.arrow"):
+        if not (stage / old.name).exists():
+            old.unlink()
+    for name in names:
+        os.replace(stage / name, out / name)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def main_build(cfg: BuildConfig) -> int:
+    print(f"config: {cfg}", file=sys.stderr)
+    res = build(cfg)
+    c = ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())) or "nothing new"
+    print(f"profiled {res['profiled']} variants ({c}); {res['skipped']} already in the corpus; "
+          f"{res['rows']} rows in {res['out']}")
+    return 0
+
+
+class Profiler:
+    """Profile sources one at a time on a reusable sandbox pool (the search loop's evaluator).
+
+        with Profiler(BuildConfig(variants="", dataset="fashion-mnist", out="", train_limit=2000)) as p:
+            row = p.profile(source)
+    """
+
+    def __init__(self, cfg: BuildConfig):
+        from mutator.sandbox import WorkerPool
+
+        try:
+            info(cfg.dataset)
+            self.data_path = str(prepare(cfg.dataset, cfg.data_dir))
+        except DataError as exc:
+            raise CorpusError(str(exc)) from None
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.recipe = recipe_of(cfg)
+        self.classes = info(cfg.dataset)["classes"]
+        cores = os.cpu_count() or 1
+        self.pool = WorkerPool(1, timeout_s=cfg.timeout_s,
+                               memory_mb=0 if self.device != "cpu" else cfg.memory_mb,
+                               threads_per_worker=cores, gpu=self.device != "cpu")
+
+    def profile(self, code: str, class_name: str | None = None) -> dict:
+        payload = {"source": code, "data_path": self.data_path, "classes": self.classes,
+                   "class_name": class_name, "recipe": self.recipe, "device": self.device,
+                   "use_model_recipe": self.cfg.use_model_recipe, "latency_batch": self.cfg.latency_batch}
+        res = self.pool.call("corpus.profile:profile", payload)
+        row = {"code": code, "sha256": hashlib.sha256(code.encode()).hexdigest(),
+               "dataset": self.cfg.dataset, "recipe": json.dumps(self.recipe, sort_keys=True),
+               "latency_batch": self.cfg.latency_batch}
+        row.update({k: v for k, v in res.items() if k in COLUMNS})
+        row["status"] = res.get("status") or "crash"
+        return row
+
+    def close(self):
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,209 @@
+"""Image classification data sets as whole uint8 tensors, cached once, read by sandboxed workers.
+
+    from corpus.data import prepare, load_prepared
+    path = prepare("fashion-mnist")           # parent process: find/download, convert, cache
+    d = load_prepared(path)                   # worker: {"x_train": uint8 (N,C,H,W), "y_train": int64, ...}
+
+Sources, first match wins:
+- `--data-dir DIR`: a folder holding the data set's files: Fashion-MNIST/MNIST idx files
+  (`train-images-idx3-ubyte[.gz]` ...), `cifar-10-batches-py/` or `cifar-100-python/` (the Python
+  pickles as published), or a `datasets` folder saved with `save_to_disk`.
+- Fashion-MNIST: Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`).
+- The Hugging Face Hub through `datasets` (`uoft-cs/cifar10`, `uoft-cs/cifar100`, `ylecun/mnist`,
+  `zalando-datasets/fashion_mnist`), cached by `datasets` as usual.
+
+The converted tensors are cached under `$NASFORGE_CACHE` (default `~/.cache/nasforge`) as one
+`.pt` file per data set, written atomically; workers read it (their sandbox has no network).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = {
+    # name: (hub id, image column, label column, channels, classes, horizontal flip makes sense)
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "image", "label", 1, 10, True),
+    "mnist": ("ylecun/mnist", "image", "label", 1, 10, False),
+    "cifar10": ("uoft-cs/cifar10", "img", "label", 3, 10, True),
+    "cifar100": ("uoft-cs/cifar100", "img", "fine_label", 3, 100, True),
+}
+DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
+WHERE = {
+    "fashion-mnist": "apt-get install dataset-fashion-mnist, or put the four idx files in --data-dir",
+    "mnist": "put the four MNIST idx files (train-images-idx3-ubyte.gz ...) in --data-dir",
+    "cifar10": "put the extracted cifar-10-batches-py folder in --data-dir",
+    "cifar100": "put the extracted cifar-100-python folder in --data-dir",
+}
+
+
+class DataError(Exception):
+    """The data set cannot be found or read; the message says where to put the files."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NASFORGE_CACHE", Path.home() / ".cache" / "nasforge"))
+
+
+def info(name: str) -> dict:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
+    hub, _, _, channels, classes, flip = DATASETS[name]
+    return {"name": name, "hub_id": hub, "channels": channels, "classes": classes, "flip": flip}
+
+
+# -- readers ------------------------------------------------------------------------------------
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    with _open(path) as f:
+        zero, dtype, ndim = struct.unpack(">HBB", f.read(4))
+        if zero != 0 or dtype != 0x08:
+            raise DataError(f"{path}: not an unsigned-byte idx file")
+        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        data = np.frombuffer(f.read(), dtype=np.uint8).copy()
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path}: truncated ({data.size} of {int(np.prod(shape))} values)")
+    return data.reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for cand in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / cand).exists():
+            return folder / cand
+    return None
+
+
+def from_idx_folder(folder: Path):
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    paths = [_find(folder, n) for n in names]
+    if None in paths:
+        return None
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    return xtr[:, None], ytr, xte[:, None], yte
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")  # the published CIFAR format is a pickle
+
+
+def from_cifar_folder(folder: Path, name: str):
+    sub = folder / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    if not sub.is_dir():
+        sub = folder if (folder / ("data_batch_1" if name == "cifar10" else "train")).exists() else None
+    if sub is None:
+        return None
+    key = b"labels" if name == "cifar10" else b"fine_labels"
+    if name == "cifar10":
+        train = [_unpickle(sub / f"data_batch_{i}") for i in range(1, 6)]
+        test = [_unpickle(sub / "test_batch")]
+    else:
+        train, test = [_unpickle(sub / "train")], [_unpickle(sub / "test")]
+
+    def stack(parts):
+        x = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts]).reshape(-1, 3, 32, 32)
+        y = np.concatenate([np.asarray(p[key], dtype=np.int64) for p in parts])
+        return x, y
+
+    return (*stack(train), *stack(test))
+
+
+def _hf_to_arrays(ds, image_col, label_col, channels):
+    imgs = []
+    for img in ds[image_col]:
+        a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        imgs.append(a[None] if channels == 1 else a.transpose(2, 0, 1))
+    return np.stack(imgs), np.asarray(ds[label_col], dtype=np.int64)
+
+
+def from_hf(name: str, local: Path | None = None):
+    import datasets
+
+    hub, image_col, label_col, channels, _, _ = DATASETS[name]
+    try:
+        if local is not None:
+            dd = datasets.load_from_disk(str(local))
+        else:
+            dd = datasets.load_dataset(hub)
+    except Exception as exc:  # offline, missing, or not a dataset folder
+        if local is not None:
+            return None
+        raise DataError(f"{name}: not found locally and the Hub is unreachable ({type(exc).__name__}); "
+                        f"{WHERE[name]}") from None
+    if not hasattr(dd, "keys") or "train" not in dd or "test" not in dd:
+        raise DataError(f"{name}: expected train and test splits")
+    return (*_hf_to_arrays(dd["train"], image_col, label_col, channels),
+            *_hf_to_arrays(dd["test"], image_col, label_col, channels))
+
+
+def read_raw(name: str, data_dir: str | None = None):
+    """(x_train, y_train, x_test, y_test) as uint8 NCHW / int64 arrays, from the first source found."""
+    info(name)
+    folders = [Path(data_dir)] if data_dir else []
+    if name in DEBIAN_DIRS and not data_dir:
+        folders.append(Path(DEBIAN_DIRS[name]))
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(f"--data-dir {folder} is not a folder")
+        for sub in (folder, folder / name):
+            arrays = (from_cifar_folder(sub, name) if name.startswith("cifar") else from_idx_folder(sub)) \
+                if sub.is_dir() else None
+            if arrays is None and sub.is_dir() and (sub / "dataset_dict.json").exists():
+                arrays = from_hf(name, sub)
+            if arrays is not None:
+                return arrays, str(sub)
+    if data_dir:
+        raise DataError(f"{name}: no data set files in {data_dir}; {WHERE[name]}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise DataError(f"{name}: not found locally and offline mode is on; {WHERE[name]}")
+    return from_hf(name), f"hub:{DATASETS[name][0]}"
+
+
+def prepare(name: str, data_dir: str | None = None) -> Path:
+    """Convert once and cache; returns the cache file. Parent process only (may download)."""
+    import torch
+
+    info(name)
+    key = hashlib.sha256(f"{name}|{Path(data_dir).resolve() if data_dir else ''}".encode()).hexdigest()[:12]
+    path = cache_dir() / "data" / f"{name}-{key}.pt"
+    if path.exists():
+        return path
+    (xtr, ytr, xte, yte), source = read_raw(name, data_dir)
+    if len(xtr) == 0 or len(xte) == 0 or len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise DataError(f"{name}: empty or inconsistent arrays in {source}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"name": name, "source": source,
+                "x_train": torch.from_numpy(np.ascontiguousarray(xtr)), "y_train": torch.from_numpy(ytr.astype(np.int64)),
+                "x_test": torch.from_numpy(np.ascontiguousarray(xte)), "y_test": torch.from_numpy(yte.astype(np.int64))}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_prepared(path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def stratified_indices(labels, limit: int, seed: int = 0):
+    """`limit` indices with the classes in their original proportions (deterministic)."""
+    labels = np.asarray(labels)
+    if limit <= 0 or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts / counts.sum() * limit).astype(int)
+    for i in np.argsort(-(counts / counts.sum() * limit - quota))[: limit - quota.sum()]:
+        quota[i] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))

@@ -1,0 +1,32 @@
+"""`python -m corpus profile FILE`: one model file, one JSON row (sandboxed, same recipe as build)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from corpus.build import BuildConfig, CorpusError, Profiler
+
+
+def profile_file(args) -> dict:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CorpusError(f"no such file: {args.file}")
+    try:
+        code = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"cannot read {args.file}: {exc}") from None
+    from mutator.literals import SourceError, parse
+
+    try:
+        parse(code)
+    except SourceError as exc:
+        raise CorpusError(f"{args.file}: {exc}") from None
+    cfg = BuildConfig(variants="", dataset=args.dataset, out="", epochs=args.epochs,
+                      batch_size=args.batch_size, train_limit=args.train_limit, device=args.device,
+                      timeout_s=args.timeout_s, data_dir=args.data_dir,
+                      use_model_recipe=args.use_model_recipe, seed=args.seed,
+                      latency_batch=args.latency_batch)
+    with Profiler(cfg) as p:
+        row = p.profile(code, args.class_name)
+    row["id"] = path.stem
+    row.pop("code", None)
+    return row

@@ -1,0 +1,135 @@
+"""The mutator's command line, run as a user runs it (subprocess, sandboxed workers)."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VGG = textwrap.dedent("""
+    import torch.nn as nn
+
+
+    def supported_hyperparameters():
+        return {'lr', 'momentum'}
+
+
+    class Net(nn.Module):
+        def __init__(self, in_shape, out_shape, prm, device):
+            super().__init__()
+            self.device = device
+            self.features = nn.Sequential(
+                nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+            self.fc = nn.Linear(32, out_shape[0])  # classifier
+
+        def forward(self, x):
+            return self.fc(self.features(x))
+""")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mutator", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+def assert_one_line_error(res, needle):
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip() and not l.startswith(("config:", "warning:"))]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
+
+
+@pytest.fixture
+def seed(tmp_path):
+    p = tmp_path / "tiny_vgg.py"
+    p.write_text(VGG)
+    return p
+
+
+def test_generate_writes_validated_distinct_variants_and_resumes(seed, tmp_path):
+    out = tmp_path / "v"
+    res = run("generate", "--seed", str(seed), "--num", "6", "--out", str(out), "--in-shape", "1,1,28,28")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    for r in rows:
+        text = (out / r["file"]).read_text()
+        import hashlib
+        assert hashlib.sha256(text.encode()).hexdigest() == r["sha256"]
+        assert r["seed_widths"] == [16, 32] and len(r["widths"]) == 2
+        assert all(w % 8 == 0 and w >= 8 for w in r["widths"])
+        assert "# classifier" in text and "supported_hyperparameters" in text
+    res = run("generate", "--seed", str(seed), "--num", "4", "--out", str(out), "--in-shape", "1,1,28,28")
+    assert res.returncode == 0, res.stderr
+    rows2 = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows2) == 10 and rows2[:6] == rows
+    assert len({tuple(r["widths"]) for r in rows2}) == 10
+    assert (out / "config.json").exists()
+
+
+def test_torn_manifest_line_is_dropped(seed, tmp_path):
+    out = tmp_path / "v"
+    assert run("generate", "--seed", str(seed), "--num", "2", "--out", str(out)).returncode == 0
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write('{"id": "half')
+    assert run("generate", "--seed", str(seed), "--num", "1", "--out", str(out)).returncode == 0
+    rows = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+
+
+def test_corrupted_manifest_is_an_error_and_left_alone(seed, tmp_path):
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "manifest.jsonl").write_text("not json\n")
+    assert_one_line_error(run("generate", "--seed", str(seed), "--num", "1", "--out", str(out)),
+                          "corrupted manifest")
+    assert (out / "manifest.jsonl").read_text() == "not json\n"
+
+
+def test_check_prints_width_literals(seed):
+    res = run("check", str(seed))
+    assert res.returncode == 0, res.stderr
+    assert "2 width(s)" in res.stdout
+    assert "value 16" in res.stdout and "features.0.out_channels" in res.stdout
+
+
+def test_apply_writes_exact_widths(seed, tmp_path):
+    out = tmp_path / "a.py"
+    res = run("apply", "--seed", str(seed), "--widths", "24,40", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "nn.Conv2d(in_shape[1], 24, 3" in text and "nn.Linear(40, out_shape[0])" in text
+    assert_one_line_error(run("apply", "--seed", str(seed), "--widths", "24", "--out", str(out)), "has 2 widths")
+
+
+@pytest.mark.parametrize("content, args, needle", [
+    (None, [], "no such file"),
+    ("def broken(:\n", [], "syntax error at line 1"),
+    ("x = 1\n", [], "no nn.Module class"),
+    (VGG, ["--class-name", "Missing"], "no class or function named 'Missing'"),
+    (VGG.replace("nn.Linear(32,", "nn.Linear(31,"), [], "fc.in_features expects 31 but gets 32"),
+    ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
+     "        super().__init__()\n        self.fc = nn.Linear(3, num_classes)\n"
+     "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n", [], "no width literals"),
+    (VGG, ["--in-shape", "1,3"], "does not build"),
+    ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+     "        while True: pass\n", ["--timeout-s", "5"], "no answer within"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, content, args, needle):
+    path = tmp_path / "model.py"
+    if content is not None:
+        path.write_text(content)
+    for cmd in (["generate", "--seed", str(path), "--num", "1", "--out", str(tmp_path / "o")],
+                ["check", str(path)]):
+        assert_one_line_error(run(*cmd, *args), needle)
+
+
+def test_unknown_seed_name_lists_builtins():
+    assert_one_line_error(run("generate", "--seed", "no-such-seed", "--num", "1"), "built-in:")
