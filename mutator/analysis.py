@@ -133,14 +133,27 @@ class Analyzer:
             info["reason"] = "sets the number of classes"
             return info
         if d["added"] or d["removed"]:
-            t2 = self._run({lit.index: 3 * v})
-            if t2["table"] is not None and _count(t2["table"]) != _count(t["table"]):
+            # a layer count adds layers at every step; a width adds or drops one only where it
+            # happens to meet a condition (`if in_planes != planes: shortcut = ...`)
+            counts = {_count(t["table"])}
+            for k in (3, 4):
+                tk = self._run({lit.index: k * v})
+                if tk["table"] is not None:
+                    counts.add(_count(tk["table"]))
+            if len(counts) == 3:
                 info["reason"] = "sets a number of layers"
                 return info
         base_table = self.base["table"]
+        dv = nv - v
+        # a width grows its layers when it grows; a literal that shrinks them (the 16 in
+        # `planes // 16`) is a ratio, not a width
+        for (m, a), (a0, a1) in d["channel"].items():
+            s0, s1 = _scalar(a0), _scalar(a1)
+            if s0 is not None and s1 is not None and (s1 - s0) * dv < 0:
+                info["reason"] = f"divides {m}.{a} (a ratio, not a width)"
+                return info
         producer = any(a in producer_attrs(base_table[m]) for m, a in d["channel"])
         info["kind"] = "width" if producer else "dependent"
-        dv = nv - v
         for (m, a), (a0, a1) in sorted(d["channel"].items()):
             s0, s1 = _scalar(a0), _scalar(a1)
             slope = None if s0 is None or s1 is None else Fraction(s1 - s0, dv)

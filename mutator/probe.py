@@ -27,7 +27,8 @@ CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_fe
                  "num_features", "num_channels", "normalized_shape", "num_parameters")
 GEOMETRY_ATTRS = ("kernel_size", "stride", "padding", "dilation", "output_padding", "num_groups",
                   "output_size", "upscale_factor", "downscale_factor", "scale_factor")
-PRM_DEFAULTS = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "weight_decay": 5e-4}
+PRM_DEFAULTS = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "weight_decay": 5e-4, "norm_eps": 1e-5,
+                "norm_momentum": 0.1}
 IN_CHANNEL_KWARGS = ("in_channels", "in_chans", "input_channels", "num_channels", "in_ch")
 CLASS_KWARGS = ("num_classes", "n_classes", "classes", "num_class")
 
