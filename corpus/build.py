@@ -249,9 +249,9 @@ full source code and what one fixed proxy-training recipe measured.
   `crash`, `missing`. `error`: a short message. A failed row has null metrics, never made-up ones.
 - `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1].
 - `train_seconds`: wall time of the training loop. `final_loss`: the last training batch's loss.
-- `flops`: fvcore's count for one sample's forward pass at the data set's input shape; **one
-  fused multiply-add counts as one flop**; elementwise ops, pooling and activations are not
-  counted; operators fvcore has no rule for are listed in `flops_unsupported`.
+- `flops`: fvcore's count for one sample's forward pass at the data set's input shape;
+  **one fused multiply-add counts as one flop**; elementwise ops, pooling and activations are
+  not counted; operators fvcore has no rule for are listed in `flops_unsupported`.
 - `params`: number of parameter elements.
 - `latency_ms` / `latency_batch_ms`: median milliseconds of a forward pass at batch 1 /
   `latency_batch`, eval mode, {runs} timed runs after 10 warm-up runs (device events on CUDA), on

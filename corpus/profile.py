@@ -28,8 +28,9 @@ def _data(path: str) -> dict:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() \
-        or type(exc).__name__ == "OutOfMemoryError"
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
+        or "out of memory" in text or "can't allocate memory" in text
 
 
 def profile(payload: dict) -> dict:

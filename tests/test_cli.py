@@ -2,48 +2,18 @@
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-VGG = textwrap.dedent("""
-    import torch.nn as nn
-
-
-    def supported_hyperparameters():
-        return {'lr', 'momentum'}
-
-
-    class Net(nn.Module):
-        def __init__(self, in_shape, out_shape, prm, device):
-            super().__init__()
-            self.device = device
-            self.features = nn.Sequential(
-                nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            )
-            self.fc = nn.Linear(32, out_shape[0])  # classifier
-
-        def forward(self, x):
-            return self.fc(self.features(x))
-""")
+from conftest import TINY_VGG as VGG, assert_one_line_error
 
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "mutator", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=600)
-
-
-def assert_one_line_error(res, needle):
-    assert res.returncode == 2, res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip() and not l.startswith(("config:", "warning:"))]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    assert needle in lines[0], lines[0]
-    assert "Traceback" not in res.stderr
 
 
 @pytest.fixture
@@ -118,7 +88,7 @@ def test_apply_writes_exact_widths(seed, tmp_path):
     ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
      "        super().__init__()\n        self.fc = nn.Linear(3, num_classes)\n"
      "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n", [], "no width literals"),
-    (VGG, ["--in-shape", "1,3"], "does not build"),
+    (VGG, ["--in-shape", "1,3"], "forward pass fails"),
     ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
      "        while True: pass\n", ["--timeout-s", "5"], "no answer within"),
 ])
