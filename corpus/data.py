@@ -54,7 +54,8 @@ def info(name: str) -> dict:
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
     hub, _, _, channels, classes, flip = DATASETS[name]
-    return {"name": name, "hub_id": hub, "channels": channels, "classes": classes, "flip": flip}
+    size = [28, 28] if "mnist" in name else [32, 32]
+    return {"name": name, "hub_id": hub, "channels": channels, "classes": classes, "flip": flip, "size": size}
 
 
 # -- readers ------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Command line of the search loop.
+
+    python -m search run --llm smollm2-135m --seed lenet --dataset fashion-mnist --iterations 10 --out runs/frozen-0
+    python -m search run --llm smollm2-135m --adapter adapters/lenet --out runs/tuned-0 --label tuned
+    python -m search run --llm random --out runs/random-0
+    python -m search run --llm-url http://127.0.0.1:8000 --llm smollm2 --out runs/server-0
+    python -m search run --out runs/frozen-0 --resume
+    python -m search report runs/frozen-0
+    python -m search compare runs/* --out runs/compare
+    python -m search export runs/frozen-0 --to runs/frozen-0-dataset
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from search.loop import SearchConfig
+
+    d = SearchConfig()
+    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run (or resume) a search")
+    r.add_argument("--llm", default=d.llm, help="smollm2-135m | Hub id | local folder | random (no-LLM baseline)")
+    r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")
+    r.add_argument("--improver-llm", default=None, help="Prompt Improver model (default: the same as --llm; 'rule' = no LLM)")
+    r.add_argument("--improver-adapter", default=None, help="peft adapter for the Prompt Improver")
+    r.add_argument("--llm-url", default=None, help="OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+    r.add_argument("--seed", default=d.seed, help="seed network: built-in name or .py path")
+    r.add_argument("--dataset", default=d.dataset, help="fashion-mnist | cifar10 | cifar100 | mnist")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--iterations", type=int, default=d.iterations)
+    r.add_argument("--time-budget-s", type=float, default=0.0, help="stop after this many seconds (0: none)")
+    r.add_argument("--memory", type=int, default=d.memory, help="feedback-memory window K")
+    r.add_argument("--out", default=d.out)
+    r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    r.add_argument("--objective", default="accuracy", choices=["accuracy"])
+    r.add_argument("--max-flops", type=float, default=None)
+    r.add_argument("--max-params", type=float, default=None)
+    r.add_argument("--max-latency-ms", type=float, default=None)
+    r.add_argument("--rng-seed", type=int, default=0)
+    r.add_argument("--temperature", type=float, default=d.temperature)
+    r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    r.add_argument("--label", default=None, help="configuration name used by `compare` (default: llm[+adapter])")
+    r.add_argument("--epochs", type=float, default=d.epochs)
+    r.add_argument("--train-limit", type=int, default=d.train_limit)
+    r.add_argument("--batch-size", type=int, default=d.batch_size)
+    r.add_argument("--device", default=d.device)
+    r.add_argument("--timeout-s", type=float, default=d.timeout_s)
+    p = sub.add_parser("report", help="plots and a markdown summary of one run")
+    p.add_argument("dir")
+    c = sub.add_parser("compare", help="compare runs grouped by configuration")
+    c.add_argument("dirs", nargs="+")
+    c.add_argument("--out", default=None, help="folder for the table and plot (default: the first run's parent)")
+    c.add_argument("--threshold", type=float, default=None, help="accuracy for 'iterations to reach'")
+    e = sub.add_parser("export", help="write a run as a datasets dataset")
+    e.add_argument("dir")
+    e.add_argument("--to", default=None, help="output folder (default DIR/dataset)")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from search.loop import SearchConfig, SearchError
+    from search.runner import run
+
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    cfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.iterations < 0 or args.memory < 1:
+        raise SearchError("--iterations must be >= 0 and --memory >= 1")
+    res = run(cfg, resume=args.resume)
+    best, seed = res["best"], res["seed"]
+    print(f"{res['iterations']} iterations in {cfg.out}; seed accuracy {100 * seed['accuracy']:.2f}%, "
+          f"best {100 * best['accuracy']:.2f}%")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from search.report import report
+
+    print(report(args.dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from search.compare import compare
+
+    print(compare(args.dirs, args.out, args.threshold))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from search.report import export
+
+    print(f"wrote {export(args.dir, args.to)}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export}
+
+
+def main(argv=None) -> int:
+    from corpus.build import CorpusError
+    from corpus.data import DataError
+    from mutator.generate import UserError
+    from search.llm import LLMError
+    from search.loop import SearchError
+    from search.store import StoreError
+
+    args = make_parser().parse_args(argv)
+    warnings.simplefilter("ignore")
+    try:
+        return COMMANDS[args.command](args)
+    except (SearchError, LLMError, StoreError, CorpusError, DataError, UserError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished iterations are stored (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The LLM behind one method: `generate(messages, temperature=, max_new_tokens=, seed=) -> str`.
+
+Interchangeable backends:
+- `TransformersLLM("smollm2-135m" | hub id | folder, adapter=DIR)`: local transformers (+ peft
+  adapter); the same model names as `finetune`.
+- `OpenAILLM(url, model)`: any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp's server,
+  `python -m llama_cpp.server`); an adapter is chosen by model name, as those servers do.
+- `ScriptedLLM(answers)`: a test double that replays answers (a list, or a function of the prompt).
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+
+class LLMError(Exception):
+    """The backend cannot be used (unknown model, unreachable server): one-line error, exit 2."""
+
+
+class ScriptedLLM:
+    def __init__(self, answers, name: str = "scripted"):
+        self.answers = answers
+        self.name = name
+        self.calls: list[list[dict]] = []
+
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+        self.calls.append(messages)
+        if callable(self.answers):
+            return self.answers(messages)
+        return self.answers[(len(self.calls) - 1) % len(self.answers)]
+
+
+class TransformersLLM:
+    def __init__(self, model: str, adapter: str | None = None, device: str = "auto"):
+        import torch
+
+        from finetune.models import FinetuneError, load_model, load_tokenizer, resolve_model
+
+        try:
+            path = resolve_model(model)
+            self.tok = load_tokenizer(path)
+            self.model = load_model(path)
+        except FinetuneError as exc:
+            raise LLMError(str(exc)) from None
+        if adapter:
+            from peft import PeftModel
+
+            try:
+                self.model = PeftModel.from_pretrained(self.model, adapter)
+            except Exception as exc:  # wrong folder, wrong base model
+                raise LLMError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc)[:160]}") from None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.model.to(device).eval()
+        self.name = model + (f"+{adapter}" if adapter else "")
+
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+        import torch
+
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                                      temperature=temperature if temperature > 0 else None,
+                                      top_p=0.95 if temperature > 0 else None,
+                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+        return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class OpenAILLM:
+    """Chat completions over HTTP (stdlib only). Retries once on a dropped connection."""
+
+    def __init__(self, url: str, model: str, timeout_s: float = 600.0, check: bool = True):
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1"):
+            self.url += "/v1"
+        self.model = model
+        self.timeout_s = timeout_s
+        self.name = f"{model}@{url}"
+        if check:
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=10) as r:
+                    json.loads(r.read())
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise LLMError(f"cannot reach an OpenAI-compatible server at {url} ({reason})") from None
+
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": temperature,
+                           "max_tokens": max_new_tokens, "seed": seed}).encode()
+        req = urllib.request.Request(f"{self.url}/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        for attempt in range(2):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                    data = json.loads(r.read())
+                return data["choices"][0]["message"]["content"] or ""
+            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+                if attempt == 1:
+                    raise LLMError(f"LLM server error: {type(exc).__name__}: {str(exc)[:160]}") from None
+                time.sleep(1)
+        return ""
+
+
+def make_llm(model: str, adapter: str | None = None, url: str | None = None):
+    if url:
+        return OpenAILLM(url, adapter or model)
+    return TransformersLLM(model, adapter)

@@ -1,0 +1,172 @@
+"""The roles of one search iteration: feedback memory, Code Generator, Prompt Improver, proposers.
+
+    memory = FeedbackMemory(k=5)                   # last k (problem, modification, outcome) triples
+    gen = CodeGenerator(llm)                        # best source + telemetry + instruction + memory -> code
+    imp = PromptImprover(llm)                       # outcome -> (problem, modification) = next instruction
+
+The Code Generator's prompt is `finetune.prompts.build_messages` (the template adapters are
+trained on) with the improver's instruction and the memory as notes; a tuned model sees at
+inference the prompt it was trained on, plus the notes.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from finetune.prompts import build_messages, extract_code, telemetry_text
+
+
+@dataclass(frozen=True)
+class Triple:
+    problem: str
+    modification: str
+    outcome: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FeedbackMemory:
+    """Sliding window of the last k improvement attempts, failures included (constant prompt size)."""
+
+    def __init__(self, k: int = 5):
+        self.items: deque[Triple] = deque(maxlen=max(1, k))
+
+    def add(self, t: Triple) -> None:
+        self.items.append(t)
+
+    def render(self) -> str:
+        if not self.items:
+            return "(no attempts yet)"
+        return "\n".join(f"{i}. problem: {t.problem} | tried: {t.modification} | outcome: {t.outcome}"
+                         for i, t in enumerate(self.items, 1))
+
+
+def outcome_text(row: dict, best: dict | None) -> str:
+    """Short outcome of a candidate for the memory: metrics and change vs best, or the failure."""
+    if row.get("status") != "ok":
+        err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
+        return f"FAILED {row.get('status')}: {err}".strip()
+    text = telemetry_text(row)
+    if best and best.get("accuracy") is not None and row.get("accuracy") is not None:
+        text += f"; {100 * (row['accuracy'] - best['accuracy']):+.2f} points vs best"
+    return text
+
+
+def generator_messages(best_code: str, best_row: dict, goal: dict, instruction: str, memory: FeedbackMemory):
+    msgs = build_messages(best_code, best_row, goal)
+    notes = (f"Suggested change: {instruction}\n"
+             f"Recent attempts (most recent last):\n{memory.render()}\n\n")
+    user = msgs[1]["content"]
+    cut = user.find("```python")
+    msgs[1] = {"role": "user", "content": user[:cut] + notes + user[cut:]}
+    return msgs
+
+
+class CodeGenerator:
+    def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536):
+        self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
+
+    def propose(self, best_code, best_row, goal, instruction, memory, seed) -> dict:
+        msgs = generator_messages(best_code, best_row, goal, instruction, memory)
+        raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        return {"prompt": msgs, "raw": raw, "code": extract_code(raw)}
+
+
+IMPROVER_SYSTEM = ("You review experiments of a neural-architecture search. Given the best network so "
+                   "far, the latest candidate's outcome and recent attempts, name the problem and one "
+                   "concrete change to the network's source to try next. Reply with exactly two lines:\n"
+                   "PROBLEM: <one sentence>\nMODIFICATION: <one sentence>")
+
+_LINE = re.compile(r"^\W*(problem|issue|diagnosis|modification|change|suggestion|next)\W*[:\-]\s*(.+)$", re.I | re.M)
+
+
+def parse_diagnosis(text: str) -> tuple[str, str] | None:
+    """(problem, modification) from an improver answer, tolerant of markdown and synonyms."""
+    found = {}
+    for m in _LINE.finditer(text or ""):
+        key = "problem" if m.group(1).lower() in ("problem", "issue", "diagnosis") else "modification"
+        found.setdefault(key, m.group(2).strip().strip("*").strip()[:300])
+    if "problem" in found and "modification" in found and found["modification"]:
+        return found["problem"], found["modification"]
+    return None
+
+
+def rule_diagnosis(row: dict, best: dict | None) -> tuple[str, str]:
+    """A deterministic diagnosis (the no-LLM baseline, and the fallback for unparseable answers)."""
+    status = row.get("status")
+    if status == "no_code":
+        return ("the answer contained no Python code", "answer with the complete source in one ```python block")
+    if status in ("build_error", "shape_error", "invalid"):
+        return (f"the network does not build or has inconsistent shapes: {(row.get('error') or '')[:120]}",
+                "change only width literals and keep every layer's input channels equal to the previous layer's output")
+    if status == "constraint":
+        return (f"the candidate breaks a constraint: {row.get('error')}", "narrow the widest layers to cut cost")
+    if status != "ok":
+        return (f"the candidate failed ({status}): {(row.get('error') or '')[:120]}",
+                "make a smaller, more conservative width change")
+    if best is None or best.get("accuracy") is None:
+        return ("no baseline yet", "widen the narrowest layers moderately")
+    gain = row["accuracy"] - best["accuracy"]
+    bigger = (row.get("params") or 0) > (best.get("params") or 0)
+    if gain > 0:
+        return (f"none: accuracy improved by {100 * gain:.2f} points",
+                f"continue in the same direction ({'widen' if bigger else 'narrow'} further)")
+    return (f"accuracy fell by {100 * -gain:.2f} points {'despite more' if bigger else 'with fewer'} parameters",
+            "narrow the layers that were widened" if bigger else "widen the layers that were narrowed")
+
+
+class PromptImprover:
+    def __init__(self, llm=None, temperature: float = 0.3, max_new_tokens: int = 160):
+        self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
+
+    def diagnose(self, row: dict, best: dict | None, memory: FeedbackMemory, seed: int) -> dict:
+        if self.llm is None:
+            p, m = rule_diagnosis(row, best)
+            return {"problem": p, "modification": m, "raw": None, "source": "rule"}
+        best_txt = telemetry_text(best) if best else "none yet"
+        user = (f"Best network so far: {best_txt}.\n"
+                f"Latest candidate: {outcome_text(row, best)}.\n"
+                f"Recent attempts:\n{memory.render()}\n")
+        raw = self.llm.generate([{"role": "system", "content": IMPROVER_SYSTEM}, {"role": "user", "content": user}],
+                                temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        parsed = parse_diagnosis(raw)
+        if parsed is None:
+            p, m = rule_diagnosis(row, best)
+            return {"problem": p, "modification": m, "raw": raw, "source": "rule-fallback"}
+        return {"problem": parsed[0], "modification": parsed[1], "raw": raw, "source": "llm"}
+
+
+class RandomProposer:
+    """The no-LLM baseline: a random mutator variant of the current best, same loop and profiler."""
+
+    def __init__(self, spec: dict, pool, rng_seed: int = 0):
+        self.spec, self.pool, self.rng_seed = spec, pool, rng_seed
+        self._analysis: dict[str, dict] = {}
+
+    def propose(self, best_code, best_row, goal, instruction, memory, seed) -> dict:
+        import hashlib
+        import random
+
+        from mutator.generate import GenerateConfig, sample_widths
+
+        key = hashlib.sha256(best_code.encode()).hexdigest()
+        if key not in self._analysis:
+            res = self.pool.call("mutator.analysis:analyze", {"source": best_code, "spec": self.spec})
+            self._analysis[key] = res
+        a = self._analysis[key]
+        if a.get("status") != "ok" or not a["groups"]:
+            return {"prompt": None, "raw": None, "code": None, "error": a.get("error", "no widths")}
+        rng = random.Random(seed)
+        cfg = GenerateConfig(min_factor=0.5, max_factor=1.5)
+        for _ in range(20):
+            widths = sample_widths(rng, a["groups"], cfg)
+            if widths == a["seed_widths"]:
+                continue
+            res = self.pool.call("mutator.analysis:variants",
+                                 {"source": best_code, "spec": self.spec, "analysis": a, "widths": [widths]})
+            r = res["results"][0] if res.get("status") == "ok" else res
+            if r.get("status") == "ok":
+                return {"prompt": None, "raw": f"widths {widths}", "code": r["source"]}
+        return {"prompt": None, "raw": None, "code": None, "error": "no valid random variant in 20 draws"}
