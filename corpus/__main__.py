@@ -40,6 +40,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="model .py file")
     p.add_argument("--class-name", default=None, help="class or factory that builds the network")
     _profile_args(p)
+    t = sub.add_parser("from-table", help="a corpus (code + metrics) from a Channel-Bench-Macro table")
+    t.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
+    t.add_argument("--out", required=True)
+    t.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--benchmark-file", default=None, help="the space's JSON table (default: see README)")
     s = sub.add_parser("show", help="summary table and accuracy-vs-FLOPs plot of a corpus")
     s.add_argument("dir", help="corpus folder")
     s.add_argument("--plot", default=None, help="PNG path (default DIR/accuracy_vs_flops.png)")
@@ -65,18 +71,27 @@ def cmd_profile(args) -> int:
     return 0 if row["status"] == "ok" else 1
 
 
+def cmd_from_table(args) -> int:
+    from corpus.table import from_table
+
+    res = from_table(args.space, args.out, args.sample, args.seed, args.benchmark_file)
+    print(f"{res['new']} new rows; {res['rows']} rows in {res['out']}")
+    return 0
+
+
 def cmd_show(args) -> int:
     from corpus.show import show
 
     return show(args.dir, args.plot)
 
 
-COMMANDS = {"build": cmd_build, "profile": cmd_profile, "show": cmd_show}
+COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_table, "show": cmd_show}
 
 
 def main(argv=None) -> int:
     from corpus.build import CorpusError
     from corpus.data import DataError
+    from corpus.table import TableError
     from mutator.generate import UserError
 
     args = make_parser().parse_args(argv)
@@ -84,7 +99,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
         return COMMANDS[args.command](args)
-    except (CorpusError, DataError, UserError) as exc:
+    except (CorpusError, DataError, UserError, TableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,8 +57,9 @@ def show(folder: str, plot: str | None = None) -> int:
     print(f"  {'id':<32} {'acc %':>7} {'MFLOPs':>9} {'params':>10} {'lat ms':>8}  widths")
     for r in sorted(ok, key=lambda r: -r["accuracy"])[:10]:
         fl = f"{r['flops'] / 1e6:.2f}" if r["flops"] is not None else "n/a"
-        print(f"  {r['id']:<32} {100 * r['accuracy']:>7.2f} {fl:>9} {r['params']:>10,} "
-              f"{r['latency_ms']:>8.3f}  {r['widths']}")
+        lat = f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "n/a"
+        params = f"{r['params']:,}" if r["params"] is not None else "n/a"
+        print(f"  {r['id']:<32} {100 * r['accuracy']:>7.2f} {fl:>9} {params:>10} {lat:>8}  {r['widths']}")
     pts = [(r["flops"], r["accuracy"]) for r in ok if r["flops"] is not None]
     if pts:
         import matplotlib

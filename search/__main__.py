@@ -51,6 +51,10 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=d.batch_size)
     r.add_argument("--device", default=d.device)
     r.add_argument("--timeout-s", type=float, default=d.timeout_s)
+    r.add_argument("--evaluator", default="profile",
+                   help="profile (train and measure) | table:cbm-resnet | table:cbm-mobilenet (Channel-Bench-Macro lookup)")
+    r.add_argument("--benchmark-file", default=None, help="Channel-Bench-Macro JSON table for --evaluator table:...")
+    r.add_argument("--table-noise", action="store_true", help="one training seed's accuracy instead of the mean")
     p = sub.add_parser("report", help="plots and a markdown summary of one run")
     p.add_argument("dir")
     c = sub.add_parser("compare", help="compare runs grouped by configuration")

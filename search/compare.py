@@ -49,10 +49,34 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
             "valid": sum(r["status"] == "ok" for r in iters[:n]) / n,
             "auc": sum(curve) / n, "reach": reach})
     base = "random" if "random" in groups else next(iter(groups))
+    spaces = {cfg.evaluator for _, cfg, _, _ in runs}
+    bench = None
+    if len(spaces) == 1 and next(iter(spaces)).startswith("table:"):
+        from corpus.table import TableEvaluator, expected_best_rank, load_table, table_path
+
+        space = next(iter(spaces)).split(":", 1)[1]
+        tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
+        means = sorted((v["mean"] for v in tab.values()), reverse=True)
+        import bisect
+
+        def rank_of(acc):  # 1 + number of configurations strictly better
+            neg = [-m for m in means]
+            return bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
+
+        bench = {"space": space, "size": len(means), "optimum": means[0] / 100, "rank_of": rank_of,
+                 "random_expected_rank": expected_best_rank(len(means), n)}
     lines = [f"Runs compared at N = {n} iterations each; threshold for 'reach' = {100 * thr:.2f}% accuracy; "
-             f"baseline = {base}", "",
+             f"baseline = {base}", ""]
+    if bench:
+        m = bench["size"]
+        lines += [f"Benchmark {bench['space']}: {m:,} configurations, global optimum {100 * bench['optimum']:.2f}%; "
+                  f"random search's exact expected best-of-{n} rank: {bench['random_expected_rank']:.1f} "
+                  f"(top {100 * bench['random_expected_rank'] / m:.2f}%)", "",
+                  "| configuration | runs | valid rate % | best acc after N % | median best rank | median percentile | ranks | p vs baseline (Mann-Whitney U) |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines += [
              "| configuration | runs | valid rate % | best acc after N % | median best % | AUC best-so-far % | runs reaching | mean its to reach | p vs baseline (Mann-Whitney U) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"] if not bench else []
     table = {}
     for g, rs in groups.items():
         best = [r["best"] for r in rs]
@@ -62,6 +86,18 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
             p = float(mannwhitneyu(best, [r["best"] for r in groups[base]], alternative="two-sided").pvalue)
         table[g] = {"runs": len(rs), "valid": [r["valid"] for r in rs], "best": best, "auc": [r["auc"] for r in rs],
                     "reach": [r["reach"] for r in rs], "p_vs_baseline": p}
+        if bench:
+            rk = [bench["rank_of"](b) for b in best]
+            table[g]["ranks"] = rk
+            if g != base and groups[base]:  # ranks: lower is better, so test them directly
+                p = float(mannwhitneyu(rk, [bench["rank_of"](r["best"]) for r in groups[base]],
+                                       alternative="two-sided").pvalue)
+                table[g]["p_vs_baseline"] = p
+            med = statistics.median(rk)
+            lines.append(f"| {g} | {len(rs)} | {_fmt([r['valid'] for r in rs], True, 1)} | {_fmt(best, True)} | "
+                         f"{med:.0f} | {100 * med / bench['size']:.2f}% | {','.join(map(str, sorted(rk)))} | "
+                         f"{'—' if p is None else f'{p:.3g}'} |")
+            continue
         lines.append(f"| {g} | {len(rs)} | {_fmt([r['valid'] for r in rs], True, 1)} | {_fmt(best, True)} | "
                      f"{100 * statistics.median(best):.2f} | {_fmt([r['auc'] for r in rs], True)} | "
                      f"{len(reach)}/{len(rs)} | {statistics.mean(reach) if reach else float('nan'):.1f} | "
@@ -85,5 +121,7 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     plt.close(fig)
     text = "\n".join(lines)
     (dest / "compare.md").write_text(text + "\n\n![curves](compare_curves.png)\n")
-    (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "groups": table}, indent=1))
+    extra = {k: v for k, v in (bench or {}).items() if k != "rank_of"}
+    (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "groups": table,
+                                                   "benchmark": extra or None}, indent=1))
     return text + f"\n\nwrote {dest / 'compare.md'}, {dest / 'compare.json'}, {dest / 'compare_curves.png'}"

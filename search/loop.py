@@ -47,11 +47,14 @@ class SearchConfig:
     temperature: float = 0.7
     max_new_tokens: int = 1536
     epochs: float = 1.0
-    train_limit: int = 2000
+    train_limit: int = 8000
     batch_size: int = 256
     device: str = "auto"
     timeout_s: float = 900.0
     label: str | None = None
+    evaluator: str = "profile"
+    benchmark_file: str | None = None
+    table_noise: bool = False
 
     @property
     def group(self) -> str:
@@ -83,7 +86,7 @@ def _better(row: dict, best: dict | None) -> bool:
 
 
 METRIC_KEYS = ("accuracy", "flops", "params", "latency_ms", "latency_batch_ms", "train_seconds",
-               "peak_memory_mb", "device_name")
+               "peak_memory_mb", "device_name", "widths", "table_key", "table_rank")
 
 
 def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, store: RunStore,

@@ -141,8 +141,8 @@ class PromptImprover:
 class RandomProposer:
     """The no-LLM baseline: a random mutator variant of the current best, same loop and profiler."""
 
-    def __init__(self, spec: dict, pool, rng_seed: int = 0):
-        self.spec, self.pool, self.rng_seed = spec, pool, rng_seed
+    def __init__(self, spec: dict, pool, rng_seed: int = 0, width_choices=None):
+        self.spec, self.pool, self.rng_seed, self.width_choices = spec, pool, rng_seed, width_choices
         self._analysis: dict[str, dict] = {}
 
     def propose(self, best_code, best_row, goal, instruction, memory, seed) -> dict:
@@ -159,7 +159,11 @@ class RandomProposer:
         if a.get("status") != "ok" or not a["groups"]:
             return {"prompt": None, "raw": None, "code": None, "error": a.get("error", "no widths")}
         rng = random.Random(seed)
-        cfg = GenerateConfig(min_factor=0.5, max_factor=1.5)
+        cfg = GenerateConfig(min_factor=0.5, max_factor=1.5,
+                             width_choices=tuple(map(tuple, self.width_choices)) if self.width_choices else None)
+        if cfg.width_choices and len(cfg.width_choices) != len(a["groups"]):
+            return {"prompt": None, "raw": None, "code": None,
+                    "error": f"{len(a['groups'])} widths, the benchmark space has {len(cfg.width_choices)}"}
         for _ in range(20):
             widths = sample_widths(rng, a["groups"], cfg)
             if widths == a["seed_widths"]:

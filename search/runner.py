@@ -48,9 +48,29 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     store, cfg = open_store(cfg, resume)
     closers = []
     try:
-        _, seed_code = resolve_seed(cfg.seed)
+        table_space = cfg.evaluator.split(":", 1)[1] if cfg.evaluator.startswith("table:") else None
+        if cfg.evaluator != "profile" and table_space is None:
+            raise SearchError(f"--evaluator must be profile or table:SPACE, not {cfg.evaluator!r}")
+        seed_name = cfg.seed
+        if table_space and cfg.seed == SearchConfig().seed:
+            from corpus.table import SPACES
+
+            seed_name = SPACES.get(table_space, {}).get("seed", cfg.seed)
+        _, seed_code = resolve_seed(seed_name)
         seed_code = store.meta("seed_code", seed_code)
         spec = input_spec(cfg.dataset)
+        width_choices = None
+        if evaluate is None and table_space:
+            from corpus.table import SPACES, TableError, TableEvaluator
+
+            try:
+                ev = TableEvaluator(table_space, cfg.benchmark_file, cfg.rng_seed if cfg.table_noise else None)
+            except TableError as exc:
+                raise SearchError(str(exc)) from None
+            closers.append(ev.close)
+            evaluate = ev.evaluate
+            spec = {"in_shape": [1, 3, 32, 32], "classes": 10, "class_name": None}
+            width_choices = SPACES[table_space]["choices"]
         if evaluate is None:
             prof = Profiler(BuildConfig(variants="", dataset=cfg.dataset, out="", epochs=cfg.epochs,
                                         batch_size=cfg.batch_size, train_limit=cfg.train_limit,
@@ -63,7 +83,8 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
 
             pool = WorkerPool(1, timeout_s=300)
             closers.append(pool.close)
-            proposer, improver = RandomProposer(spec, pool, cfg.rng_seed), PromptImprover(None)
+            proposer = RandomProposer(spec, pool, cfg.rng_seed, width_choices)
+            improver = PromptImprover(None)
         else:
             llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url)
             proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens)

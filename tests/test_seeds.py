@@ -24,8 +24,8 @@ PARAM_RANGES = {
     "densenet-small": (50_000, 200_000),
     "resnet18": (11_000_000, 11_400_000),
     "lenet": (30_000, 80_000),
-    "cbm-resnet": (12_701_322, 12_701_322),  # the table's params at best key 4344424
-    "cbm-mobilenet": (1_388_170, 1_388_170),  # the table's params at best key 4444342
+    "cbm-resnet": (3_844_234, 3_844_234),  # the table's params at key 2222222
+    "cbm-mobilenet": (467_914, 467_914),  # the table's params at key 2222222
 }
 
 # Channel-Bench-Macro: the four choices of each of the seven widths.
@@ -130,8 +130,8 @@ def test_cbm_matches_table(space):
         assert conv_linear_flops(build(mod, (1, 3, 16, 16))) == table[key]["flops"], key
 
 
-@pytest.mark.parametrize("space, best", [("resnet", "4344424"), ("mobilenet", "4444342")])
-def test_cbm_seed_is_best_key(space, best):
+@pytest.mark.parametrize("space, best", [("resnet", "2222222"), ("mobilenet", "2222222")])
+def test_cbm_seed_is_the_middle_key(space, best):
     source = seeds.seed_source(f"cbm-{space}")
     m = WIDTHS_LINE.search(source)
     assert m, "no `WIDTHS = [...]` line"

@@ -1,0 +1,217 @@
+"""Table evaluator: Channel-Bench-Macro lookups instead of training (`--evaluator table:SPACE`).
+
+    ev = TableEvaluator("cbm-mobilenet")           # or path=... (--benchmark-file)
+    row = ev.evaluate(source)                      # a corpus-style row, from the published table
+
+Channel-Bench-Macro (Su et al., ICLR 2021; as distributed with GENIUS, Zheng et al. 2023) lists
+every channel configuration of two CIFAR-10 macro networks (4 choices for each of 7 widths, 16,384
+each) with three seeds' test accuracies, FLOPs and params. A candidate's seven widths are found by
+building it (the mutator's width analysis, sandboxed); it must have exactly the space's seven widths,
+each one of the allowed values, and the parameter count of the table's network for that key (so a
+candidate with a different structure is refused); otherwise the row is a failure saying exactly why.
+FLOPs are the table's (conv + linear multiply-adds at 16x16, see the data README); latency is None.
+
+Files: `--benchmark-file PATH`, else `$NASFORGE_CBM_DIR/<space>.json`, else the copy beside the
+repository (`../shared/data/channel-bench-macro/`). The tables are published in the GitHub
+repository mingkai-zheng/GENIUS (`benchmark/Results_ResNet.json`, `benchmark/Results_MobileNet.json`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+SPACES = {
+    "cbm-resnet": {"file": "resnet.json", "seed": "cbm-resnet",
+                   "choices": [[64, 128, 192, 256]] * 3 + [[128, 256, 384, 512]] * 4},
+    "cbm-mobilenet": {"file": "mobilenet.json", "seed": "cbm-mobilenet",
+                      "choices": [[32, 64, 96, 128], [192, 384, 576, 768], [192, 384, 576, 768],
+                                  [192, 384, 576, 768], [64, 128, 192, 256], [384, 768, 1152, 1536],
+                                  [256, 512, 768, 1024]]},
+}
+SPEC = {"in_shape": [1, 3, 32, 32], "classes": 10, "class_name": None}
+
+
+class TableError(Exception):
+    pass
+
+
+def table_path(space: str, path: str | None = None) -> Path:
+    if space not in SPACES:
+        raise TableError(f"unknown benchmark space {space!r} (known: {', '.join(SPACES)})")
+    if path:
+        p = Path(path)
+    elif os.environ.get("NASFORGE_CBM_DIR"):
+        p = Path(os.environ["NASFORGE_CBM_DIR"]) / SPACES[space]["file"]
+    else:
+        p = Path(__file__).resolve().parents[2] / "shared" / "data" / "channel-bench-macro" / SPACES[space]["file"]
+    if not p.is_file():
+        raise TableError(f"no Channel-Bench-Macro table at {p}: pass --benchmark-file PATH "
+                         f"(GENIUS repository, benchmark/Results_*.json)")
+    return p
+
+
+@lru_cache(maxsize=4)
+def load_table(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{path} is not a readable benchmark table ({exc})") from None
+    if not isinstance(data, dict) or not data or "mean" not in next(iter(data.values())):
+        raise TableError(f"{path} is not a Channel-Bench-Macro table (entries need 'mean')")
+    return data
+
+
+def key_of(widths: list[int], space: str) -> str:
+    return "".join(str(SPACES[space]["choices"][i].index(w) + 1) for i, w in enumerate(widths))
+
+
+def widths_of(key: str, space: str) -> list[int]:
+    return [SPACES[space]["choices"][i][int(c) - 1] for i, c in enumerate(key)]
+
+
+def check_widths(widths: list[int], space: str) -> str | None:
+    """Why `widths` is outside the space, or None."""
+    choices = SPACES[space]["choices"]
+    if len(widths) != len(choices):
+        return f"found {len(widths)} widths {widths}, the {space} space has {len(choices)}"
+    for i, (w, c) in enumerate(zip(widths, choices)):
+        if w not in c:
+            return f"layer {i} width {w} is not one of {'/'.join(map(str, c))}"
+    return None
+
+
+def ranks(table: dict) -> dict[str, int]:
+    """Rank of each key by mean accuracy (1 = best; ties share the best rank)."""
+    order = sorted(table, key=lambda k: -table[k]["mean"])
+    out, prev, r = {}, None, 0
+    for i, k in enumerate(order, 1):
+        if table[k]["mean"] != prev:
+            r, prev = i, table[k]["mean"]
+        out[k] = r
+    return out
+
+
+def expected_best_rank(m: int, n: int) -> float:
+    """Expected rank of the best of n configurations drawn uniformly without replacement from m:
+    E = sum_{r=1..m} P(best rank >= r) = sum_r C(m-r+1, n) / C(m, n)."""
+    if n <= 0:
+        return float("nan")
+    total, log_cmn = 0.0, math.lgamma(m + 1) - math.lgamma(n + 1) - math.lgamma(m - n + 1)
+    for r in range(1, m - n + 2):
+        k = m - r + 1
+        total += math.exp(math.lgamma(k + 1) - math.lgamma(n + 1) - math.lgamma(k - n + 1) - log_cmn)
+    return total
+
+
+class TableEvaluator:
+    """`evaluate(code) -> row` from the table; `noise_seed` picks one training seed's accuracy."""
+
+    def __init__(self, space: str, path: str | None = None, noise_seed: int | None = None, pool=None):
+        self.space = space
+        self.path = str(table_path(space, path))
+        self.table = load_table(self.path)
+        self.rank = ranks(self.table)
+        self.noise_seed = noise_seed
+        self._own_pool = pool is None
+        if pool is None:
+            from mutator.sandbox import WorkerPool
+
+            pool = WorkerPool(1, timeout_s=120)
+        self.pool = pool
+
+    def widths(self, code: str) -> tuple[list[int] | None, str | None, int | None]:
+        a = self.pool.call("mutator.analysis:analyze", {"source": code, "spec": SPEC})
+        if a.get("status") != "ok":
+            return None, a.get("error") or a.get("status"), None
+        return a["seed_widths"], None, a["params"]
+
+    def evaluate(self, code: str) -> dict:
+        widths, err, params = self.widths(code)
+        if widths is None:
+            return {"status": "build_error", "error": err}
+        why = check_widths(widths, self.space)
+        if why:
+            return {"status": "out_of_space", "error": why, "widths": widths}
+        key = key_of(widths, self.space)
+        entry = self.table[key]
+        if params != entry["params"]:
+            return {"status": "out_of_space", "widths": widths,
+                    "error": f"structure differs from the {self.space} network: {params:,} parameters, "
+                             f"the table's {key} has {entry['params']:,}"}
+        acc = entry["mean"] if self.noise_seed is None else entry["acc"][self.noise_seed % len(entry["acc"])]
+        return {"status": "ok", "error": None, "accuracy": acc / 100, "flops": entry["flops"],
+                "params": entry["params"], "latency_ms": None, "widths": widths, "table_key": key,
+                "table_rank": self.rank[key], "device_name": f"table:{self.space}"}
+
+    def close(self):
+        if self._own_pool:
+            self.pool.close()
+
+
+def from_table(space: str, out: str, sample: int = 0, seed: int = 0, path: str | None = None,
+               progress: bool = True) -> dict:
+    """`python -m corpus from-table`: a corpus (code + the table's metrics) of one space."""
+    import dataclasses
+    import hashlib
+    import random
+    import time
+
+    from tqdm import tqdm
+
+    from corpus.build import append_row, read_journal, versions, write_dataset
+    from mutator import seeds
+    from mutator.sandbox import WorkerPool
+
+    @dataclasses.dataclass(frozen=True)
+    class FromTableConfig:
+        space: str
+        out: str
+        sample: int
+        seed: int
+        dataset: str = "cifar10"
+
+    table = load_table(str(table_path(space, path)))
+    rank = ranks(table)
+    keys = sorted(table)
+    if 0 < sample < len(keys):
+        keys = sorted(random.Random(seed).sample(keys, sample))
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    journal = dest / "rows.jsonl"
+    done = {r["id"] for r in read_journal(journal)}
+    todo = [k for k in keys if f"{space}-{k}" not in done]
+    source = seeds.seed_source(SPACES[space]["seed"])
+    recipe = {"source": "Channel-Bench-Macro table (CIFAR-10, 3 seeds, mean accuracy)", "space": space}
+    vers = versions()
+    pool = WorkerPool(min(2, os.cpu_count() or 1), timeout_s=600)
+    try:
+        a = pool.call("mutator.analysis:analyze", {"source": source, "spec": SPEC})
+        if a.get("status") != "ok":
+            raise TableError(f"the {space} seed cannot be analysed: {a.get('error')}")
+        chunks = [todo[i:i + 16] for i in range(0, len(todo), 16)]
+        payloads = [{"source": source, "spec": SPEC, "analysis": a, "widths": [widths_of(k, space) for k in c]}
+                    for c in chunks]
+        bar = tqdm(total=len(todo), desc=f"materialising {space}", unit="net", disable=not progress)
+        for i, res in pool.imap("mutator.analysis:variants", payloads):
+            for key, r in zip(chunks[i], res.get("results") or [res] * len(chunks[i])):
+                e = table[key]
+                code = r.get("source") or ""
+                row = {"id": f"{space}-{key}", "parent": SPACES[space]["seed"], "code": code,
+                       "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": widths_of(key, space),
+                       "status": "ok" if r.get("status") == "ok" else "build_error", "error": r.get("error"),
+                       "accuracy": e["mean"] / 100 if r.get("status") == "ok" else None,
+                       "flops": e["flops"], "params": e["params"], "latency_ms": None,
+                       "device_name": f"table:{space} (rank {rank[key]})", "dataset": "cifar10",
+                       "recipe": json.dumps(recipe), "versions": json.dumps(vers),
+                       "profiled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                append_row(journal, row)
+                bar.update(1)
+        bar.close()
+    finally:
+        pool.close()
+    rows = read_journal(journal)
+    write_dataset(dest, rows, FromTableConfig(space, out, sample, seed), recipe, vers)
+    return {"rows": len(rows), "new": len(todo), "out": str(dest)}

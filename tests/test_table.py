@@ -1,0 +1,101 @@
+"""Benchmark mode: Channel-Bench-Macro lookups, out-of-space failures, ranks, compare, from-table."""
+import json
+import random
+import re
+
+import pytest
+
+from conftest import run_module
+from corpus.table import SPACES, TableEvaluator, expected_best_rank, key_of, load_table, table_path, widths_of
+from mutator.seeds import seed_source
+from search.llm import ScriptedLLM
+from search.loop import SearchConfig
+from search.runner import run
+
+try:
+    table_path("cbm-resnet")
+    HAVE = True
+except Exception:
+    HAVE = False
+pytestmark = pytest.mark.skipif(not HAVE, reason="needs ../shared/data/channel-bench-macro")
+
+
+def with_widths(space, widths):
+    src = seed_source(SPACES[space]["seed"])
+    return re.sub(r"^WIDTHS = \[[^\]]*\]$", f"WIDTHS = {list(widths)}", src, count=1, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def evaluators():
+    evs = {s: TableEvaluator(s) for s in SPACES}
+    yield evs
+    for e in evs.values():
+        e.close()
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_widths_found_by_building_match_the_table(evaluators, space):
+    ev = evaluators[space]
+    keys = random.Random(1).sample(sorted(ev.table), 4)
+    for key in keys:
+        row = ev.evaluate(with_widths(space, widths_of(key, space)))
+        assert row["status"] == "ok", row
+        assert row["table_key"] == key  # the seven widths were recovered from the built model
+        assert row["params"] == ev.table[key]["params"] and row["flops"] == ev.table[key]["flops"]
+        assert row["accuracy"] == pytest.approx(ev.table[key]["mean"] / 100)
+
+
+def test_out_of_space_candidates_say_exactly_why(evaluators):
+    ev = evaluators["cbm-resnet"]
+    row = ev.evaluate(with_widths("cbm-resnet", [128, 128, 128, 256, 300, 256, 256]))
+    assert row["status"] == "out_of_space"
+    assert row["error"] == "layer 4 width 300 is not one of 128/256/384/512"
+    # same widths, different structure (an extra layer): refused by its parameter count
+    src = with_widths("cbm-resnet", [128, 128, 128, 256, 256, 256, 256])
+    src = src.replace("self.pool = nn.AdaptiveAvgPool2d(1)", "self.extra = nn.Conv2d(WIDTHS[4], WIDTHS[4], 1)\n        self.pool = nn.AdaptiveAvgPool2d(1)")
+    if "self.extra" in src:
+        row = ev.evaluate(src)
+        assert row["status"] == "out_of_space" and "structure differs" in row["error"]
+    assert ev.evaluate("x = (")["status"] == "build_error"
+
+
+def test_expected_best_rank_closed_form():
+    # m=4, n=2: P(best >= 1) = 1, P(>= 2) = C(3,2)/C(4,2) = 1/2, P(>= 3) = 1/6
+    assert expected_best_rank(4, 2) == pytest.approx(1 + 1 / 2 + 1 / 6)
+    assert expected_best_rank(16384, 20) / 16384 == pytest.approx(0.0476, abs=2e-4)
+
+
+def test_compare_reports_ranks_on_a_scripted_llm(tmp_path, evaluators):
+    space = "cbm-mobilenet"
+    tab = evaluators[space].table
+    order = sorted(tab, key=lambda k: -tab[k]["mean"])
+    good, bad = order[:40], order[-4000:]
+    for group, pool in (("strong", good), ("random-ish", bad)):
+        for s in range(4):
+            rng = random.Random(s)
+            answers = [f"```python\n{with_widths(space, widths_of(rng.choice(pool), space))}```" for _ in range(3)]
+            cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=3, rng_seed=s, label=group,
+                               improver_llm="rule", out=str(tmp_path / f"{group}-{s}"))
+            run(cfg, llm=ScriptedLLM(answers), evaluate=evaluators[space].evaluate, progress=False)
+    res = run_module("search", "compare", *sorted(tmp_path.glob("*-[0-9]")), "--out", tmp_path / "cmp")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert data["benchmark"]["space"] == space and data["benchmark"]["size"] == 16384
+    assert data["benchmark"]["random_expected_rank"] == pytest.approx(expected_best_rank(16384, 3))
+    assert max(data["groups"]["strong"]["ranks"]) <= 40
+    assert data["baseline"] == "random-ish" and data["groups"]["strong"]["p_vs_baseline"] < 0.05
+    assert "median best rank" in res.stdout
+
+
+def test_from_table_materialises_a_corpus(tmp_path):
+    import datasets
+
+    res = run_module("corpus", "from-table", "--space", "cbm-resnet", "--sample", 6, "--out", tmp_path / "c")
+    assert res.returncode == 0, res.stderr[-2000:]
+    ds = datasets.load_from_disk(str(tmp_path / "c"))
+    tab = load_table(str(table_path("cbm-resnet")))
+    assert len(ds) == 6
+    for r in ds:
+        key = r["id"].split("-")[-1]
+        assert key_of(r["widths"], "cbm-resnet") == key and r["accuracy"] == pytest.approx(tab[key]["mean"] / 100)
+        assert f"WIDTHS = {r['widths']}" in r["code"]
