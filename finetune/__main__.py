@@ -1,0 +1,158 @@
+"""Command line of the fine-tuning stage.
+
+    python -m finetune dataset --corpus corpus_fm --out pairs_fm              # pairs with true goals, train/eval
+    python -m finetune train --corpus corpus_fm --model smollm2-135m --out runs/lora_fm --max-steps 60
+    python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --corpus corpus_fm --n 10 --out eval.json
+
+Every command also reads `--config FILE.yaml` (keys are the flag names, with - or _); flags given
+on the command line override it, unknown keys are an error.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import warnings
+
+_S = argparse.SUPPRESS  # only flags actually given reach the config; the rest keep its defaults
+
+
+def _opt(p, flag, cls, help, **kw):
+    """An option whose shown default is the config dataclass's default."""
+    name = flag.lstrip("-").replace("-", "_")
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    shown = "" if field.default is dataclasses.MISSING else f" (default {field.default})"
+    p.add_argument(flag, default=_S, help=help + shown, **kw)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from finetune.evaluate import EvalConfig
+    from finetune.pairs import DatasetConfig
+    from finetune.train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dataset", help="training pairs (messages + true goals) from a corpus, train/eval split")
+    _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build")
+    _opt(d, "--out", DatasetConfig, "output folder (datasets.load_from_disk opens it)")
+    _pairs_args(d, DatasetConfig)
+    d.add_argument("--config", default=None, help="YAML file with any of these options")
+
+    t = sub.add_parser("train", help="LoRA fine-tuning with trl's SFTTrainer, loss on the answer only")
+    _opt(t, "--corpus", TrainConfig, "corpus folder, or a pairs folder from python -m finetune dataset")
+    _opt(t, "--model", TrainConfig, "smollm2-135m, a local model folder, or a Hub id")
+    _opt(t, "--out", TrainConfig, "output folder: adapter, run_card.json, checkpoints")
+    _opt(t, "--epochs", TrainConfig, "training epochs (ignored when --max-steps is given)", type=float)
+    _opt(t, "--max-steps", TrainConfig, "optimizer steps; -1: run --epochs", type=int)
+    _opt(t, "--lr", TrainConfig, "learning rate", type=float)
+    _opt(t, "--lora-r", TrainConfig, "LoRA rank", type=int)
+    _opt(t, "--lora-alpha", TrainConfig, "LoRA alpha", type=int)
+    _opt(t, "--lora-dropout", TrainConfig, "LoRA dropout", type=float)
+    _opt(t, "--target-modules", TrainConfig, "all-linear, or comma-separated module names (q_proj,v_proj)")
+    _opt(t, "--max-length", TrainConfig, "pairs longer than this many tokens are dropped", type=int)
+    _opt(t, "--batch-size", TrainConfig, "sequences per device step", type=int)
+    _opt(t, "--grad-accum", TrainConfig, "gradient accumulation steps", type=int)
+    _opt(t, "--load-in-4bit", TrainConfig, "QLoRA: 4-bit NF4 base through bitsandbytes (CUDA only)",
+         action="store_true")
+    _opt(t, "--merge", TrainConfig, "also write the base with the adapter merged in to OUT/merged",
+         action="store_true")
+    _opt(t, "--resume", TrainConfig, "continue from the last checkpoint in OUT", action="store_true")
+    _opt(t, "--gradient-checkpointing", TrainConfig, "recompute activations to save memory",
+         action="store_true")
+    _opt(t, "--batching", TrainConfig, "auto (padding-free with flash-attn on CUDA, else grouped), "
+         "padding-free, grouped (padded, similar lengths together) or padded")
+    _opt(t, "--logging-steps", TrainConfig, "log the loss every N steps", type=int)
+    _opt(t, "--save-steps", TrainConfig, "write a checkpoint every N steps", type=int)
+    _pairs_args(t, TrainConfig)
+    t.add_argument("--config", default=None, help="YAML file with any of these options")
+
+    e = sub.add_parser("eval", help="base model vs adapter on held-out prompts: code, runs, meets the goal")
+    _opt(e, "--model", EvalConfig, "base model: smollm2-135m, a local folder, or a Hub id")
+    _opt(e, "--adapter", EvalConfig, "peft adapter folder from python -m finetune train")
+    _opt(e, "--corpus", EvalConfig, "corpus folder the prompts and source metrics come from")
+    _opt(e, "--n", EvalConfig, "number of held-out prompts", type=int)
+    _opt(e, "--out", EvalConfig, "JSON file for the table and every answer")
+    _opt(e, "--dataset", EvalConfig, "data set to profile answers on (default: the corpus's)")
+    _opt(e, "--train-limit", EvalConfig, "proxy-training images (default: the corpus's recipe)", type=int)
+    _opt(e, "--max-new-tokens", EvalConfig, "answer length limit; 0: 1.5x the prompt's source", type=int)
+    _opt(e, "--batch-size", EvalConfig, "prompts generated at once", type=int)
+    _opt(e, "--timeout-s", EvalConfig, "time limit per profiled answer", type=float)
+    _pairs_args(e, EvalConfig)
+    e.add_argument("--config", default=None, help="YAML file with any of these options")
+    return parser
+
+
+def _pairs_args(p, cls) -> None:
+    _opt(p, "--pairs-per-parent", cls, "at most this many pairs per source network", type=int)
+    _opt(p, "--eval-fraction", cls, "share of source networks held out for eval", type=float)
+    _opt(p, "--seed", cls, "seed for pair sampling, the split and training", type=int)
+
+
+def config_from(cls, args):
+    """cls(defaults < YAML file < flags given); a missing required value or unknown key is an error."""
+    from finetune.pairs import FinetuneError
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    if getattr(args, "config", None):
+        import yaml
+
+        try:
+            with open(args.config) as f:
+                doc = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise FinetuneError(f"--config {args.config}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(doc, dict):
+            raise FinetuneError(f"--config {args.config} must hold a mapping of option: value")
+        doc = {str(k).replace("-", "_"): v for k, v in doc.items()}
+        unknown = sorted(set(doc) - names)
+        if unknown:
+            raise FinetuneError(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
+        values.update(doc)
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise FinetuneError(f"missing --{missing[0].replace('_', '-')} (a flag or a key in --config)")
+    return cls(**values)
+
+
+def cmd_dataset(args) -> int:
+    from finetune.pairs import DatasetConfig, main_dataset
+
+    return main_dataset(config_from(DatasetConfig, args))
+
+
+def cmd_train(args) -> int:
+    from finetune.train import TrainConfig, main_train
+
+    return main_train(config_from(TrainConfig, args))
+
+
+def cmd_eval(args) -> int:
+    from finetune.evaluate import EvalConfig, main_eval
+
+    return main_eval(config_from(EvalConfig, args))
+
+
+COMMANDS = {"dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval}
+
+
+def main(argv=None) -> int:
+    from finetune.pairs import FinetuneError
+
+    args = make_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    try:
+        return COMMANDS[args.command](args)
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; checkpoints written so far are kept (train --resume continues)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

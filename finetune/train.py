@@ -1,0 +1,352 @@
+"""LoRA fine-tuning of a causal LM on corpus pairs, with trl's SFTTrainer.
+
+    python -m finetune train --corpus corpus_fm --model smollm2-135m --out runs/lora_fm --max-steps 60
+
+`--corpus` is a corpus folder (`python -m corpus build`; pairs are made as `python -m finetune
+dataset` makes them, with the same flags) or a pairs folder written by `python -m finetune dataset`.
+
+Loss is on the answer only, through the model's own chat template:
+- a template with `{% generation %}` markers (or one trl knows how to patch): the `messages`
+  column as is, `assistant_only_loss=True`;
+- otherwise (SmolLM2's ChatML template has none): conversational prompt/completion rows (prompt =
+  system + user, completion = the assistant message) and `completion_only_loss=True`. trl renders
+  the prompt with the generation prompt (`<|im_start|>assistant\\n`) and masks every token up to
+  where prompt and prompt+completion diverge, so the loss covers the answer and its end-of-turn
+  token(s) and nothing the user wrote.
+
+Batching (`--batching auto`): padding-free where the attention has variable-length kernels (CUDA
+with flash-attn installed: the sequences of a batch are concatenated, `position_ids` restart at
+each one, no pad token is computed); elsewhere padded batches of similar length
+(`group_by_length`: rows sorted by length within random mega-batches of 50 batches, so little is
+padded). Padding-free also runs on sdpa/eager -- transformers then builds a block-diagonal mask
+from the `position_ids`, trl turns the KV cache off in training as that detection needs -- but
+the mask is dense over the whole concatenation, so on a CPU it is slower than short padded
+batches (`benchmarks/finetune_throughput.py` measures both). Examples longer than `--max-length`
+tokens are dropped beforehand and counted, in every mode (a truncated answer would teach the model
+to stop mid-file). Gradient checkpointing is off unless asked for (trl's default is on): for
+models of this size, memory is not what limits a step.
+
+Outputs in OUT: the peft adapter (`adapter_config.json`, `adapter_model.safetensors`) and the
+tokenizer, `run_card.json` (base model, corpus fingerprint, config, loss history, library
+versions), `train_config.json`, `checkpoint-*/` (for `--resume`), TensorBoard logs in `OUT/runs`
+when tensorboard is installed, and with `--merge` the merged model in `OUT/merged/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune.pairs import DatasetConfig, FinetuneError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: str
+    model: str
+    out: str
+    epochs: float = 3.0
+    max_steps: int = -1
+    lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    max_length: int = 2048
+    batch_size: int = 4
+    grad_accum: int = 1
+    load_in_4bit: bool = False
+    merge: bool = False
+    resume: bool = False
+    seed: int = 0
+    pairs_per_parent: int = 4
+    eval_fraction: float = 0.1
+    gradient_checkpointing: bool = False
+    batching: str = "auto"
+    logging_steps: int = 5
+    save_steps: int = 50
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "bitsandbytes"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int):
+    """(DatasetDict train/eval with `messages`, info): from a pairs folder or built from a corpus."""
+    import datasets
+
+    from finetune.pairs import build_pairs
+
+    p = Path(corpus)
+    if (p / "dataset_dict.json").exists():
+        try:
+            dd = datasets.load_from_disk(str(p))
+        except Exception as exc:
+            raise FinetuneError(f"{corpus} is not a readable pairs dataset ({type(exc).__name__})") from None
+        if "train" not in dd or "messages" not in dd["train"].column_names:
+            raise FinetuneError(f"{corpus} is not a pairs dataset (needs a train split with a messages column)")
+        info_file = p / "finetune_dataset.json"
+        info = json.loads(info_file.read_text()) if info_file.exists() else {"corpus": str(p.resolve())}
+        if len(dd["train"]) == 0:
+            raise FinetuneError(f"pairs dataset {corpus} has no training pairs")
+        return dd, info
+    return build_pairs(DatasetConfig(corpus=corpus, pairs_per_parent=pairs_per_parent,
+                                     eval_fraction=eval_fraction, seed=seed))
+
+
+def loss_mode(tokenizer) -> str:
+    """'assistant_only' when the chat template marks assistant turns (or trl can patch it), else
+    'completion_only' (prompt/completion rows)."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tokenizer.chat_template):
+        return "assistant_only"
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except (ValueError, TypeError):
+        patched = None
+    return "assistant_only" if patched else "completion_only"
+
+
+def to_trl_rows(ds, mode: str):
+    """The columns trl reads for `mode`: `messages`, or conversational `prompt` / `completion`."""
+    keep = ["messages"]
+    if mode == "completion_only":
+        ds = ds.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]})
+        keep = ["prompt", "completion"]
+    return ds.select_columns(keep)
+
+
+def drop_long(ds, tokenizer, max_length: int):
+    """(rows whose whole conversation fits in max_length tokens, number dropped)."""
+    lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
+               for m in ds["messages"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_length]
+    return ds.select(keep), len(ds) - len(keep), lengths
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Input errors that need no model: raised before anything heavy is loaded."""
+    if cfg.lora_r < 1 or cfg.lora_alpha < 1:
+        raise FinetuneError("--lora-r and --lora-alpha must be positive")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise FinetuneError("--lora-dropout must be in [0, 1)")
+    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 16:
+        raise FinetuneError("--batch-size and --grad-accum must be positive and --max-length at least 16")
+    if cfg.max_steps == 0 or (cfg.max_steps < 0 and cfg.epochs <= 0):
+        raise FinetuneError("nothing to train: give --max-steps > 0 or --epochs > 0")
+    if cfg.lr <= 0:
+        raise FinetuneError("--lr must be positive")
+    if cfg.batching not in BATCHING:
+        raise FinetuneError(f"--batching must be one of {', '.join(BATCHING)}, not {cfg.batching!r}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FinetuneError(f"--out {out} exists and is not a folder")
+    if cfg.resume and not any(out.glob("checkpoint-*")):
+        raise FinetuneError(f"--resume: no checkpoint-* folder in {out} to resume from")
+    if not cfg.resume and any(out.glob("checkpoint-*")):
+        raise FinetuneError(f"{out} already has checkpoints: pass --resume to continue, or choose a new --out")
+    if cfg.load_in_4bit:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FinetuneError("--load-in-4bit (QLoRA through bitsandbytes) needs a CUDA GPU; none is available")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise FinetuneError("--load-in-4bit needs bitsandbytes (pip install bitsandbytes)") from None
+
+
+BATCHING = ("auto", "padding-free", "grouped", "padded")
+
+
+def flash_attention() -> str | None:
+    """The varlen attention implementation available here, or None (no CUDA, no flash-attn)."""
+    import torch
+    from transformers.utils import import_utils
+
+    if not torch.cuda.is_available():
+        return None
+    for name, check in (("flash_attention_3", "is_flash_attn_3_available"),
+                        ("flash_attention_2", "is_flash_attn_2_available")):
+        if getattr(import_utils, check, lambda: False)():
+            return name
+    return None
+
+
+def resolve_batching(cfg: TrainConfig) -> str:
+    if cfg.batching not in BATCHING:
+        raise FinetuneError(f"--batching must be one of {', '.join(BATCHING)}, not {cfg.batching!r}")
+    if cfg.batching != "auto":
+        return cfg.batching
+    return "padding-free" if flash_attention() else "grouped"
+
+
+def model_kwargs(cfg: TrainConfig) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"dtype": torch.float32}
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    kw = {"dtype": dtype}
+    if resolve_batching(cfg) == "padding-free" and flash_attention():
+        kw["attn_implementation"] = flash_attention()
+    if cfg.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kw["device_map"] = {"": 0}
+    return kw
+
+
+def sft_config(cfg: TrainConfig, mode: str):
+    import importlib.util
+
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    # transformers 5 renamed gradient checkpointing; the old name still works but warns
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    batching = resolve_batching(cfg)
+    extra = {}
+    if batching == "grouped":
+        from transformers import TrainingArguments
+
+        targs = {f.name for f in dataclasses.fields(TrainingArguments)}
+        extra = ({"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in targs
+                 else {"group_by_length": True})
+    return SFTConfig(
+        output_dir=cfg.out, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=bf16, fp16=cuda and not bf16,
+        **{ckpt: cfg.gradient_checkpointing},
+        # padding-free: trl refuses max_length there; long rows are dropped beforehand in every mode
+        padding_free=batching == "padding-free", max_length=None if batching == "padding-free" else cfg.max_length,
+        assistant_only_loss=mode == "assistant_only", completion_only_loss=mode == "completion_only",
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        eval_strategy="no", include_num_input_tokens_seen="non_padding",
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        dataloader_num_workers=0, dataloader_pin_memory=cuda, remove_unused_columns=True, **extra,
+    )
+
+
+def prepare(cfg: TrainConfig, progress: bool = True):
+    """Everything up to a ready SFTTrainer: (trainer, facts for the run card)."""
+    check_config(cfg)
+    from finetune.models import load_model, load_tokenizer, resolve_model
+
+    dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed)
+    base = resolve_model(cfg.model, progress)
+    tok = load_tokenizer(base)
+
+    import datasets
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()
+    mode = loss_mode(tok)
+    train, dropped, lengths = drop_long(dd["train"], tok, cfg.max_length)
+    if len(train) == 0:
+        raise FinetuneError(f"every training pair is longer than --max-length {cfg.max_length} tokens "
+                            f"(shortest: {min(lengths)}); raise --max-length")
+    evald = dd["eval"] if "eval" in dd else None
+    if evald is not None:
+        evald, _, _ = drop_long(evald, tok, cfg.max_length)
+    model = load_model(base, **model_kwargs(cfg))
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
+        [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    args = sft_config(cfg, mode)
+    if not progress:
+        args.disable_tqdm = True
+    try:
+        trainer = SFTTrainer(model=model, args=args, train_dataset=to_trl_rows(train, mode),
+                             eval_dataset=to_trl_rows(evald, mode) if evald is not None and len(evald) else None,
+                             processing_class=tok, peft_config=lora)
+    except ValueError as exc:  # e.g. target modules the model does not have
+        raise FinetuneError(f"cannot set up training: {str(exc).splitlines()[0][:200]}") from None
+    facts = {"base": base, "mode": mode, "batching": resolve_batching(cfg), "data_info": data_info,
+             "dropped_long": dropped, "train_pairs": len(train), "eval_pairs": len(evald) if evald is not None else 0,
+             "tokens_per_pair": {"min": min(lengths), "max": max(lengths),
+                                 "mean": round(sum(lengths) / len(lengths), 1)}}
+    return trainer, facts
+
+
+def main_train(cfg: TrainConfig) -> int:
+    print(f"config: {cfg}", file=sys.stderr)
+    out = Path(cfg.out)
+    trainer, facts = prepare(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    print(f"{facts['train_pairs']} training pairs ({facts['dropped_long']} longer than {cfg.max_length} tokens "
+          f"dropped), loss: {facts['mode'].replace('_', '-')}, batching: {facts['batching']}, "
+          f"base: {facts['base']}", file=sys.stderr)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = get_last_checkpoint(str(out)) if cfg.resume else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - t0
+    eval_loss = None
+    if trainer.eval_dataset is not None:
+        eval_loss = trainer.evaluate().get("eval_loss")
+    trainer.save_model(str(out))
+    model = trainer.model
+    # peft records the folder the base was loaded from; keep that (PeftModel/AutoPeftModel reload it)
+    card = {
+        "base_model": {"name": cfg.model, "resolved": facts["base"]},
+        "corpus": {"path": facts["data_info"].get("corpus"),
+                   "fingerprint": facts["data_info"].get("corpus_fingerprint"),
+                   "rows": facts["data_info"].get("corpus_rows"), "ok_rows": facts["data_info"].get("ok_rows")},
+        "pairs": {"train": facts["train_pairs"], "eval": facts["eval_pairs"],
+                  "dropped_longer_than_max_length": facts["dropped_long"],
+                  "tokens_per_pair": facts["tokens_per_pair"],
+                  "eval_sources": facts["data_info"].get("eval_sources")},
+        "loss": facts["mode"],
+        "batching": facts["batching"],
+        "config": dataclasses.asdict(cfg),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
+        "loss_history": [{k: v for k, v in h.items() if k in ("step", "loss", "learning_rate", "grad_norm",
+                                                               "epoch", "num_input_tokens_seen", "eval_loss")}
+                         for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "versions": versions(),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (out / "run_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if cfg.merge:
+        merged = out / "merged"
+        if cfg.load_in_4bit:
+            print("warning: merging into a 4-bit base dequantises it; merged weights are approximate",
+                  file=sys.stderr)
+        model.merge_and_unload().save_pretrained(str(merged))
+        trainer.processing_class.save_pretrained(str(merged))
+    last = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
+    first = next((h["loss"] for h in trainer.state.log_history if "loss" in h), None)
+    print(f"trained {trainer.state.global_step} steps in {seconds:.0f} s "
+          f"({trainer.state.num_input_tokens_seen / max(seconds, 1e-9):.0f} tokens/s); loss {first} -> {last}"
+          + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+          + f"; adapter in {out}" + (f", merged model in {out / 'merged'}" if cfg.merge else ""))
+    return 0
