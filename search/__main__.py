@@ -5,6 +5,8 @@
     python -m search run --llm random --out runs/random-0
     python -m search run --llm-url http://127.0.0.1:8000 --llm smollm2 --out runs/server-0
     python -m search run --out runs/frozen-0 --resume
+    python -m search run --llm random --objective pareto --hw-metric latency_ms --bins 4 --knowledge-base --out runs/pareto-0
+    python -m search compare runs/* --baseline random --out runs/compare
     python -m search report runs/frozen-0
     python -m search compare runs/* --out runs/compare
     python -m search export runs/frozen-0 --to runs/frozen-0-dataset
@@ -38,10 +40,27 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--memory", type=int, default=d.memory, help="feedback-memory window K")
     r.add_argument("--out", default=d.out)
     r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
-    r.add_argument("--objective", default="accuracy", choices=["accuracy"])
-    r.add_argument("--max-flops", type=float, default=None)
-    r.add_argument("--max-params", type=float, default=None)
-    r.add_argument("--max-latency-ms", type=float, default=None)
+    r.add_argument("--objective", default="accuracy", choices=["accuracy", "pareto"],
+                   help="accuracy: hill-climb the best network | pareto: archive over accuracy and --hw-metric")
+    r.add_argument("--hw-metric", default=d.hw_metric, choices=["latency_ms", "flops", "params"],
+                   help="the cost objective of --objective pareto (latency: batch 1 on --latency-device)")
+    r.add_argument("--latency-device", default=d.latency_device, choices=["cpu", "cuda"],
+                   help="device the pre-check measures latency on")
+    r.add_argument("--bins", type=int, default=0, help="complexity bins proposals cycle through (0: off, else >= 2)")
+    r.add_argument("--partition-by", default=None, choices=["latency_ms", "flops", "params"],
+                   help="metric of the bins (default: --hw-metric)")
+    r.add_argument("--bin-edges", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
+                   help="comma-separated inner bin edges (default: quantiles of the seed's random variants)")
+    r.add_argument("--bin-samples", type=int, default=d.bin_samples, help="seed variants measured for the bin quantiles")
+    r.add_argument("--knowledge-base", action="store_true",
+                   help="design heuristics the Prompt Improver rewrites after each round, shown to the Code Generator")
+    r.add_argument("--round-size", type=int, default=d.round_size, help="iterations per round without bins")
+    r.add_argument("--screen", default="none", choices=["none", "zero-cost"],
+                   help="zero-cost: propose round(1/--screen-keep) candidates per iteration, train the most promising")
+    r.add_argument("--screen-keep", type=float, default=d.screen_keep, help="share of proposals trained when screening")
+    r.add_argument("--max-flops", type=float, default=None, help="limit checked before training")
+    r.add_argument("--max-params", type=float, default=None, help="limit checked before training")
+    r.add_argument("--max-latency-ms", type=float, default=None, help="limit checked before training (--latency-device)")
     r.add_argument("--rng-seed", type=int, default=0)
     r.add_argument("--temperature", type=float, default=d.temperature)
     r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
@@ -61,6 +80,12 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("dirs", nargs="+")
     c.add_argument("--out", default=None, help="folder for the table and plot (default: the first run's parent)")
     c.add_argument("--threshold", type=float, default=None, help="accuracy for 'iterations to reach'")
+    c.add_argument("--baseline", default=None,
+                   help="comma-separated baseline groups for the tests and latency reduction (default: random, else the first)")
+    c.add_argument("--hw-metric", default=None, choices=["latency_ms", "flops", "params"],
+                   help="cost axis of HV/IGD (default: the first Pareto run's, else latency_ms)")
+    c.add_argument("--budgets", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
+                   help="cost budgets for 'best accuracy under budget', as multiples of the seed's cost (default 0.5,0.75,1)")
     e = sub.add_parser("export", help="write a run as a datasets dataset")
     e.add_argument("dir")
     e.add_argument("--to", default=None, help="output folder (default DIR/dataset)")
@@ -92,7 +117,7 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from search.compare import compare
 
-    print(compare(args.dirs, args.out, args.threshold))
+    print(compare(args.dirs, args.out, args.threshold, args.baseline, args.hw_metric, args.budgets))
     return 0
 
 

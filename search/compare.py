@@ -6,6 +6,17 @@ the N iterations), and iterations to reach a threshold (default: the best seed a
 Per group: mean, standard deviation and median over its runs (seeds). Each group is tested against
 the baseline group (`random` if present, else the first) with a two-sided Mann-Whitney U test on
 best-after-N (scipy). The curves are plotted as the group mean with a min-max band.
+
+    python -m search compare runs/pareto-* runs/accuracy-* runs/random-* --baseline random,accuracy --out runs/cmp
+
+Multi-objective table (whenever every run's seed has the hw metric), over the same N iterations:
+hypervolume and IGD (pymoo; objectives normalised by the median seed accuracy and cost of the
+compared runs, HV reference point `search.pareto.HV_REF`, IGD reference front = the non-dominated
+union of all compared runs' points, seeds included), the best accuracy under cost budgets
+(multiples of the seed's cost), the cost reduction at similar accuracy relative to each baseline
+group (the lowest cost among a run's networks within 1 point of the baseline runs' median best
+accuracy, against the baseline runs' median of the same), the complexity bins covered, and
+Mann-Whitney U p-values of HV and IGD against each baseline across seeds.
 """
 from __future__ import annotations
 
@@ -28,28 +39,153 @@ def _fmt(vals, pct=False, digits=2):
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def compare(dirs: list[str], out: str | None = None, threshold: float | None = None) -> str:
+def _p(a, b):
     from scipy.stats import mannwhitneyu
+
+    a, b = [x for x in a if x is not None], [x for x in b if x is not None]
+    if not a or not b:
+        return None
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def pareto_table(runs: list[tuple], n: int, bases: list[str], metric: str, budgets=(0.5, 0.75, 1.0)) -> dict | None:
+    """Per-run HV, IGD, best accuracy under budgets, cost at similar accuracy; see the module docstring."""
+    from search.pareto import HV_REF, bin_of, cost_of, hypervolume, igd, nondominated, normalise, run_points
+
+    seeds = [r[3] for r in runs]
+    if any(cost_of(seed, metric) is None or seed.get("accuracy") is None for seed in seeds):
+        return None
+    seed_acc = statistics.median(seed["accuracy"] for seed in seeds)
+    seed_cost = statistics.median(cost_of(seed, metric) for seed in seeds)
+    edges = next((e for e in (r[4] for r in runs) if e), None)
+    per = []
+    for d, cfg, iters, seed, _ in runs:
+        pts = run_points(iters[:n], seed, metric)
+        bins = {bin_of(c, edges) for _, c in pts[1:]} if edges and cfg.partition_metric == metric else None
+        per.append({"dir": d, "group": cfg.group, "pts": pts, "F": normalise(pts, seed_acc, seed_cost),
+                    "bins": None if bins is None else len(bins),
+                    "best": max(a for a, _ in pts)})
+    allF = [f for r in per for f in r["F"].tolist()]
+    ref_front = [allF[i] for i in nondominated(allF)]
+    for r in per:
+        r["hv"] = hypervolume(r["F"])
+        r["igd"] = igd(r["F"], ref_front)
+        r["under"] = [max((a for a, c in r["pts"] if c <= k * seed_cost), default=None) for k in budgets]
+
+    def low_cost(r, target):  # cheapest network within 1 point of the target accuracy
+        return min((c for a, c in r["pts"] if a >= target - 0.01 - 1e-9), default=None)
+
+    targets = {}
+    for b in bases:
+        brs = [r for r in per if r["group"] == b]
+        if not brs:
+            continue
+        target = statistics.median(r["best"] for r in brs)
+        base_costs = [low_cost(r, target) for r in brs]
+        base_cost = statistics.median(c for c in base_costs if c is not None)
+        targets[b] = {"accuracy": target, "cost": base_cost}
+        for r in per:
+            c = low_cost(r, target)
+            r[f"reduction_{b}"] = None if c is None else 1 - c / base_cost
+    groups: dict[str, list[dict]] = {}
+    for r in per:
+        groups.setdefault(r["group"], []).append(r)
+    stats = {}
+    for g, rs in groups.items():
+        st = {"hv": [r["hv"] for r in rs], "igd": [r["igd"] for r in rs], "bins": [r["bins"] for r in rs],
+              "under": [[r["under"][i] for r in rs] for i in range(len(budgets))]}
+        for b in targets:
+            st[f"reduction_{b}"] = [r[f"reduction_{b}"] for r in rs]
+            st[f"p_hv_{b}"] = _p(st["hv"], [r["hv"] for r in groups[b]]) if g != b else None
+            st[f"p_igd_{b}"] = _p(st["igd"], [r["igd"] for r in groups[b]]) if g != b else None
+        stats[g] = st
+    return {"metric": metric, "seed_accuracy": seed_acc, "seed_cost": seed_cost, "hv_ref": HV_REF,
+            "budgets": list(budgets), "reference_front": ref_front, "targets": targets, "groups": stats,
+            "edges": edges, "runs": [{k: v for k, v in r.items() if k not in ("F",)} for r in per]}
+
+
+def pareto_lines(pt: dict) -> list[str]:
+    from search.pareto import UNITS
+
+    m, unit = pt["metric"], UNITS[pt["metric"]]
+    bases = list(pt["targets"])
+    lines = ["", f"Multi-objective ({m}): objectives (error / seed error, {m} / seed {m}) with the median seed "
+             f"accuracy {100 * pt['seed_accuracy']:.2f}% and cost {pt['seed_cost']:.4g} {unit}; HV reference point "
+             f"{tuple(pt['hv_ref'])} (the seed alone: HV 1); IGD reference front: the non-dominated union of all "
+             f"runs compared ({len(pt['reference_front'])} points)."]
+    for b, t in pt["targets"].items():
+        lines.append(f"Cost at similar accuracy vs `{b}`: lowest {m} among networks with accuracy >= "
+                     f"{100 * t['accuracy']:.2f}% - 1 point (baseline median: {t['cost']:.4g} {unit}); "
+                     "reduction = 1 - run / baseline.")
+    head = ["configuration", "runs", "HV", "IGD"] + [f"best acc % at {m} <= {k:g}x seed" for k in pt["budgets"]] +         [f"{m} reduction vs {b} %" for b in bases] + (["bins covered"] if pt["edges"] else []) +         [f"p HV vs {b}" for b in bases] + [f"p IGD vs {b}" for b in bases]
+    lines += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    fmt_p = lambda p: "—" if p is None else f"{p:.3g}"  # noqa: E731
+    for g, st in pt["groups"].items():
+        cells = [g, str(len(st["hv"])), _fmt(st["hv"], digits=3), _fmt(st["igd"], digits=3)]
+        cells += [_fmt(u, True) for u in st["under"]]
+        cells += [_fmt(st[f"reduction_{b}"], True, 1) for b in bases]
+        if pt["edges"]:
+            cells.append(_fmt(st["bins"], digits=1) + f" of {len(pt['edges']) + 1}")
+        cells += [fmt_p(st[f"p_hv_{b}"]) for b in bases] + [fmt_p(st[f"p_igd_{b}"]) for b in bases]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_fronts(pt: dict, path) -> None:
+    from search.pareto import nondominated
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    k = pt["seed_cost"]
+    groups = {}
+    for r in pt["runs"]:
+        groups.setdefault(r["group"], []).extend(r["pts"])
+    for i, (g, pts) in enumerate(groups.items()):
+        col = f"C{i}"
+        ax.scatter([c / k for _, c in pts], [100 * a for a, _ in pts], s=10, alpha=0.35, color=col)
+        front = sorted((pts[j][1], pts[j][0]) for j in nondominated([(-a, c) for a, c in pts]))
+        ax.plot([c / k for c, _ in front], [100 * a for _, a in front], ".-", color=col, label=f"{g} (front of all seeds)")
+    e0 = 1 - pt["seed_accuracy"]
+    ref = sorted(pt["reference_front"], key=lambda f: f[1])
+    ax.plot([f[1] for f in ref], [100 * (1 - f[0] * e0) for f in ref], "k--", lw=1, label="reference front (union)")
+    ax.scatter([1], [100 * pt["seed_accuracy"]], c="k", marker="*", s=120, label="seed", zorder=3)
+    ax.set(xlabel=f"{pt['metric']} / seed's", ylabel="accuracy (%)", title="Pareto fronts per configuration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def compare(dirs: list[str], out: str | None = None, threshold: float | None = None, baseline: str | None = None,
+            hw_metric: str | None = None, budgets=None) -> str:
+    from scipy.stats import mannwhitneyu
+
+    from search.runner import load_extras
 
     runs = []
     for d in dirs:
         cfg, iters, seed = load_run(d)
         if iters:
-            runs.append((d, cfg, iters, seed))
+            runs.append((d, cfg, iters, seed, load_extras(d)["bin_edges"]))
     if not runs:
         raise SearchError("no runs with iterations to compare")
-    n = min(len(it) for _, _, it, _ in runs)
-    thr = threshold if threshold is not None else max(s.get("accuracy") or 0 for *_, s in runs) + 0.01
+    n = min(len(r[2]) for r in runs)
+    thr = threshold if threshold is not None else max(r[3].get("accuracy") or 0 for r in runs) + 0.01
     groups: dict[str, list[dict]] = {}
-    for d, cfg, iters, seed in runs:
+    for d, cfg, iters, seed, _ in runs:
         curve = best_curve(iters[:n], seed.get("accuracy") or 0.0)
         reach = next((i + 1 for i, v in enumerate(curve) if v >= thr), None)
         groups.setdefault(cfg.group, []).append({
             "dir": d, "rng_seed": cfg.rng_seed, "curve": curve, "best": curve[-1],
             "valid": sum(r["status"] == "ok" for r in iters[:n]) / n,
             "auc": sum(curve) / n, "reach": reach})
-    base = "random" if "random" in groups else next(iter(groups))
-    spaces = {cfg.evaluator for _, cfg, _, _ in runs}
+    bases = [b for b in (baseline or "").split(",") if b] or ["random" if "random" in groups else next(iter(groups))]
+    unknown = [b for b in bases if b not in groups]
+    if unknown:
+        raise SearchError(f"--baseline {','.join(unknown)}: no such configuration (have {', '.join(groups)})")
+    base = bases[0]
+    spaces = {r[1].evaluator for r in runs}
     bench = None
     if len(spaces) == 1 and next(iter(spaces)).startswith("table:"):
         from corpus.table import TableEvaluator, expected_best_rank, load_table, table_path
@@ -119,9 +255,17 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     fig.tight_layout()
     fig.savefig(dest / "compare_curves.png")
     plt.close(fig)
+    metric = hw_metric or next((r[1].hw_metric for r in runs if r[1].objective == "pareto"), "latency_ms")
+    pt = pareto_table(runs, n, bases, metric, tuple(budgets or (0.5, 0.75, 1.0)))
+    pics = "![curves](compare_curves.png)"
+    if pt:
+        lines += pareto_lines(pt)
+        plot_fronts(pt, dest / "compare_pareto.png")
+        pics += "\n\n![fronts](compare_pareto.png)"
     text = "\n".join(lines)
-    (dest / "compare.md").write_text(text + "\n\n![curves](compare_curves.png)\n")
+    (dest / "compare.md").write_text(text + "\n\n" + pics + "\n")
     extra = {k: v for k, v in (bench or {}).items() if k != "rank_of"}
     (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "groups": table,
-                                                   "benchmark": extra or None}, indent=1))
-    return text + f"\n\nwrote {dest / 'compare.md'}, {dest / 'compare.json'}, {dest / 'compare_curves.png'}"
+                                                   "benchmark": extra or None, "pareto": pt}, indent=1))
+    return text + f"\n\nwrote {dest / 'compare.md'}, {dest / 'compare.json'}, {dest / 'compare_curves.png'}" + \
+        (f", {dest / 'compare_pareto.png'}" if pt else "")

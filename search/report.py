@@ -1,10 +1,17 @@
-"""`python -m search report DIR` and `search export DIR`: plots, a markdown summary, a dataset."""
+"""`python -m search report DIR` and `search export DIR`: plots, a markdown summary, a dataset.
+
+    python -m search report runs/pareto-0     # report.md, report.png, and pareto.png when costs were measured
+
+The multi-objective section (any run whose seed has the hw metric): the accuracy-cost plane with
+the final Pareto archive highlighted, the hypervolume after each iteration (normalised by the run's
+own seed, reference point `search.pareto.HV_REF`), per-bin coverage, and every knowledge-base version.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from search.runner import load_run
+from search.runner import load_extras, load_run
 
 
 def _plt():
@@ -81,8 +88,80 @@ def report(folder: str) -> str:
         fl = f"{m['flops'] / 1e6:.3f}" if m.get("flops") is not None else ""
         cell = lambda s: (s or "").replace("|", "/").replace("\n", " ")[:90]  # noqa: E731
         lines.append(f"| {r['it']} | {r['status']} | {acc} | {fl} | {cell(r['problem'])} | {cell(r['instruction'])} | {cell(r['outcome'])} |")
+    lines += pareto_section(folder, cfg, iters, seed)
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return f"wrote {out / 'report.md'} and {out / 'report.png'}"
+    extra = " and pareto.png" if (out / "pareto.png").exists() else ""
+    return f"wrote {out / 'report.md'} and {out / 'report.png'}{extra}"
+
+
+def pareto_section(folder: str, cfg, iters: list[dict], seed: dict) -> list[str]:
+    """Markdown lines (and OUT/pareto.png) of the multi-objective view of one run; [] without costs."""
+    from search.pareto import (HV_REF, UNITS, bin_text, cost_of, coverage, hv_curve, hypervolume, nondominated,
+                               normalise, run_points)
+
+    metric = cfg.hw_metric
+    seed_cost = cost_of(seed, metric)
+    if seed_cost is None or seed.get("accuracy") is None:
+        return []
+    ext = load_extras(folder)
+    edges = ext["bin_edges"] or []
+    pts = run_points(iters, seed, metric)
+    F = normalise(pts, seed["accuracy"], seed_cost)
+    front = nondominated(F.tolist())
+    hv = hv_curve(iters, seed, metric, seed["accuracy"], seed_cost)
+    scale, unit = (1e6, "M" + UNITS[metric]) if metric != "latency_ms" else (1.0, "ms")
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3 if edges else 2, figsize=(15 if edges else 10, 4), dpi=110)
+    ax = axes[0]
+    ax.scatter([c / scale for _, c in pts[1:]], [100 * a for a, _ in pts[1:]], s=16, c="0.6", label="candidates")
+    fp = sorted((pts[i][1], pts[i][0]) for i in front)
+    ax.plot([c / scale for c, _ in fp], [100 * a for _, a in fp], "r.-", ms=9, label="Pareto archive")
+    ax.scatter([seed_cost / scale], [100 * seed["accuracy"]], c="k", marker="*", s=120, label="seed", zorder=3)
+    for e in edges if cfg.partition_metric == metric else []:
+        ax.axvline(e / scale, color="b", alpha=0.25, ls="--")
+    ax.set(xlabel=f"{metric} ({unit})", ylabel="accuracy (%)", title="accuracy vs cost (bins dashed)")
+    ax.legend()
+    axes[1].plot(range(0, len(iters) + 1), [hypervolume(F[:1])] + hv, "m.-")
+    axes[1].set(xlabel="iteration", ylabel="hypervolume", title=f"HV (ref {HV_REF}, seed = (1, 1))")
+    cov = coverage(iters, cfg.partition_metric, edges) if edges else []
+    if edges:
+        xs = [c["bin"] + 1 for c in cov]
+        axes[2].bar([x - 0.2 for x in xs], [c["targeted"] for c in cov], 0.4, label="targeted")
+        axes[2].bar([x + 0.2 for x in xs], [c["landed"] for c in cov], 0.4, label="profiled in bin")
+        axes[2].set(xlabel="complexity bin", ylabel="candidates", title="coverage per bin", xticks=xs)
+        axes[2].legend()
+    for a in axes:
+        a.grid(alpha=0.3)
+    fig.suptitle(f"{cfg.group}: objective {cfg.objective}, hw metric {metric} on {cfg.latency_device}")
+    fig.tight_layout()
+    fig.savefig(Path(folder) / "pareto.png")
+    plt.close(fig)
+    lines = ["", "## Multi-objective view", "",
+             f"- hw metric `{metric}` (pre-check on `{cfg.latency_device}` where measured); objectives normalised by "
+             f"the seed: error / seed error, cost / seed cost ({seed_cost:.4g} {UNITS[metric]}); HV reference point "
+             f"{HV_REF} (seed alone: HV = 1)",
+             f"- final HV {hv[-1] if hv else 1.0:.4f}; Pareto archive: {len(front)} networks "
+             f"(of {len(pts)} incl. the seed)", "", "![pareto](pareto.png)", "",
+             f"| archive member | accuracy % | {metric} |", "|---|---:|---:|"]
+    for c, a in fp:
+        lines.append(f"| {'seed' if (a, c) == pts[0] else ''} | {100 * a:.2f} | {c:.4g} |")
+    if edges:
+        lines += ["", f"Coverage per complexity bin ({cfg.partition_metric}):", "",
+                  "| bin | range | targeted | profiled in bin | best acc % in bin |", "|---:|---|---:|---:|---:|"]
+        for c in cov:
+            best = f"{100 * c['best']:.2f}" if c["best"] is not None else "—"
+            lines.append(f"| {c['bin'] + 1} | {bin_text(c['bin'], edges, cfg.partition_metric)} | {c['targeted']} | "
+                         f"{c['landed']} | {best} |")
+    if ext["kb"]:
+        lines += ["", "Knowledge base versions:", ""]
+        for v in ext["kb"]:
+            lines.append(f"- v{v['version']} (after iteration {v['after_it']}, {v['source']}):")
+            lines += [f"    - {h}" for h in v["items"]]
+    if ext["screened"]:
+        n = sum(s["status"] == "screened" for s in ext["screened"])
+        lines += ["", f"Screening: {len(ext['screened'])} proposals not trained ({n} screened out by the "
+                  "zero-cost score, the rest failed the pre-check)."]
+    return lines
 
 
 def export(folder: str, to: str | None = None) -> str:

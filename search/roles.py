@@ -54,9 +54,13 @@ def outcome_text(row: dict, best: dict | None) -> str:
     return text
 
 
-def generator_messages(best_code: str, best_row: dict, goal: dict, instruction: str, memory: FeedbackMemory):
+def generator_messages(best_code: str, best_row: dict, goal: dict, instruction: str, memory: FeedbackMemory,
+                       extra: str = ""):
+    """The finetune template with notes before the source: `extra` (the bin's budget, the knowledge
+    base), the improver's suggested change and the memory."""
     msgs = build_messages(best_code, best_row, goal)
-    notes = (f"Suggested change: {instruction}\n"
+    notes = (f"{extra}"
+             f"Suggested change: {instruction}\n"
              f"Recent attempts (most recent last):\n{memory.render()}\n\n")
     user = msgs[1]["content"]
     cut = user.find("```python")
@@ -68,8 +72,8 @@ class CodeGenerator:
     def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536):
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
 
-    def propose(self, best_code, best_row, goal, instruction, memory, seed) -> dict:
-        msgs = generator_messages(best_code, best_row, goal, instruction, memory)
+    def propose(self, best_code, best_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+        msgs = generator_messages(best_code, best_row, goal, instruction, memory, extra)
         raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
         return {"prompt": msgs, "raw": raw, "code": extract_code(raw)}
 
@@ -137,15 +141,41 @@ class PromptImprover:
             return {"problem": p, "modification": m, "raw": raw, "source": "rule-fallback"}
         return {"problem": parsed[0], "modification": parsed[1], "raw": raw, "source": "llm"}
 
+    def rewrite_knowledge(self, items: list[str], records: list[dict], seed: int) -> dict:
+        """The next knowledge-base version from the round's records (see search.knowledge)."""
+        from search.knowledge import MAX_ITEMS, parse, round_summary, rule_rewrite
+
+        summary = round_summary(records)
+        if self.llm is None:
+            return {"items": rule_rewrite(items, records), "raw": None, "source": "rule", "summary": summary}
+        current = "\n".join(f"- {h}" for h in items) or "- (none yet)"
+        user = (f"Current design heuristics:\n{current}\n\nThis round's candidates (change vs their parent):\n"
+                f"{summary}\n\nRewrite the heuristics: keep what the results support, drop or correct what they "
+                f"contradict, add what they show per complexity bin. At most {MAX_ITEMS} lines, each starting with '- '.")
+        raw = self.llm.generate([{"role": "system", "content": KB_SYSTEM}, {"role": "user", "content": user}],
+                                temperature=self.temperature, max_new_tokens=2 * self.max_new_tokens, seed=seed)
+        parsed = parse(raw)
+        if parsed is None:
+            return {"items": rule_rewrite(items, records), "raw": raw, "source": "rule-fallback", "summary": summary}
+        return {"items": parsed, "raw": raw, "source": "llm", "summary": summary}
+
+
+KB_SYSTEM = ("You maintain a short list of design heuristics for a neural-architecture search that trades "
+             "accuracy against hardware cost. Each heuristic is one sentence about which width changes help "
+             "or hurt, and where (which complexity bin). Reply only with the list.")
+
 
 class RandomProposer:
-    """The no-LLM baseline: a random mutator variant of the current best, same loop and profiler."""
+    """The no-LLM baseline: a random mutator variant of the current best, same loop and profiler.
+
+    It reads no prompt: a bin's budget and the knowledge base do not steer it (in Pareto mode only
+    the parent it mutates, and screening, depend on the bin)."""
 
     def __init__(self, spec: dict, pool, rng_seed: int = 0, width_choices=None):
         self.spec, self.pool, self.rng_seed, self.width_choices = spec, pool, rng_seed, width_choices
         self._analysis: dict[str, dict] = {}
 
-    def propose(self, best_code, best_row, goal, instruction, memory, seed) -> dict:
+    def propose(self, best_code, best_row, goal, instruction, memory, seed, extra: str = "") -> dict:
         import hashlib
         import random
 

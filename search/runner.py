@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from search.loop import SearchConfig, SearchError, config_dict, run_loop
+from search.loop import SearchConfig, SearchError, check_config, config_dict, run_loop
 from search.store import RunStore
 
 
@@ -38,13 +38,40 @@ def open_store(cfg: SearchConfig, resume: bool) -> tuple[RunStore, SearchConfig]
     return store, cfg
 
 
+def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, precheck, width_choices=None) -> list[float]:
+    """Bin edges: quantiles of cfg.partition_metric over the seed and cfg.bin_samples random width
+    variants of it (width factors 0.5-1.5, the random proposer's range), measured by the pre-check."""
+    import random
+
+    from mutator.generate import GenerateConfig, sample_widths
+    from search.pareto import quantile_edges
+
+    a = pool.call("mutator.analysis:analyze", {"source": seed_code, "spec": spec})
+    if a.get("status") != "ok" or not a.get("groups"):
+        raise SearchError(f"cannot partition the seed's space ({a.get('error', 'no widths found')}); pass --bin-edges")
+    rng = random.Random(cfg.rng_seed)
+    gcfg = GenerateConfig(min_factor=0.5, max_factor=1.5,
+                          width_choices=tuple(map(tuple, width_choices)) if width_choices else None)
+    widths = [sample_widths(rng, a["groups"], gcfg) for _ in range(cfg.bin_samples)]
+    res = pool.call("mutator.analysis:variants", {"source": seed_code, "spec": spec, "analysis": a, "widths": widths})
+    sources = [seed_code] + [r["source"] for r in res.get("results", []) if r.get("status") == "ok"]
+    values = [precheck(src).get(cfg.partition_metric) for src in sources]
+    edges = quantile_edges(values, cfg.bins)
+    if len(set(edges)) < len(edges):
+        raise SearchError(f"the seed's variants do not spread over {cfg.bins} bins of {cfg.partition_metric}; "
+                          "pass --bin-edges or fewer --bins")
+    return edges
+
+
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
-        progress: bool = True) -> dict:
+        progress: bool = True, precheck=None) -> dict:
+    """precheck: a function source -> pre-check row (tests pass a fake); built here when needed."""
     from corpus.build import BuildConfig, Profiler, versions
     from mutator.generate import resolve_seed
     from search.llm import make_llm
     from search.roles import CodeGenerator, PromptImprover, RandomProposer
 
+    check_config(cfg)
     store, cfg = open_store(cfg, resume)
     closers = []
     try:
@@ -78,11 +105,31 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                                         seed=cfg.rng_seed))
             closers.append(prof.close)
             evaluate = prof.profile
-        if cfg.llm == "random":
+        pool = None
+        if cfg.llm == "random" or (cfg.bins >= 2 and store.meta("bin_edges") is None and not cfg.bin_edges):
             from mutator.sandbox import WorkerPool
 
             pool = WorkerPool(1, timeout_s=300)
             closers.append(pool.close)
+        if precheck is None and cfg.needs_precheck:
+            if cfg.latency_device == "cuda":
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise SearchError("--latency-device cuda, but CUDA is not available here")
+            from search.precheck import PreChecker
+
+            pc = PreChecker(spec, cfg.latency_device, zero_cost=cfg.screen == "zero-cost", seed=cfg.rng_seed)
+            closers.append(pc.close)
+            precheck = pc.check
+        edges = store.meta("bin_edges")
+        if edges is None and cfg.bins >= 2:
+            edges = sorted(cfg.bin_edges) if cfg.bin_edges else \
+                seed_variant_edges(cfg, seed_code, spec, pool, precheck, width_choices)
+            if len(edges) != cfg.bins - 1:
+                raise SearchError(f"--bins {cfg.bins} needs {cfg.bins - 1} --bin-edges, not {len(edges)}")
+            store.set_meta("bin_edges", edges)
+        if cfg.llm == "random":
             proposer = RandomProposer(spec, pool, cfg.rng_seed, width_choices)
             improver = PromptImprover(None)
         else:
@@ -97,10 +144,19 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                 improver = PromptImprover(llm)
         if not resume:
             store.set_meta("versions", versions())
-        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress)
+        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges)
     finally:
         for close in closers:
             close()
+        store.close()
+
+
+def load_extras(folder: str) -> dict:
+    """The multi-objective parts of a stored run: bin edges, knowledge-base versions, screened proposals."""
+    store = RunStore(folder, create=False)
+    try:
+        return {"bin_edges": store.meta("bin_edges"), "kb": store.kb_versions(), "screened": store.screened()}
+    finally:
         store.close()
 
 

@@ -2,8 +2,11 @@
 
 Tables: `meta` (key -> JSON: the config, versions, the seed network's row) and `iterations` (one
 row per iteration: prompts, raw answers, extracted code, status, metrics, the memory triple, the
-improver's instruction, LLM and profiling seconds, best-so-far). SQLite commits are atomic, so a
-killed run loses at most the iteration in flight.
+improver's instruction, LLM and profiling seconds, best-so-far; `extra`: JSON with the Pareto
+mode's bin, parent, archive flag and knowledge-base version), `kb` (one row per knowledge-base
+version: the heuristics after each round) and `screened` (proposals screened out before training).
+SQLite commits are atomic, so a killed run loses at most the iteration in flight. Stores written
+before `extra`, `kb` and `screened` existed get them added when opened.
 """
 from __future__ import annotations
 
@@ -18,12 +21,21 @@ CREATE TABLE IF NOT EXISTS iterations (
     started REAL, prompt TEXT, raw_answer TEXT, code TEXT, status TEXT, error TEXT, metrics TEXT,
     problem TEXT, modification TEXT, outcome TEXT, instruction TEXT, improver_raw TEXT,
     improver_source TEXT, llm_seconds REAL, profile_seconds REAL, best_accuracy REAL, is_best INTEGER,
-    next_problem TEXT
+    next_problem TEXT, extra TEXT
+);
+CREATE TABLE IF NOT EXISTS kb (
+    version INTEGER PRIMARY KEY, after_it INTEGER, items TEXT NOT NULL, source TEXT, summary TEXT,
+    raw TEXT, created REAL
+);
+CREATE TABLE IF NOT EXISTS screened (
+    it INTEGER, idx INTEGER, code TEXT, raw_answer TEXT, status TEXT, error TEXT, metrics TEXT,
+    PRIMARY KEY (it, idx)
 );
 """
 COLUMNS = ["it", "started", "prompt", "raw_answer", "code", "status", "error", "metrics", "problem",
            "modification", "outcome", "instruction", "improver_raw", "improver_source", "llm_seconds",
-           "profile_seconds", "best_accuracy", "is_best", "next_problem"]
+           "profile_seconds", "best_accuracy", "is_best", "next_problem", "extra"]
+JSON_COLUMNS = ("prompt", "metrics", "extra")
 
 
 class StoreError(Exception):
@@ -40,6 +52,10 @@ class RunStore:
         try:
             self.db = sqlite3.connect(self.path)
             self.db.executescript(SCHEMA)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(iterations)")}
+            if "extra" not in have:  # a store from before the multi-objective search
+                with self.db:
+                    self.db.execute("ALTER TABLE iterations ADD COLUMN extra TEXT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a readable run store ({exc})") from None
 
@@ -55,7 +71,7 @@ class RunStore:
         values = []
         for c in COLUMNS:
             v = rec.get(c)
-            values.append(json.dumps(v) if c in ("prompt", "metrics") and v is not None else v)
+            values.append(json.dumps(v) if c in JSON_COLUMNS and v is not None else v)
         with self.db:
             self.db.execute(f"INSERT INTO iterations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                             values)
@@ -65,10 +81,34 @@ class RunStore:
         out = []
         for row in cur:
             rec = dict(zip(COLUMNS, row))
-            for c in ("prompt", "metrics"):
+            for c in JSON_COLUMNS:
                 rec[c] = json.loads(rec[c]) if rec[c] else None
             out.append(rec)
         return out
+
+    def add_kb(self, version: int, after_it: int, items: list[str], source: str, summary: str | None = None,
+               raw: str | None = None) -> None:
+        import time
+
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO kb VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (version, after_it, json.dumps(items), source, summary, raw, time.time()))
+
+    def kb_versions(self) -> list[dict]:
+        cur = self.db.execute("SELECT version, after_it, items, source, summary, raw FROM kb ORDER BY version")
+        return [{"version": v, "after_it": a, "items": json.loads(i), "source": s, "summary": su, "raw": r}
+                for v, a, i, s, su, r in cur]
+
+    def add_screened(self, it: int, idx: int, rec: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO screened VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (it, idx, rec.get("code"), rec.get("raw"), rec.get("status"), rec.get("error"),
+                             json.dumps(rec.get("metrics") or {})))
+
+    def screened(self) -> list[dict]:
+        cur = self.db.execute("SELECT it, idx, code, raw_answer, status, error, metrics FROM screened ORDER BY it, idx")
+        return [{"it": a, "idx": b, "code": c, "raw_answer": d, "status": e, "error": f, "metrics": json.loads(g)}
+                for a, b, c, d, e, f, g in cur]
 
     def close(self) -> None:
         self.db.close()
