@@ -217,7 +217,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             pre = precheck(seed_code)
             if pre.get("status") != "ok":
                 raise SearchError(f"the seed network fails the pre-check: {pre.get('status')}: {pre.get('error')}")
-            seed_row.update({f"pre_{k}": pre.get(k) for k in PRE_KEYS})
+            seed_row.update({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None})
         store.set_meta("seed_row", seed_row)
         store.set_meta("seed_code", seed_code)
     goal = goal_of(cfg)
@@ -298,7 +298,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                     row = {**row, "status": "constraint", "error": why}
             metrics = {k: row.get(k) for k in METRIC_KEYS} | {"status": row.get("status")}
             if pre is not None:
-                metrics |= {f"pre_{k}": pre.get(k) for k in PRE_KEYS}
+                metrics |= {f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None}
             cost = cost_of(metrics, cfg.hw_metric)
             entered = row.get("status") == "ok" and cost is not None and archive.add(
                 {"accuracy": row["accuracy"], "cost": cost, "code": code, "row": metrics, "it": it})

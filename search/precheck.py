@@ -70,7 +70,8 @@ def precheck(payload: dict) -> dict:
         except Exception as exc:  # fvcore cannot trace some models: say so, never a made-up count
             row["error"] = f"flops not counted: {short_error(exc)}"
         stage = "latency_error"
-        row["latency_ms"] = round(latency_ms(model, in_shape, 1, device, runs=int(payload.get("latency_runs", 30))), 4)
+        if payload.get("latency", True):
+            row["latency_ms"] = round(latency_ms(model, in_shape, 1, device, runs=int(payload.get("latency_runs", 30))), 4)
         if payload.get("zero_cost"):
             stage = "zero_cost_error"
             from corpus.zerocost import random_batch, scores
@@ -91,16 +92,18 @@ class PreChecker:
     """The pre-check on its own sandboxed worker (one at a time, like the profiler)."""
 
     def __init__(self, spec: dict, device: str = "cpu", zero_cost: bool = False, timeout_s: float = 300.0,
-                 memory_mb: int = 6144, seed: int = 0):
+                 memory_mb: int = 6144, seed: int = 0, latency: bool = True):
+        """latency=False skips the timing (when no objective, bin or limit uses latency)."""
         from mutator.sandbox import WorkerPool
 
-        self.spec, self.device, self.zero_cost, self.seed = spec, device, zero_cost, seed
+        self.spec, self.device, self.zero_cost, self.seed, self.latency = spec, device, zero_cost, seed, latency
         self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if device != "cpu" else memory_mb,
                                threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
 
     def check(self, source: str) -> dict:
         res = self.pool.call("search.precheck:precheck", {"source": source, "spec": self.spec, "device": self.device,
-                                                           "zero_cost": self.zero_cost, "seed": self.seed})
+                                                           "zero_cost": self.zero_cost, "seed": self.seed,
+                                                           "latency": self.latency})
         return {**res, "status": res.get("status") or "crash"}
 
     __call__ = check

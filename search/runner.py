@@ -119,7 +119,9 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                     raise SearchError("--latency-device cuda, but CUDA is not available here")
             from search.precheck import PreChecker
 
-            pc = PreChecker(spec, cfg.latency_device, zero_cost=cfg.screen == "zero-cost", seed=cfg.rng_seed)
+            timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
+            pc = PreChecker(spec, cfg.latency_device, zero_cost=cfg.screen == "zero-cost", seed=cfg.rng_seed,
+                            latency=timed)
             closers.append(pc.close)
             precheck = pc.check
         edges = store.meta("bin_edges")
