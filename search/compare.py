@@ -57,13 +57,15 @@ def pareto_table(runs: list[tuple], n: int, bases: list[str], metric: str, budge
         return None
     seed_acc = statistics.median(seed["accuracy"] for seed in seeds)
     seed_cost = statistics.median(cost_of(seed, metric) for seed in seeds)
-    edges = next((e for e in (r[4] for r in runs) if e), None)
+    owner = next((r for r in runs if r[4]), None)  # bins: the first binned run's edges, on its metric
+    edges, emetric = (owner[4], owner[1].partition_metric) if owner else (None, None)
     per = []
     for d, cfg, iters, seed, _ in runs:
         pts = run_points(iters[:n], seed, metric)
-        bins = {bin_of(c, edges) for _, c in pts[1:]} if edges and cfg.partition_metric == metric else None
+        bins = None if not edges else len({bin_of(cost_of(r["metrics"] or {}, emetric), edges) for r in iters[:n]
+                                            if r["status"] == "ok"} - {None})
         per.append({"dir": d, "group": cfg.group, "pts": pts, "F": normalise(pts, seed_acc, seed_cost),
-                    "bins": None if bins is None else len(bins),
+                    "bins": bins,
                     "best": max(a for a, _ in pts)})
     allF = [f for r in per for f in r["F"].tolist()]
     ref_front = [allF[i] for i in nondominated(allF)]
@@ -99,7 +101,7 @@ def pareto_table(runs: list[tuple], n: int, bases: list[str], metric: str, budge
             st[f"p_hv_{b}"] = _p(st["hv"], [r["hv"] for r in groups[b]]) if g != b else None
             st[f"p_igd_{b}"] = _p(st["igd"], [r["igd"] for r in groups[b]]) if g != b else None
         stats[g] = st
-    return {"metric": metric, "seed_accuracy": seed_acc, "seed_cost": seed_cost, "hv_ref": HV_REF,
+    return {"metric": metric, "edges_metric": emetric, "seed_accuracy": seed_acc, "seed_cost": seed_cost, "hv_ref": HV_REF,
             "budgets": list(budgets), "reference_front": ref_front, "targets": targets, "groups": stats,
             "edges": edges, "runs": [{k: v for k, v in r.items() if k not in ("F",)} for r in per]}
 
@@ -117,7 +119,10 @@ def pareto_lines(pt: dict) -> list[str]:
         lines.append(f"Cost at similar accuracy vs `{b}`: lowest {m} among networks with accuracy >= "
                      f"{100 * t['accuracy']:.2f}% - 1 point (baseline median: {t['cost']:.4g} {unit}); "
                      "reduction = 1 - run / baseline.")
-    head = ["configuration", "runs", "HV", "IGD"] + [f"best acc % at {m} <= {k:g}x seed" for k in pt["budgets"]] +         [f"{m} reduction vs {b} %" for b in bases] + (["bins covered"] if pt["edges"] else []) +         [f"p HV vs {b}" for b in bases] + [f"p IGD vs {b}" for b in bases]
+    head = (["configuration", "runs", "HV", "IGD"] + [f"best acc % at {m} <= {k:g}x seed" for k in pt["budgets"]]
+            + [f"{m} reduction vs {b} %" for b in bases]
+            + ([f"{pt['edges_metric']} bins covered"] if pt["edges"] else [])
+            + [f"p HV vs {b}" for b in bases] + [f"p IGD vs {b}" for b in bases])
     lines += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     fmt_p = lambda p: "—" if p is None else f"{p:.3g}"  # noqa: E731
     for g, st in pt["groups"].items():

@@ -159,8 +159,8 @@ def pareto_section(folder: str, cfg, iters: list[dict], seed: dict) -> list[str]
             lines += [f"    - {h}" for h in v["items"]]
     if ext["screened"]:
         n = sum(s["status"] == "screened" for s in ext["screened"])
-        lines += ["", f"Screening: {len(ext['screened'])} proposals not trained ({n} screened out by the "
-                  "zero-cost score, the rest failed the pre-check)."]
+        lines += ["", f"Screening: {len(ext['screened'])} proposals not trained: {n} screened out by the "
+                  f"zero-cost vote, {len(ext['screened']) - n} failed the pre-check."]
     return lines
 
 

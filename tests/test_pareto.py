@@ -235,7 +235,7 @@ def test_compare_reports_hv_igd_budgets_and_reduction_vs_baseline(tmp_path, seed
     dirs = [str(tmp_path / f"{g}-{s}") for g in ("pareto", "acc") for s in range(3)]
     text = compare(dirs, str(tmp_path / "cmp"), baseline="acc")
     assert "| configuration | runs | HV | IGD |" in text and "p HV vs acc" in text and "p IGD vs acc" in text
-    assert "HV reference point (2.0, 2.0)" in text and "bins covered" in text
+    assert "HV reference point (2.0, 2.0)" in text and "latency_ms bins covered" in text
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     pt = data["pareto"]
     assert pt["metric"] == "latency_ms" and pt["seed_cost"] == pytest.approx(0.16)
