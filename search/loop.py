@@ -226,7 +226,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
     best_code, best_row = seed_code, seed_row
     archive = ParetoArchive()
     archive.add({"accuracy": seed_row["accuracy"], "cost": cost_of(seed_row, cfg.hw_metric), "code": seed_code,
-                 "row": seed_row, "it": None})
+                 "pcost": cost_of(seed_row, cfg.partition_metric), "row": seed_row, "it": None})
     memory = FeedbackMemory(cfg.memory)
     pending = (INITIAL_PROBLEM, INITIAL_MODIFICATION)
     kb_hist = store.kb_versions()
@@ -244,7 +244,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             best_code, best_row = rec["code"], m
         if rec["status"] == "ok" and cost_of(m, cfg.hw_metric) is not None:
             archive.add({"accuracy": m["accuracy"], "cost": cost_of(m, cfg.hw_metric), "code": rec["code"], "row": m,
-                         "it": rec["it"]})
+                         "pcost": cost_of(m, cfg.partition_metric), "it": rec["it"]})
         memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
         if kb_hist and rec["it"] > kb_hist[-1]["after_it"]:
             round_records.append({**x, **m, "status": rec["status"], "error": rec["error"]})
@@ -259,7 +259,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             seed = cfg.rng_seed * 100_003 + it
             problem, instruction = pending
             b = it % (len(edges) + 1) if edges else None
-            parent = archive.pick(*bin_range(b, edges), it) if pareto and b is not None else \
+            parent = archive.pick(*bin_range(b, edges), it, key="pcost") if pareto and b is not None else \
                 archive.pick(None, None, it) if pareto else {"code": best_code, "row": best_row, "it": None}
             parent_code, parent_row = parent["code"], parent["row"]
             extra_text = _notes(cfg, b, edges, parent_row, kb, kb_version)
@@ -301,7 +301,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                 metrics |= {f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None}
             cost = cost_of(metrics, cfg.hw_metric)
             entered = row.get("status") == "ok" and cost is not None and archive.add(
-                {"accuracy": row["accuracy"], "cost": cost, "code": code, "row": metrics, "it": it})
+                {"accuracy": row["accuracy"], "cost": cost, "code": code, "row": metrics, "it": it,
+                 "pcost": cost_of(metrics, cfg.partition_metric)})
             in_bin = None if b is None else bin_of(cost_of(metrics, cfg.partition_metric), edges) == b
             is_best = _better(row, best_row)
             outcome = outcome_text(row, parent_row)

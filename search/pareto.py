@@ -65,22 +65,26 @@ class ParetoArchive:
         self.entries.append(entry)
         return True
 
-    def pick(self, lo: float | None, hi: float | None, turn: int) -> dict:
+    def pick(self, lo: float | None, hi: float | None, turn: int, key: str = "cost") -> dict:
         """The parent for the next proposal.
 
-        With a bin [lo, hi): the most accurate member whose cost lies in it; if none does, the member
-        closest to the bin (distance in log cost), ties broken by accuracy. Without a bin (lo = hi =
-        None): round-robin over the members sorted by cost, so every trade-off gets extended in turn.
+        With a bin [lo, hi) on the entries' `key` (the partition metric): the most accurate member
+        inside it; if none is, the member closest to the bin (distance in log `key`), ties broken by
+        accuracy. Without a bin (lo = hi = None): round-robin over the members sorted by cost, so
+        every trade-off gets extended in turn.
         """
         if lo is None and hi is None:
             members = sorted(self.entries, key=lambda e: e["cost"])
             return members[turn % len(members)]
 
         def gap(e):
-            c = math.log(max(e["cost"], 1e-12))
-            if lo is not None and e["cost"] < lo:
+            v = e.get(key)
+            if v is None:
+                return math.inf
+            c = math.log(max(v, 1e-12))
+            if lo is not None and v < lo:
                 return math.log(lo) - c
-            if hi is not None and e["cost"] >= hi:
+            if hi is not None and v >= hi:
                 return c - math.log(hi)
             return 0.0
 

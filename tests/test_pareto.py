@@ -104,6 +104,10 @@ def test_archive_keeps_only_non_dominated_members_and_picks_parents_per_bin():
     assert a.pick(1.5, None, 0)["cost"] == 2.0  # the member inside [1.5, inf)
     assert a.pick(0.1, 0.3, 0)["cost"] == 0.5  # none inside: the nearest in log cost
     assert [a.pick(None, None, t)["cost"] for t in range(3)] == [0.5, 2.0, 0.5]  # round-robin by cost
+    b = ParetoArchive()  # bins on another metric than the objective's cost (e.g. FLOPs bins, latency objective)
+    b.add({"accuracy": 0.8, "cost": 1.0, "pcost": 100.0})
+    b.add({"accuracy": 0.9, "cost": 2.0, "pcost": 10.0})
+    assert b.pick(50.0, None, 0, key="pcost")["pcost"] == 100.0 and b.pick(50.0, None, 0)["cost"] == 2.0
     assert quantile_edges([1, 2, 3, 4, 5, 6, 7, 8], 4) == pytest.approx([2.75, 4.5, 6.25])
     assert [bin_of(v, [0.2, 0.4]) for v in (0.1, 0.2, 0.39, 0.5, None)] == [0, 1, 1, 2, None]
 
