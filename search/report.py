@@ -132,12 +132,14 @@ def pareto_section(folder: str, cfg, iters: list[dict], seed: dict) -> list[str]
         axes[2].legend()
     for a in axes:
         a.grid(alpha=0.3)
-    fig.suptitle(f"{cfg.group}: objective {cfg.objective}, hw metric {metric} on {cfg.latency_device}")
+    where = f" on {cfg.latency_device}" if metric == "latency_ms" else ""
+    fig.suptitle(f"{cfg.group}: objective {cfg.objective}, hw metric {metric}{where}")
     fig.tight_layout()
     fig.savefig(Path(folder) / "pareto.png")
     plt.close(fig)
     lines = ["", "## Multi-objective view", "",
-             f"- hw metric `{metric}` (pre-check on `{cfg.latency_device}` where measured); objectives normalised by "
+             f"- hw metric `{metric}`{f' (pre-check on `{cfg.latency_device}` where measured)' if where else ''}; "
+             "objectives normalised by "
              f"the seed: error / seed error, cost / seed cost ({seed_cost:.4g} {UNITS[metric]}); HV reference point "
              f"{HV_REF} (seed alone: HV = 1)",
              f"- final HV {hv[-1] if hv else 1.0:.4f}; Pareto archive: {len(front)} networks "
