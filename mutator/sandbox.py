@@ -32,7 +32,10 @@ import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mutator.worker import READY
+
 MAX_MESSAGE = 64 << 20  # a worker's answer larger than this is treated as a crash
+STARTUP_S = 300  # a worker that has not imported torch by then is broken, not slow
 _BWRAP_CHECKED: dict[str, bool] = {}
 
 
@@ -86,9 +89,21 @@ class _Worker:
         os.close(res_w)
         self.send = Connection(req_w, readable=False)
         self.recv = Connection(res_r, writable=False)
+        self.started = False
+
+    def _wait_ready(self) -> None:
+        """Wait for the worker's ready message: importing torch can take long on a busy machine, and
+        that must not count against a candidate's time limit."""
+        if not self.recv.poll(STARTUP_S):
+            raise OSError(f"worker did not start within {STARTUP_S} s")
+        if self.recv.recv_bytes(MAX_MESSAGE) != READY:
+            raise OSError("worker sent something else than its ready message")
+        self.started = True
 
     def call(self, handler: str, payload, timeout_s: float) -> dict:
         try:
+            if not self.started:
+                self._wait_ready()
             self.send.send_bytes(json.dumps({"handler": handler, "payload": payload}).encode())
             if not self.recv.poll(timeout_s):
                 self.kill()

@@ -64,6 +64,9 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {msg}"[:500]
 
 
+READY = b'{"ready": true}'
+
+
 def main() -> None:
     _limit_self()
     devnull = open(os.devnull, "w")
@@ -72,6 +75,7 @@ def main() -> None:
     send = Connection(int(sys.argv[2]), readable=False)
     import torch  # noqa: F401  (imported once, before any request)
 
+    send.send_bytes(READY)  # the parent's time limits start now, not while torch loads
     while True:
         try:
             req = json.loads(recv.recv_bytes())

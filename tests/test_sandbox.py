@@ -31,7 +31,7 @@ class Net(nn.Module):
 
 @pytest.fixture(scope="module")
 def pool():
-    p = WorkerPool(1, timeout_s=8, memory_mb=3072)
+    p = WorkerPool(1, timeout_s=15, memory_mb=3072)
     yield p
     p.close()
 
