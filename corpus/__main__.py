@@ -3,6 +3,9 @@
     python -m corpus build --variants variants --dataset fashion-mnist --out corpus_fm --train-limit 2000
     python -m corpus profile variants/resnet-small-0123abcd.py --dataset fashion-mnist --train-limit 2000
     python -m corpus show corpus_fm
+    python -m corpus build --variants variants --dataset fashion-mnist --out corpus_zc --zero-cost-only
+    python -m corpus predictor fit --corpus corpus_fm --out pred.joblib
+    python -m corpus predictor eval --corpus corpus_fm --model pred.joblib
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=1, help="parallel sandboxed workers")
     b.add_argument("--executor", default="local", help="local | ray")
     b.add_argument("--push-to-hub", default=None, help="also push the dataset to this Hub repo")
+    b.add_argument("--zero-cost", action="store_true", help="add zero-cost proxy columns (zc_*) before training")
+    b.add_argument("--zero-cost-only", action="store_true",
+                   help="zero-cost proxies only: no training, accuracy/latency left empty (seconds per net)")
+    b.add_argument("--zero-cost-batch", type=int, default=64, help="training images the proxies see")
     p = sub.add_parser("profile", help="profile one model file, print its row as one JSON line")
     p.add_argument("file", help="model .py file")
     p.add_argument("--class-name", default=None, help="class or factory that builds the network")
@@ -49,6 +56,19 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="summary table and accuracy-vs-FLOPs plot of a corpus")
     s.add_argument("dir", help="corpus folder")
     s.add_argument("--plot", default=None, help="PNG path (default DIR/accuracy_vs_flops.png)")
+    pr = sub.add_parser("predictor", help="fit / evaluate a predictor of accuracy from zero-cost features")
+    psub = pr.add_subparsers(dest="action", required=True)
+    f = psub.add_parser("fit", help="fit on a corpus, print held-out rank correlations, save the model")
+    f.add_argument("--corpus", required=True, help="corpus folder built with --zero-cost")
+    f.add_argument("--out", required=True, help="model file (a FILE.json sidecar is written beside it)")
+    f.add_argument("--features", default=None, help="comma-separated columns (default: all zc_* proxies, params, flops)")
+    f.add_argument("--holdout", type=float, default=0.2, help="fraction of rows held out for evaluation")
+    f.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
+    f.add_argument("--by", default=None, help="also a table per value of this column (e.g. parent)")
+    e = psub.add_parser("eval", help="rank correlations on the rows the model was not fitted on")
+    e.add_argument("--corpus", required=True)
+    e.add_argument("--model", required=True, help="file written by predictor fit")
+    e.add_argument("--by", default=None, help="also a table per value of this column (e.g. parent)")
     return parser
 
 
@@ -59,7 +79,9 @@ def cmd_build(args) -> int:
                       batch_size=args.batch_size, train_limit=args.train_limit, workers=args.workers,
                       device=args.device, timeout_s=args.timeout_s, executor=args.executor,
                       data_dir=args.data_dir, use_model_recipe=args.use_model_recipe, seed=args.seed,
-                      latency_batch=args.latency_batch, push_to_hub=args.push_to_hub)
+                      latency_batch=args.latency_batch, push_to_hub=args.push_to_hub,
+                      zero_cost=args.zero_cost, zero_cost_only=args.zero_cost_only,
+                      zero_cost_batch=args.zero_cost_batch)
     return main_build(cfg)
 
 
@@ -85,7 +107,14 @@ def cmd_show(args) -> int:
     return show(args.dir, args.plot)
 
 
-COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_table, "show": cmd_show}
+def cmd_predictor(args) -> int:
+    from corpus.predictor import main_eval, main_fit
+
+    return main_fit(args) if args.action == "fit" else main_eval(args)
+
+
+COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_table, "show": cmd_show,
+            "predictor": cmd_predictor}
 
 
 def main(argv=None) -> int:

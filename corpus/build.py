@@ -8,6 +8,13 @@ in OUT is rewritten from the journal (staged in a temporary folder, then moved i
 file, so a kill leaves the previous dataset or the new one, and the journal in any case). Re-running
 the same command profiles only the variants the journal does not have; a torn last journal line
 (from `kill -9`) is dropped.
+
+Zero-cost proxies (corpus.zerocost): `--zero-cost` adds the `zc_*` columns, computed before training;
+`--zero-cost-only` computes them and skips training (accuracy, latency and memory are None). Each row
+records its mode in `zero_cost` (off / on / only). On resume, a journal row counts as done only if it
+has what this run asks for (training, proxies); a row that lacks one is profiled again with both
+(mode on), so a row is never replaced by one with fewer columns: resuming a trained corpus with
+`--zero-cost-only` therefore trains those rows again (a note says how many).
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ from corpus.data import DataError, info, prepare
 
 COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accuracy", "train_seconds",
            "flops", "flops_unsupported", "params", "latency_ms", "latency_batch_ms", "latency_batch",
-           "peak_memory_mb", "final_loss", "device_name", "dataset", "recipe", "versions", "profiled_at"]
+           "peak_memory_mb", "final_loss", "device_name", "dataset", "recipe", "versions", "profiled_at",
+           "zero_cost", "zc_synflow", "zc_naswot", "zc_snip", "zc_grad_norm", "zc_grasp", "zc_seconds",
+           "zc_error"]  # the zc_* names are corpus.zerocost.COLUMNS
 
 
 class CorpusError(Exception):
@@ -51,6 +60,20 @@ class BuildConfig:
     latency_batch: int = 64
     memory_mb: int = 8192
     push_to_hub: str | None = None
+    zero_cost: bool = False
+    zero_cost_only: bool = False
+    zero_cost_batch: int = 64
+
+
+def zero_cost_mode(cfg) -> str:
+    """off | on (proxies and training) | only (proxies, no training): see the module docstring."""
+    return "only" if cfg.zero_cost_only else "on" if cfg.zero_cost else "off"
+
+
+def _lacks(row: dict, mode: str) -> bool:
+    """Whether a journal row lacks what a run in `mode` asks for (training, proxies)."""
+    has = row.get("zero_cost") or "off"
+    return (mode != "only" and has == "only") or (mode != "off" and has == "off")
 
 
 def resolve_device(device: str) -> str:
@@ -156,7 +179,13 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         raise CorpusError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "rows.jsonl"
-    done = {r["id"] for r in read_journal(journal)}
+    mode = zero_cost_mode(cfg)
+    latest = {r["id"]: r for r in read_journal(journal)}
+    redo = {i for i, r in latest.items() if _lacks(r, mode)}
+    done = set(latest) - redo
+    if redo & {v["id"] for v in variants}:
+        print(f"note: {len(redo)} journal rows lack the training or proxies this run asks for; "
+              f"profiling them again with training and proxies (zero_cost=on)", file=sys.stderr)
     try:
         data_path = str(prepare(cfg.dataset, cfg.data_dir))
     except DataError as exc:
@@ -182,7 +211,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
             continue
         payload = {"source": code, "data_path": data_path, "classes": classes,
                    "class_name": v.get("class_name"), "recipe": recipe, "device": device,
-                   "use_model_recipe": cfg.use_model_recipe, "latency_batch": cfg.latency_batch}
+                   "use_model_recipe": cfg.use_model_recipe, "latency_batch": cfg.latency_batch,
+                   "zero_cost": "on" if v["id"] in redo else mode, "zero_cost_batch": cfg.zero_cost_batch}
         jobs.append((v, code, payload))
     bar = tqdm(total=len(jobs), desc=f"profiling on {cfg.dataset}", unit="net", disable=not progress)
     try:
@@ -192,6 +222,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                 if k in res:
                     row[k] = res[k]
             row["status"] = res.get("status") or "crash"
+            row["zero_cost"] = "on" if v["id"] in redo else mode
             row["versions"] = json.dumps(vers)
             row["profiled_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             append_row(journal, row)
@@ -259,6 +290,11 @@ full source code and what one fixed proxy-training recipe measured.
 - `peak_memory_mb`: on CUDA, peak allocated memory during training; on CPU, the peak resident set
   size of the worker process during training above its size before.
 - `dataset`, `recipe` (JSON), `versions` (JSON), `profiled_at`.
+- `zero_cost`: `off`, `on` (zero-cost proxies, then training) or `only` (proxies and no training:
+  `accuracy`, latency and memory are null, status `ok` means the network built and was scored).
+- `zc_synflow`, `zc_naswot`, `zc_snip`, `zc_grad_norm`, `zc_grasp`: zero-cost proxies at
+  initialisation on one batch of training images (conventions in `corpus/zerocost.py`: synflow and
+  naswot are natural logs); `zc_seconds` their wall time; `zc_error` which proxy failed and why.
 
 ## Recipe
 {recipe_doc}
@@ -293,7 +329,9 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict) ->
         "widths": datasets.Sequence(datasets.Value("int64")),
         "flops_unsupported": datasets.Sequence(datasets.Value("string")),
         **{c: datasets.Value("float64") for c in ("accuracy", "train_seconds", "latency_ms", "latency_batch_ms",
-                                                  "peak_memory_mb", "final_loss")},
+                                                  "peak_memory_mb", "final_loss", "zc_synflow", "zc_naswot",
+                                                  "zc_snip", "zc_grad_norm", "zc_grasp", "zc_seconds")},
+        "zero_cost": datasets.Value("string"), "zc_error": datasets.Value("string"),
         **{c: datasets.Value("int64") for c in ("flops", "params", "latency_batch")},
     })
     table["flops_unsupported"] = [v or [] for v in table["flops_unsupported"]]
@@ -355,11 +393,12 @@ class Profiler:
     def profile(self, code: str, class_name: str | None = None) -> dict:
         payload = {"source": code, "data_path": self.data_path, "classes": self.classes,
                    "class_name": class_name, "recipe": self.recipe, "device": self.device,
-                   "use_model_recipe": self.cfg.use_model_recipe, "latency_batch": self.cfg.latency_batch}
+                   "use_model_recipe": self.cfg.use_model_recipe, "latency_batch": self.cfg.latency_batch,
+                   "zero_cost": zero_cost_mode(self.cfg), "zero_cost_batch": self.cfg.zero_cost_batch}
         res = self.pool.call("corpus.profile:profile", payload)
         row = {"code": code, "sha256": hashlib.sha256(code.encode()).hexdigest(),
                "dataset": self.cfg.dataset, "recipe": json.dumps(self.recipe, sort_keys=True),
-               "latency_batch": self.cfg.latency_batch}
+               "latency_batch": self.cfg.latency_batch, "zero_cost": zero_cost_mode(self.cfg)}
         row.update({k: v for k, v in res.items() if k in COLUMNS})
         row["status"] = res.get("status") or "crash"
         return row

@@ -7,6 +7,10 @@ and the numbers it could not measure are None, never invented.
 Statuses: ok; build_error (the source does not load or build); shape_error (the forward pass fails
 or gives the wrong output shape); train_error (an exception while training or evaluating); nan
 (the loss became NaN or infinite); oom (out of memory); set by the parent: timeout, crash.
+
+`payload["zero_cost"]` = "on" adds the zero-cost proxy columns (corpus.zerocost, computed on a copy
+before training, on `zero_cost_batch` training images); "only" returns after them: no training,
+accuracy, latency or memory (None), status ok.
 """
 from __future__ import annotations
 
@@ -68,6 +72,14 @@ def profile(payload: dict) -> dict:
             row["error"] = f"flops not counted: {short_error(exc)}"
         stage = "train_error"
         train_set, test_set = split_data(data, recipe, device)
+        if payload.get("zero_cost"):  # "on": proxies, then training; "only": proxies, no training
+            from corpus.zerocost import data_batch, scores
+
+            xb, yb = data_batch(train_set, int(payload.get("zero_cost_batch", 64)), recipe.seed)
+            row.update(scores(model, xb, yb, recipe.seed))
+            if payload["zero_cost"] == "only":
+                row["status"] = "ok"
+                return row
         with PeakMemory(device) as mem:
             if payload.get("use_model_recipe"):
                 res = _model_recipe(model, train_set, recipe, payload.get("prm") or {})
