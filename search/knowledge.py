@@ -41,7 +41,7 @@ def round_summary(records: list[dict]) -> str:
     """One line per candidate of the round: bin, change vs parent, accuracy and cost deltas, outcome."""
     lines = []
     for r in records:
-        where = f"bin {r['bin']}" if r.get("bin") is not None else "no bin"
+        where = f"bin {r['bin'] + 1}" if r.get("bin") is not None else "no bin"
         if r.get("status") != "ok":
             lines.append(f"{where}: {change_of(r)} -> FAILED {r.get('status')}: {(r.get('error') or '')[:100]}")
             continue
@@ -58,7 +58,7 @@ def rule_rewrite(items: list[str], records: list[dict]) -> list[str]:
     new, bins = [], []
     for b in sorted({r.get("bin") for r in records}, key=lambda x: -1 if x is None else x):
         rs = [r for r in records if r.get("bin") == b and r.get("status") == "ok"]
-        where = "Without a bin target" if b is None else f"In bin {b}"
+        where = "Without a bin target" if b is None else f"In bin {b + 1}"  # 1-based, as in the prompt
         bins.append(where)
         for change in ("narrowed", "widened"):
             cs = [r for r in rs if change_of(r) == change and r.get("parent_accuracy") is not None]
@@ -66,9 +66,9 @@ def rule_rewrite(items: list[str], records: list[dict]) -> list[str]:
                 continue
             gain = sum(r["accuracy"] - r["parent_accuracy"] for r in cs) / len(cs)
             kept = sum(bool(r.get("archive")) for r in cs)
-            verdict = "helped" if kept or gain > 0 else "hurt"
+            verdict = "helped" if kept or gain > 0 else "hurt"  # helped: a new trade-off, or more accurate
             new.append(f"{where}: {change} networks {verdict} ({len(cs)} tried, {kept} entered the Pareto "
-                       f"archive, mean {100 * gain:+.2f} accuracy points).")
+                       f"archive, mean {100 * gain:+.2f} accuracy points vs their parents).")
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         kinds = sorted({r.get("status") for r in failed})

@@ -176,8 +176,9 @@ def test_rule_knowledge_base_without_an_llm(tmp_path, seed_file):
     kb = store.kb_versions()
     store.close()
     assert len(kb) == 3 and kb[1]["source"] == "rule"
-    assert any(h.startswith("In bin 0: narrowed networks") or h.startswith("In bin 1: widened networks")
+    assert any(h.startswith("In bin 1: narrowed networks") or h.startswith("In bin 2: widened networks")
                for h in kb[1]["items"])
+    assert re.search(r"^bin [12]: (narrowed|widened) -> accuracy [+-]\d", kb[1]["summary"], re.M)
 
 
 def test_constraint_is_checked_before_training_and_is_a_failure_triple(tmp_path, seed_file):
