@@ -125,10 +125,15 @@ def pareto_lines(pt: dict) -> list[str]:
             + [f"p HV vs {b}" for b in bases] + [f"p IGD vs {b}" for b in bases])
     lines += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     fmt_p = lambda p: "—" if p is None else f"{p:.3g}"  # noqa: E731
+
+    def some(vals, digits=2):  # runs without a qualifying network are left out of the mean, and counted
+        k = sum(v is not None for v in vals)
+        return _fmt(vals, True, digits) + ("" if k == len(vals) else f" ({k} of {len(vals)} runs)")
+
     for g, st in pt["groups"].items():
         cells = [g, str(len(st["hv"])), _fmt(st["hv"], digits=3), _fmt(st["igd"], digits=3)]
-        cells += [_fmt(u, True) for u in st["under"]]
-        cells += [_fmt(st[f"reduction_{b}"], True, 1) for b in bases]
+        cells += [some(u) for u in st["under"]]
+        cells += [some(st[f"reduction_{b}"], 1) for b in bases]
         if pt["edges"]:
             cells.append(_fmt(st["bins"], digits=1) + f" of {len(pt['edges']) + 1}")
         cells += [fmt_p(st[f"p_hv_{b}"]) for b in bases] + [fmt_p(st[f"p_igd_{b}"]) for b in bases]
