@@ -154,7 +154,7 @@ def by_group(rows: list[dict], features, column: str) -> str:
             n, rho, tau = rank_correlation([r.get(f) for r in rs], truth)
             lines.append(f"| {f} | {n} | {rho:+.3f} | {tau:+.3f} |")
         out.append(f"\n{column} = {g}\n" + "\n".join(lines))
-    return "\n".join(out)
+    return "\n" + "\n".join(out)
 
 
 def fit(corpus: str, out: str, features: str | None = None, holdout: float = 0.2, seed: int = 0,

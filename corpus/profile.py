@@ -72,7 +72,7 @@ def profile(payload: dict) -> dict:
             row["error"] = f"flops not counted: {short_error(exc)}"
         stage = "train_error"
         train_set, test_set = split_data(data, recipe, device)
-        if payload.get("zero_cost"):  # "on": proxies, then training; "only": proxies, no training
+        if payload.get("zero_cost") in ("on", "only"):  # "on": proxies, then training; "only": no training
             from corpus.zerocost import data_batch, scores
 
             xb, yb = data_batch(train_set, int(payload.get("zero_cost_batch", 64)), recipe.seed)

@@ -172,7 +172,7 @@ def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) ->
             try:
                 value = fn()
             except Exception as exc:  # model code: record which proxy failed and why, go on
-                errors.append(f"{name[3:]}: {short_error(exc)}")
+                errors.append(f"{'snip/grad_norm' if name == 'zc_snip' else name[3:]}: {short_error(exc)}")
                 continue
         if name == "zc_snip":
             out["zc_snip"], out["zc_grad_norm"] = value

@@ -177,6 +177,21 @@ def test_build_zero_cost_only_writes_the_columns_in_seconds(tmp_path):
     assert res.returncode == 0 and "3 already in the corpus" in res.stdout
 
 
+@needs_fashion
+def test_profile_computes_proxies_only_when_asked():
+    from corpus.data import prepare
+    from corpus.profile import profile
+    from corpus.train import Recipe
+    from test_corpus import BAD
+
+    payload = {"source": BAD["train_error"], "data_path": str(prepare("fashion-mnist")), "classes": 10,
+               "recipe": Recipe(train_limit=64, batch_size=32).to_dict()}
+    off, on = profile({**payload, "zero_cost": "off"}), profile({**payload, "zero_cost": "on"})
+    assert off["status"] == on["status"] == "train_error"
+    assert "zc_synflow" not in off and on["zc_synflow"] is not None  # synflow runs in eval mode
+    assert "grad_norm" in on["zc_error"]  # the train-mode proxies hit the model's error: recorded
+
+
 def synthetic_corpus(folder: Path, n=60, zero_cost=True, seed=0):
     """A corpus whose accuracy is a noisy increasing function of zc_snip and unrelated to zc_grasp."""
     import numpy as np
