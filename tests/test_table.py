@@ -99,3 +99,9 @@ def test_from_table_materialises_a_corpus(tmp_path):
         key = r["id"].split("-")[-1]
         assert key_of(r["widths"], "cbm-resnet") == key and r["accuracy"] == pytest.approx(tab[key]["mean"] / 100)
         assert f"WIDTHS = {r['widths']}" in r["code"]
+    # ... and finetune can build training pairs from it (tables have no latency: no latency goals)
+    res = run_module("finetune", "dataset", "--corpus", tmp_path / "c", "--out", tmp_path / "p", "--eval-fraction", 0.2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    pairs = datasets.load_from_disk(str(tmp_path / "p"))
+    kinds = [json.loads(g)["kind"] for split in pairs.values() for g in split["goal"]]
+    assert kinds and "cut_latency" not in kinds and "raise_accuracy" in kinds
