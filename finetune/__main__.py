@@ -3,6 +3,7 @@
     python -m finetune dataset --corpus corpus_fm --out pairs_fm              # pairs with true goals, train/eval
     python -m finetune train --corpus corpus_fm --model smollm2-135m --out runs/lora_fm --max-steps 60
     python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --corpus corpus_fm --n 10 --out eval.json
+    python -m finetune merge --model smollm2-135m --adapter runs/lora_fm --out merged_fm   # full model folder
 
 Every command also reads `--config FILE.yaml` (keys are the flag names, with - or _); flags given
 on the command line override it, unknown keys are an error.
@@ -80,6 +81,12 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(e, "--timeout-s", EvalConfig, "time limit per profiled answer", type=float)
     _pairs_args(e, EvalConfig)
     e.add_argument("--config", default=None, help="YAML file with any of these options")
+
+    m = sub.add_parser("merge", help="base model with the adapter merged in, as a plain transformers folder "
+                                     "(to convert to GGUF for llama.cpp, or serve with vLLM)")
+    m.add_argument("--model", required=True, help="base model: smollm2-135m, a local folder, or a Hub id")
+    m.add_argument("--adapter", default=None, help="peft adapter folder (omit to export the base alone)")
+    m.add_argument("--out", required=True, help="new folder to write")
     return parser
 
 
@@ -135,7 +142,15 @@ def cmd_eval(args) -> int:
     return main_eval(config_from(EvalConfig, args))
 
 
-COMMANDS = {"dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval}
+def cmd_merge(args) -> int:
+    from finetune.models import merge
+
+    out = merge(args.model, args.adapter, args.out)
+    print(f"wrote {'the merged model' if args.adapter else 'the base model'} to {out}")
+    return 0
+
+
+COMMANDS = {"dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval, "merge": cmd_merge}
 
 
 def main(argv=None) -> int:

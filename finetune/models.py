@@ -181,3 +181,38 @@ def same_base(a: str, b: str) -> bool:
         return str(p.resolve()) if p.exists() else x.rstrip("/")
 
     return norm(a) == norm(b)
+
+
+def merge(model_name: str, adapter: str | None, out: str) -> Path:
+    """Write `model_name` (with `adapter` merged in, when given) as a plain transformers folder: the
+    input of llama.cpp's `convert_hf_to_gguf.py`, vLLM or anything else that serves full models.
+    Refuses to write into a non-empty folder; writes to a temporary folder and renames it."""
+    dest = Path(out).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FinetuneError(f"--out {out} exists and is not empty (choose a new folder)")
+    base = resolve_model(model_name)
+    tok_from = base
+    if adapter:
+        from finetune.evaluate import check_adapter_base, read_adapter
+
+        acfg, card = read_adapter(adapter)
+        check_adapter_base(acfg, card, model_name, base, adapter)
+        if (Path(adapter) / "tokenizer_config.json").exists():
+            tok_from = adapter
+    tok = load_tokenizer(tok_from)
+    model = load_model(base)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -339,6 +339,28 @@ def test_eval_cli_compares_base_and_adapter(trained, tiny_model, corpus, tmp_pat
         assert all(a["goal"]["kind"] in GOAL_KINDS for a in r["answers"])
 
 
+def test_merge_cli_writes_a_full_model_equal_to_base_plus_adapter(trained, tiny_model, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, _ = trained
+    res = run_module("finetune", "merge", "--model", tiny_model, "--adapter", out, "--out", tmp_path / "m")
+    assert res.returncode == 0, res.stderr[-3000:]
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(out))
+    ids = torch.randint(0, merged.config.vocab_size, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, peft(ids).logits, rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "m" / "tokenizer_config.json").exists()
+    # never writes over a folder that holds something; a non-adapter folder is one line
+    assert_one_line_error(run_module("finetune", "merge", "--model", tiny_model, "--adapter", out,
+                                     "--out", tmp_path / "m"), "is not empty")
+    assert_one_line_error(run_module("finetune", "merge", "--model", tiny_model, "--adapter", tmp_path,
+                                     "--out", tmp_path / "m2"), "not a peft adapter folder")
+
+
 def test_bad_inputs_are_one_line_exit_2(tmp_path, tiny_model):
     import datasets
 
