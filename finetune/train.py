@@ -69,6 +69,7 @@ class TrainConfig:
     batching: str = "auto"
     logging_steps: int = 5
     save_steps: int = 50
+    eval_limit: int = 32
 
 
 def versions() -> dict:
@@ -305,10 +306,13 @@ def main_train(cfg: TrainConfig) -> int:
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
+    trainer.save_model(str(out))  # before the eval: a killed eval never costs the adapter
     eval_loss = None
-    if trainer.eval_dataset is not None:
-        eval_loss = trainer.evaluate().get("eval_loss")
-    trainer.save_model(str(out))
+    evald = trainer.eval_dataset
+    if evald is not None and len(evald) and cfg.eval_limit != 0:
+        if 0 < cfg.eval_limit < len(evald):
+            evald = evald.shuffle(seed=cfg.seed).select(range(cfg.eval_limit))
+        eval_loss = trainer.evaluate(eval_dataset=evald).get("eval_loss")
     model = trainer.model
     # peft records the folder the base was loaded from; keep that (PeftModel/AutoPeftModel reload it)
     card = {
@@ -328,6 +332,7 @@ def main_train(cfg: TrainConfig) -> int:
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,
         "eval_loss": eval_loss,
+        "eval_loss_pairs": len(evald) if eval_loss is not None else 0,
         "loss_history": [{k: v for k, v in h.items() if k in ("step", "loss", "learning_rate", "grad_norm",
                                                                "epoch", "num_input_tokens_seen", "eval_loss")}
                          for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
