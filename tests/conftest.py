@@ -53,3 +53,14 @@ def tiny_seed(tmp_path):
     p = tmp_path / "tiny_vgg.py"
     p.write_text(TINY_VGG)
     return p
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for test servers)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

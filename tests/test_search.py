@@ -2,7 +2,6 @@
 and the CLI against a real HTTP server process on loopback."""
 import json
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_VGG, assert_one_line_error, run_module
+from conftest import ROOT, TINY_VGG, assert_one_line_error, free_port, run_module
 from search.llm import ScriptedLLM
 from search.loop import SearchConfig
 from search.roles import FeedbackMemory, Triple, parse_diagnosis
@@ -135,14 +134,6 @@ FAKE_SERVER = textwrap.dedent('''
             self._send({"choices": [{"message": {"role": "assistant", "content": ANSWER}}]})
     HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 ''')
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_VGG, run_module
+from conftest import TINY_VGG, free_port, run_module
 from search.store import RunStore
 
 pytestmark = [
@@ -52,16 +52,6 @@ def test_search_with_real_smollm2_in_process(tmp_path):
                      "--train-limit", 512, "--max-new-tokens", 400, "--out", out, timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     check_run(out, 2)
-
-
-def free_port():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_search_over_llama_cpp_server(tmp_path):
