@@ -54,6 +54,7 @@ class SearchConfig:
     improver_llm: str | None = None
     improver_adapter: str | None = None
     llm_url: str | None = None
+    improver_url: str | None = None
     seed: str = "lenet"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None

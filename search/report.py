@@ -74,7 +74,7 @@ def report(folder: str) -> str:
     llm_s = [r["llm_seconds"] or 0 for r in iters]
     prof_s = [r["profile_seconds"] or 0 for r in iters]
     lines = [f"# Search run {folder}", "",
-             f"- configuration: `{cfg.group}` (llm `{cfg.llm}`, adapter `{cfg.adapter}`, improver `{cfg.improver_llm or 'same'}`)",
+             f"- configuration: `{cfg.group}` (llm `{cfg.llm}`, adapter `{cfg.adapter}`, improver `{cfg.improver_llm or 'same'}`{' at ' + cfg.improver_url if cfg.improver_url else ''})",
              f"- seed `{cfg.seed}` on {cfg.dataset} (train limit {cfg.train_limit}, {cfg.epochs} epoch), rng seed {cfg.rng_seed}, memory K={cfg.memory}",
              f"- iterations: {n}; statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
              f"- seed accuracy {100 * seed_acc:.2f}%, best {100 * (curve[-1] if curve else seed_acc):.2f}%",

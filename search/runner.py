@@ -139,9 +139,9 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens)
             if cfg.improver_llm == "rule":
                 improver = PromptImprover(None)
-            elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter:
+            elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter or cfg.improver_url:
                 improver = PromptImprover(improver_llm or make_llm(cfg.improver_llm or cfg.llm, cfg.improver_adapter,
-                                                                   cfg.llm_url))
+                                                                   cfg.improver_url or cfg.llm_url))
             else:
                 improver = PromptImprover(llm)
         if not resume:

@@ -142,22 +142,29 @@ def test_cli_run_over_http_server_with_real_profiler(tmp_path):
     seed.write_text(TINY_VGG)
     (tmp_path / "answer.txt").write_text("Here you go:\n```python\n" + TINY_VGG.replace("32", "48") + "```\n")
     (tmp_path / "server.py").write_text(FAKE_SERVER)
-    port = free_port()
+    (tmp_path / "diagnosis.txt").write_text("Problem: conv2 is the bottleneck\nModification: widen conv2 to 64\n")
+    port, port2 = free_port(), free_port()
     server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port), str(tmp_path / "answer.txt")])
+    # the Prompt Improver on its own server (--improver-url), as a frozen model beside a tuned generator
+    server2 = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port2),
+                                str(tmp_path / "diagnosis.txt")])
     try:
         time.sleep(1.0)
         out = tmp_path / "run"
         res = run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--llm", "scripted",
-                         "--improver-llm", "rule", "--seed", seed, "--iterations", 2, "--train-limit", 256,
-                         "--out", out)
+                         "--improver-url", f"http://127.0.0.1:{port2}", "--seed", seed, "--iterations", 2,
+                         "--train-limit", 256, "--out", out)
         assert res.returncode == 0, res.stderr[-3000:]
         store = RunStore(out, create=False)
         iters = store.iterations()
         assert [r["status"] for r in iters] == ["ok", "ok"]
         assert iters[0]["metrics"]["flops"] > 0 and iters[0]["llm_seconds"] >= 0
         assert store.meta("seed_row")["status"] == "ok"
+        assert [r["improver_source"] for r in iters] == ["llm", "llm"]
+        assert iters[1]["problem"] == "conv2 is the bottleneck" and "```" in iters[1]["raw_answer"]
     finally:
         server.kill()
+        server2.kill()
     # unreachable server, resume of a non-run, unknown model, seed that does not build
     assert_one_line_error(run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--out", tmp_path / "x"),
                           "cannot reach")
