@@ -53,6 +53,15 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--benchmark-file", default=None, help="the space's JSON table (default: see README)")
+    lt = sub.add_parser("latency-table", help="measure a per-device latency lookup table of a benchmark space")
+    lt.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
+    lt.add_argument("--out", required=True, help="JSON file {key: {device: ms}} (resumes from OUT.jsonl)")
+    lt.add_argument("--device", default="cpu", help="cpu | cuda: where the latencies are measured")
+    lt.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384; "
+                    "the seed's configuration is always included)")
+    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--runs", type=int, default=30, help="timed batch-1 runs per network (median)")
+    lt.add_argument("--label", default=None, help="device column name (default: the device's name)")
     s = sub.add_parser("show", help="summary table and accuracy-vs-FLOPs plot of a corpus")
     s.add_argument("dir", help="corpus folder")
     s.add_argument("--plot", default=None, help="PNG path (default DIR/accuracy_vs_flops.png)")
@@ -101,6 +110,17 @@ def cmd_from_table(args) -> int:
     return 0
 
 
+def cmd_latency_table(args) -> int:
+    from corpus.latency_table import build
+    from corpus.table import TableError
+
+    if args.runs < 1 or args.sample < 0:
+        raise TableError("--runs must be >= 1 and --sample >= 0")
+    res = build(args.space, args.out, args.device, args.sample, args.seed, args.runs, args.label)
+    print(f"{res['new']} new latencies; {res['rows']} configurations on {res['device']} in {res['out']}")
+    return 0
+
+
 def cmd_show(args) -> int:
     from corpus.show import show
 
@@ -113,7 +133,8 @@ def cmd_predictor(args) -> int:
     return main_fit(args) if args.action == "fit" else main_eval(args)
 
 
-COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_table, "show": cmd_show,
+COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_table,
+            "latency-table": cmd_latency_table, "show": cmd_show,
             "predictor": cmd_predictor}
 
 

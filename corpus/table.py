@@ -9,7 +9,8 @@ each) with three seeds' test accuracies, FLOPs and params. A candidate's seven w
 building it (the mutator's width analysis, sandboxed); it must have exactly the space's seven widths,
 each one of the allowed values, and the parameter count of the table's network for that key (so a
 candidate with a different structure is refused); otherwise the row is a failure saying exactly why.
-FLOPs are the table's (conv + linear multiply-adds at 16x16, see the data README); latency is None.
+FLOPs are the table's (conv + linear multiply-adds at 16x16, see the data README); latency is None,
+or the value of a per-device latency table (`latency_table=`, see `corpus.latency_table`).
 
 Files: `--benchmark-file PATH`, else `$NASFORGE_CBM_DIR/<space>.json`, else the copy beside the
 repository (`../shared/data/channel-bench-macro/`). The tables are published in the GitHub
@@ -109,8 +110,15 @@ def expected_best_rank(m: int, n: int) -> float:
 class TableEvaluator:
     """`evaluate(code) -> row` from the table; `noise_seed` picks one training seed's accuracy."""
 
-    def __init__(self, space: str, path: str | None = None, noise_seed: int | None = None, pool=None):
+    def __init__(self, space: str, path: str | None = None, noise_seed: int | None = None, pool=None,
+                 latency_table: str | None = None, latency_column: str | None = None):
+        """latency_table: a per-device latency file (`corpus.latency_table`) looked up for latency_ms."""
         self.space = space
+        self.latency, self.latency_device, self.latency_file = None, None, latency_table
+        if latency_table:
+            from corpus.latency_table import load as load_latency
+
+            self.latency, self.latency_device = load_latency(latency_table, latency_column)
         self.path = str(table_path(space, path))
         self.table = load_table(self.path)
         self.rank = ranks(self.table)
@@ -142,9 +150,26 @@ class TableEvaluator:
                     "error": f"structure differs from the {self.space} network: {params:,} parameters, "
                              f"the table's {key} has {entry['params']:,}"}
         acc = entry["mean"] if self.noise_seed is None else entry["acc"][self.noise_seed % len(entry["acc"])]
+        lat = None
+        if self.latency is not None:
+            lat = self.latency.get(key)
+            if lat is None:
+                return {"status": "out_of_space", "widths": widths, "table_key": key,
+                        "error": f"configuration {key} has no latency in {self.latency_file} "
+                                 f"(the search is limited to the table's keys)"}
         return {"status": "ok", "error": None, "accuracy": acc / 100, "flops": entry["flops"],
-                "params": entry["params"], "latency_ms": None, "widths": widths, "table_key": key,
-                "table_rank": self.rank[key], "device_name": f"table:{self.space}"}
+                "params": entry["params"], "latency_ms": lat, "widths": widths, "table_key": key,
+                "table_rank": self.rank[key], "device_name": f"table:{self.space}",
+                **({"latency_device": self.latency_device} if lat is not None else {})}
+
+    def lookup_latency(self, code: str) -> float | None:
+        """The latency table's value for a candidate (None: outside the space or not in the file)."""
+        if self.latency is None:
+            return None
+        widths, _, _ = self.widths(code)
+        if widths is None or check_widths(widths, self.space):
+            return None
+        return self.latency.get(key_of(widths, self.space))
 
     def close(self):
         if self._own_pool:

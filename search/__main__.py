@@ -48,6 +48,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the cost objective of --objective pareto (latency: batch 1 on --latency-device)")
     r.add_argument("--latency-device", default=d.latency_device, choices=["cpu", "cuda"],
                    help="device the pre-check measures latency on")
+    r.add_argument("--latency-table", default=None,
+                   help="per-device latency file looked up instead of measuring (table evaluators; see "
+                        "`python -m corpus latency-table`)")
+    r.add_argument("--latency-column", default=None, help="the device column of --latency-table")
     r.add_argument("--bins", type=int, default=0, help="complexity bins proposals cycle through (0: off, else >= 2)")
     r.add_argument("--partition-by", default=None, choices=["latency_ms", "flops", "params"],
                    help="metric of the bins (default: --hw-metric)")

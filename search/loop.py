@@ -80,6 +80,8 @@ class SearchConfig:
     table_noise: bool = False
     hw_metric: str = "latency_ms"
     latency_device: str = "cpu"
+    latency_table: str | None = None
+    latency_column: str | None = None
     bins: int = 0
     partition_by: str | None = None
     bin_edges: tuple[float, ...] | None = None
@@ -146,6 +148,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--hw-metric and --partition-by must be one of {', '.join(HW_METRICS)}")
     if cfg.latency_device not in ("cpu", "cuda"):
         raise SearchError(f"--latency-device must be cpu or cuda, not {cfg.latency_device!r}")
+    if cfg.latency_table and not cfg.evaluator.startswith("table:"):
+        raise SearchError("--latency-table is a lookup for the benchmark spaces: it needs --evaluator table:SPACE")
     if cfg.screen not in ("none", "zero-cost") or not 0 < cfg.screen_keep <= 1:
         raise SearchError("--screen must be none or zero-cost, and 0 < --screen-keep <= 1")
     if cfg.bins == 1 or cfg.bins < 0 or cfg.round_size < 1:
@@ -164,13 +168,34 @@ def _pre_failure(pre: dict | None, cfg: SearchConfig) -> dict | None:
     return None
 
 
+def fingerprint(code: str) -> str:
+    """Identity of a network's source up to formatting and comments (its AST), for duplicate checks."""
+    import ast
+    import hashlib
+
+    try:
+        text = ast.dump(ast.parse(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        text = " ".join(code.split())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _duplicate(cand: dict) -> dict | None:
+    """The failure row of a candidate identical to a network already tried, else None."""
+    if cand.get("dup") is None:
+        return None
+    return {"status": "duplicate", "error": f"the same network as {cand['dup']} (not trained again)"}
+
+
 def _rank(cand: dict, cfg: SearchConfig, b, edges) -> tuple:
-    """Screening order (higher first): has code, passes the pre-check, inside the bin, zero-cost score."""
+    """Screening order (higher first): has code, new and passes the pre-check, inside the bin, zero-cost score."""
     from search.pareto import bin_of
 
     pre = cand.get("pre")
     if cand.get("code") is None:
         return (0, 0, 0, 0.0)
+    if cand.get("dup") is not None:
+        return (1, 0, 0, 0.0)
     if pre is None:
         return (1, 1, 1, 0.0)
     if _pre_failure(pre, cfg):
@@ -249,6 +274,10 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
         memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
         if kb_hist and rec["it"] > kb_hist[-1]["after_it"]:
             round_records.append({**x, **m, "status": rec["status"], "error": rec["error"]})
+    seen = {fingerprint(seed_code): "the seed network"}  # a repeated network is not trained again
+    for rec in done:
+        if rec["code"]:
+            seen.setdefault(fingerprint(rec["code"]), f"iteration {rec['it']}")
     if done:
         pending = (done[-1]["next_problem"], done[-1]["modification"])
     start = time.time()
@@ -269,7 +298,9 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             for j in range(cfg.proposals_per_iteration):
                 prop = proposer.propose(parent_code, parent_row, goal, instruction, memory, seed + 1_000_003 * j,
                                         extra=extra_text)
-                prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") else None
+                prop["dup"] = seen.get(fingerprint(prop["code"])) if prop.get("code") else None
+                prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") and \
+                    prop["dup"] is None else None
                 cands.append(prop)
             llm_s = time.time() - t0
             if len(cands) > 1:  # screening: vote of the zero-cost proxies among this iteration's proposals
@@ -279,7 +310,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             pick = max(range(len(cands)), key=lambda j: (_rank(cands[j], cfg, b, edges), -j))
             for j, c in enumerate(cands):
                 if j != pick:
-                    why = "screened" if _rank(c, cfg, b, edges)[1] else (_pre_failure(c["pre"], cfg) or {"status": "no_code"})
+                    why = "screened" if _rank(c, cfg, b, edges)[1] else (_duplicate(c) or _pre_failure(c["pre"], cfg)
+                                                                          or {"status": "no_code"})
                     store.add_screened(it, j, {"code": c.get("code"), "raw": c.get("raw"),
                                                "status": why if isinstance(why, str) else why["status"],
                                                "error": None if isinstance(why, str) else why.get("error"),
@@ -288,6 +320,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             code, profile_s = prop.get("code"), 0.0
             if code is None:
                 row = {"status": "no_code", "error": prop.get("error") or "the answer contains no parseable Python code"}
+            elif _duplicate(prop):
+                row = _duplicate(prop)  # never trained again
             elif _pre_failure(pre, cfg):
                 row = _pre_failure(pre, cfg)  # never trained
             else:
@@ -297,6 +331,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                 why = violation(cfg, row) if row.get("status") == "ok" and pre is None else None
                 if why:
                     row = {**row, "status": "constraint", "error": why}
+            if code is not None:
+                seen.setdefault(fingerprint(code), f"iteration {it}")
             metrics = {k: row.get(k) for k in METRIC_KEYS} | {"status": row.get("status")}
             if pre is not None:
                 metrics |= {f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None}

@@ -105,6 +105,9 @@ def rule_diagnosis(row: dict, best: dict | None) -> tuple[str, str]:
     if status in ("build_error", "shape_error", "invalid"):
         return (f"the network does not build or has inconsistent shapes: {(row.get('error') or '')[:120]}",
                 "change only width literals and keep every layer's input channels equal to the previous layer's output")
+    if status == "duplicate":
+        return (f"the candidate repeats a network already tried: {(row.get('error') or '')[:120]}",
+                "change the widths of different layers than before, or by a different amount")
     if status == "constraint":
         return (f"the candidate breaks a constraint: {row.get('error')}", "narrow the widest layers to cut cost")
     if status != "ok":

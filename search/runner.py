@@ -63,6 +63,16 @@ def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, prec
     return edges
 
 
+def _with_table_latency(check, ev):
+    def checked(code: str) -> dict:
+        pre = check(code)
+        if pre.get("status") == "ok":
+            pre["latency_ms"], pre["latency_device"] = ev.lookup_latency(code), ev.latency_device
+        return pre
+
+    return checked
+
+
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
         progress: bool = True, precheck=None) -> dict:
     """precheck: a function source -> pre-check row (tests pass a fake); built here when needed."""
@@ -86,12 +96,13 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         _, seed_code = resolve_seed(seed_name)
         seed_code = store.meta("seed_code", seed_code)
         spec = input_spec(cfg.dataset)
-        width_choices = None
+        width_choices, ev = None, None
         if evaluate is None and table_space:
             from corpus.table import SPACES, TableError, TableEvaluator
 
             try:
-                ev = TableEvaluator(table_space, cfg.benchmark_file, cfg.rng_seed if cfg.table_noise else None)
+                ev = TableEvaluator(table_space, cfg.benchmark_file, cfg.rng_seed if cfg.table_noise else None,
+                                    latency_table=cfg.latency_table, latency_column=cfg.latency_column)
             except TableError as exc:
                 raise SearchError(str(exc)) from None
             closers.append(ev.close)
@@ -121,9 +132,11 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
 
             timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
             pc = PreChecker(spec, cfg.latency_device, zero_cost=cfg.screen == "zero-cost", seed=cfg.rng_seed,
-                            latency=timed)
+                            latency=timed and not cfg.latency_table)
             closers.append(pc.close)
             precheck = pc.check
+            if cfg.latency_table and ev is not None:  # looked up, not measured here
+                precheck = _with_table_latency(pc.check, ev)
         edges = store.meta("bin_edges")
         if edges is None and cfg.bins >= 2:
             edges = sorted(cfg.bin_edges) if cfg.bin_edges else \

@@ -71,7 +71,7 @@ def bin_following_llm(jitter=0):
         calls["n"] += 1
         m = re.search(r"Target complexity bin (\d) of 4", messages[1]["content"])
         b = int(m.group(1)) if m else 1
-        return code_with({1: 12, 2: 28, 3: 48, 4: 64}[b] + (calls["n"] % 3) * jitter)
+        return code_with({1: 10, 2: 28, 3: 48, 4: 64}[b] + (calls["n"] % 3) * jitter)
     return ScriptedLLM(answer)
 
 

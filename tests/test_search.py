@@ -78,6 +78,28 @@ def test_resume_continues_where_the_run_stopped(tmp_path, seed_file):
         run(cfg_for(tmp_path, iterations=6), llm=llm2, evaluate=fake_evaluate, progress=False)
 
 
+def test_repeated_network_is_a_duplicate_not_retrained(tmp_path, seed_file):
+    calls = []
+
+    def counting_evaluate(code):
+        calls.append(code)
+        return fake_evaluate(code)
+
+    # 24, the same 24 reformatted with a comment, the seed itself, then 32
+    answers = [code_with(24), "```python\n# wider\nWIDTH   =   24\nclass Net:\n    pass\n```",
+               code_with(16), code_with(32)]
+    res = run(cfg_for(tmp_path, iterations=4), llm=ScriptedLLM(answers), evaluate=counting_evaluate, progress=False)
+    _, iters, _ = load_run(str(tmp_path / "r"))
+    assert [r["status"] for r in iters] == ["ok", "duplicate", "duplicate", "ok"]
+    assert "iteration 0" in iters[1]["error"] and "seed" in iters[2]["error"]
+    assert len(calls) == 3 and res["best"]["accuracy"] == 0.32  # the seed, 24 and 32: nothing trained twice
+    assert "repeats a network" in iters[1]["next_problem"] and "FAILED duplicate" in iters[1]["outcome"]
+    # resume knows what was tried before the kill
+    run(cfg_for(tmp_path, iterations=5), resume=True, llm=ScriptedLLM([code_with(32)]), evaluate=counting_evaluate,
+        progress=False)
+    assert load_run(str(tmp_path / "r"))[1][4]["error"] == "the same network as iteration 3 (not trained again)"
+
+
 def test_parse_diagnosis_from_messy_answers():
     assert parse_diagnosis("PROBLEM: too narrow\nMODIFICATION: widen conv2") == ("too narrow", "widen conv2")
     assert parse_diagnosis("**Problem**: overfits\n- **Suggestion** - narrow fc1 to 64") == ("overfits", "narrow fc1 to 64")
