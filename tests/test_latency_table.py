@@ -10,13 +10,8 @@ from corpus.table import TableError, key_of, table_path, widths_of
 from search.llm import ScriptedLLM
 from search.loop import SearchConfig
 from search.runner import load_run, run
-from test_table import with_widths
+from test_table import HAVE, with_widths
 
-try:
-    table_path("cbm-mobilenet")
-    HAVE = True
-except Exception:
-    HAVE = False
 needs_table = pytest.mark.skipif(not HAVE, reason="needs ../shared/data/channel-bench-macro")
 
 
