@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 
 from search.loop import SearchError
-from search.report import _plt, best_curve
+from search.report import _plt, best_curve, log_x_if_spread
 from search.runner import load_run
 
 
@@ -159,7 +159,9 @@ def plot_fronts(pt: dict, path) -> None:
     ref = sorted(pt["reference_front"], key=lambda f: f[1])
     ax.plot([f[1] for f in ref], [100 * (1 - f[0] * e0) for f in ref], "k--", lw=1, label="reference front (union)")
     ax.scatter([1], [100 * pt["seed_accuracy"]], c="k", marker="*", s=120, label="seed", zorder=3)
-    ax.set(xlabel=f"{pt['metric']} / seed's", ylabel="accuracy (%)", title="Pareto fronts per configuration")
+    log = log_x_if_spread(ax, [c / k for pts in groups.values() for _, c in pts])
+    ax.set(xlabel=f"{pt['metric']} / seed's{log}",
+           ylabel="accuracy (%)", title="Pareto fronts per configuration")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

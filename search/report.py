@@ -14,6 +14,16 @@ from pathlib import Path
 from search.runner import load_extras, load_run
 
 
+def log_x_if_spread(ax, xs, factor: float = 8.0) -> str:
+    """Log-scale the x axis when the positive costs span more than `factor` (one far-off candidate
+    would squeeze everything else into a line); returns ' (log scale)' or ''."""
+    xs = [x for x in xs if x and x > 0]
+    if xs and max(xs) / min(xs) > factor:
+        ax.set_xscale("log")
+        return " (log scale)"
+    return ""
+
+
 def _plt():
     import matplotlib
 
@@ -63,7 +73,8 @@ def report(folder: str) -> str:
         axes[2].scatter([p[0] / 1e6 for p in pts], [100 * p[1] for p in pts], s=16, alpha=0.7, label="candidates")
         fp = sorted(pts[i] for i in pareto_front(pts))
         axes[2].plot([p[0] / 1e6 for p in fp], [100 * p[1] for p in fp], "r.-", label="Pareto front")
-    axes[2].set(xlabel="MFLOPs per sample", ylabel="accuracy (%)", title="accuracy vs FLOPs")
+    log = log_x_if_spread(axes[2], [p[0] / 1e6 for p in pts] + [(seed.get("flops") or 0) / 1e6])
+    axes[2].set(xlabel=f"MFLOPs per sample{log}", ylabel="accuracy (%)", title="accuracy vs FLOPs")
     axes[2].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -119,7 +130,8 @@ def pareto_section(folder: str, cfg, iters: list[dict], seed: dict) -> list[str]
     ax.scatter([seed_cost / scale], [100 * seed["accuracy"]], c="k", marker="*", s=120, label="seed", zorder=3)
     for e in edges if cfg.partition_metric == metric else []:
         ax.axvline(e / scale, color="b", alpha=0.25, ls="--")
-    ax.set(xlabel=f"{metric} ({unit})", ylabel="accuracy (%)", title="accuracy vs cost (bins dashed)")
+    log = log_x_if_spread(ax, [c / scale for _, c in pts])
+    ax.set(xlabel=f"{metric} ({unit}){log}", ylabel="accuracy (%)", title="accuracy vs cost (bins dashed)")
     ax.legend()
     axes[1].plot(range(0, len(iters) + 1), [hypervolume(F[:1])] + hv, "m.-")
     axes[1].set(xlabel="iteration", ylabel="hypervolume", title=f"HV (ref {HV_REF}, seed = (1, 1))")
