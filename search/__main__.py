@@ -32,6 +32,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--improver-llm", default=None, help="Prompt Improver model (default: the same as --llm; 'rule' = no LLM)")
     r.add_argument("--improver-adapter", default=None, help="peft adapter for the Prompt Improver")
     r.add_argument("--llm-url", default=None, help="OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+    r.add_argument("--improver-example", action="store_true",
+                   help="show the Prompt Improver one worked answer first (format adherence of small models; "
+                        "see benchmarks/improver_format.md)")
     r.add_argument("--improver-url", default=None,
                    help="server of the Prompt Improver (default: --llm-url), e.g. a frozen model beside a tuned generator")
     r.add_argument("--seed", default=d.seed, help="seed network: built-in name or .py path")

@@ -55,6 +55,7 @@ class SearchConfig:
     improver_adapter: str | None = None
     llm_url: str | None = None
     improver_url: str | None = None
+    improver_example: bool = False
     seed: str = "lenet"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None

@@ -124,19 +124,42 @@ def rule_diagnosis(row: dict, best: dict | None) -> tuple[str, str]:
             "narrow the layers that were widened" if bigger else "widen the layers that were narrowed")
 
 
+# One worked exchange shown before the real question (`--improver-example`): small models copy a
+# format they have seen far more reliably than one they are told about, but SmolLM2-135M also copies
+# the example's content, so it is off by default (measured: benchmarks/improver_format.py).
+IMPROVER_SHOT = (
+    "Best network so far: accuracy 61.2%, 0.28 MFLOPs, 44,426 params, latency 0.35 ms.\n"
+    "Latest candidate: FAILED shape_error: RuntimeError (line 30): Given groups=1, weight of size "
+    "[16, 8, 5, 5], expected input[1, 6, 12, 12] to have 8 channels, but got 6 channels instead.\n"
+    "Recent attempts:\n1. problem: accuracy fell by 0.8 points with fewer parameters | tried: widen conv1 "
+    "| outcome: FAILED shape_error\n",
+    "PROBLEM: conv1 was widened to 8 channels but conv2 still expects 6 input channels.\n"
+    "MODIFICATION: set conv2's in_channels to conv1's out_channels (8) and keep the other widths.")
+
+
+def improver_messages(user: str, shot: bool = True) -> list[dict]:
+    msgs = [{"role": "system", "content": IMPROVER_SYSTEM}]
+    if shot:
+        msgs += [{"role": "user", "content": IMPROVER_SHOT[0]}, {"role": "assistant", "content": IMPROVER_SHOT[1]}]
+    return msgs + [{"role": "user", "content": user}]
+
+
 class PromptImprover:
-    def __init__(self, llm=None, temperature: float = 0.3, max_new_tokens: int = 160):
-        self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
+    def __init__(self, llm=None, temperature: float = 0.3, max_new_tokens: int = 160, shot: bool = False):
+        self.llm, self.temperature, self.max_new_tokens, self.shot = llm, temperature, max_new_tokens, shot
+
+    def diagnose_messages(self, row: dict, best: dict | None, memory: FeedbackMemory) -> list[dict]:
+        best_txt = telemetry_text(best) if best else "none yet"
+        user = (f"Best network so far: {best_txt}.\n"
+                f"Latest candidate: {outcome_text(row, best)}.\n"
+                f"Recent attempts:\n{memory.render()}\n")
+        return improver_messages(user, self.shot)
 
     def diagnose(self, row: dict, best: dict | None, memory: FeedbackMemory, seed: int) -> dict:
         if self.llm is None:
             p, m = rule_diagnosis(row, best)
             return {"problem": p, "modification": m, "raw": None, "source": "rule"}
-        best_txt = telemetry_text(best) if best else "none yet"
-        user = (f"Best network so far: {best_txt}.\n"
-                f"Latest candidate: {outcome_text(row, best)}.\n"
-                f"Recent attempts:\n{memory.render()}\n")
-        raw = self.llm.generate([{"role": "system", "content": IMPROVER_SYSTEM}, {"role": "user", "content": user}],
+        raw = self.llm.generate(self.diagnose_messages(row, best, memory),
                                 temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
         parsed = parse_diagnosis(raw)
         if parsed is None:

@@ -154,9 +154,10 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                 improver = PromptImprover(None)
             elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter or cfg.improver_url:
                 improver = PromptImprover(improver_llm or make_llm(cfg.improver_llm or cfg.llm, cfg.improver_adapter,
-                                                                   cfg.improver_url or cfg.llm_url))
+                                                                   cfg.improver_url or cfg.llm_url),
+                                          shot=cfg.improver_example)
             else:
-                improver = PromptImprover(llm)
+                improver = PromptImprover(llm, shot=cfg.improver_example)
         if not resume:
             store.set_meta("versions", versions())
         return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges)

@@ -100,6 +100,22 @@ def test_repeated_network_is_a_duplicate_not_retrained(tmp_path, seed_file):
     assert load_run(str(tmp_path / "r"))[1][4]["error"] == "the same network as iteration 3 (not trained again)"
 
 
+def test_improver_example_is_shown_only_when_asked(tmp_path, seed_file):
+    from search.roles import IMPROVER_SHOT
+
+    for flag in (False, True):
+        gen = ScriptedLLM([code_with(24), code_with(32)])
+        imp = ScriptedLLM(["PROBLEM: too narrow\nMODIFICATION: widen WIDTH"] * 2)
+        cfg = cfg_for(tmp_path, f"ex{flag}", iterations=2, improver_llm=None, improver_example=flag)
+        run(cfg, llm=gen, improver_llm=imp, evaluate=fake_evaluate, progress=False)
+        roles = [m["role"] for m in imp.calls[0]]
+        assert roles == (["system", "user", "assistant", "user"] if flag else ["system", "user"])
+        if flag:
+            assert imp.calls[0][2]["content"] == IMPROVER_SHOT[1]
+        assert "WIDTH = 24" not in imp.calls[0][-1]["content"] and "accuracy 24.00%" in imp.calls[0][-1]["content"]
+        assert load_run(str(tmp_path / f"ex{flag}"))[1][1]["instruction"] == "widen WIDTH"
+
+
 def test_parse_diagnosis_from_messy_answers():
     assert parse_diagnosis("PROBLEM: too narrow\nMODIFICATION: widen conv2") == ("too narrow", "widen conv2")
     assert parse_diagnosis("**Problem**: overfits\n- **Suggestion** - narrow fc1 to 64") == ("overfits", "narrow fc1 to 64")
