@@ -155,7 +155,8 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
         bar.close()
     finally:
         pool.close()
-    table = {k: {label: done[k]} for k in sorted(done) if k in set(keys)}
+    wanted = set(keys)
+    table = {k: {label: done[k]} for k in sorted(done) if k in wanted}
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_text(json.dumps(table, indent=0))
     tmp.replace(dest)
