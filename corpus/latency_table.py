@@ -118,9 +118,13 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
         for line in journal.read_text().splitlines():
             try:
                 r = json.loads(line)
-                done[r["key"]] = float(r["latency_ms"])
+                key, ms = r["key"], float(r["latency_ms"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a kill: measured again
+            if (r.get("space"), r.get("device")) != (space, label):
+                raise TableError(f"{journal} holds latencies of {r.get('space')} on {r.get('device')}, not of "
+                                 f"{space} on {label}: pass another --out")
+            done[key] = ms
     source = seeds.seed_source(SPACES[space]["seed"])
     import os
 
@@ -149,7 +153,8 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
                     if m.get("status") != "ok" or not m.get("latency_ms"):
                         raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
                     done[key] = m["latency_ms"]
-                    jf.write(json.dumps({"key": key, "latency_ms": m["latency_ms"]}) + "\n")
+                    jf.write(json.dumps({"key": key, "latency_ms": m["latency_ms"], "space": space,
+                                         "device": label}) + "\n")
                     jf.flush()
                     bar.update(1)
         bar.close()

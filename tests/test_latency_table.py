@@ -60,6 +60,10 @@ def test_latency_table_command_measures_resumes_and_includes_the_seed(tmp_path):
     assert json.loads(out.read_text()) == table
     assert_one_line_error(run_module("corpus", "latency-table", "--space", "nb201", "--out", tmp_path / "x.json"),
                           "unknown benchmark space 'nb201'")
+    # resuming into the same file for another space or device would mix tables: refused, file kept
+    assert_one_line_error(run_module("corpus", "latency-table", "--space", "cbm-resnet", "--sample", 1,
+                                     "--label", "here", "--out", out), "holds latencies of cbm-mobilenet on here")
+    assert json.loads(out.read_text()) == table
 
 
 @needs_table
