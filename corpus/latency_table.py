@@ -24,8 +24,10 @@ candidate fail with a message saying so (a sampled table restricts the search to
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 from corpus.table import SPACES, SPEC, TableError, key_of, widths_of
@@ -107,7 +109,7 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
         raise TableError(f"--device must be cpu or cuda, not {device!r}")
     label = label or _device_name(device)
     choices = SPACES[space]["choices"]
-    keys = ["".join(str(i + 1) for i in idx) for idx in _product([len(c) for c in choices])]
+    keys = ["".join(str(i + 1) for i in idx) for idx in itertools.product(*(range(len(c)) for c in choices))]
     if 0 < sample < len(keys):
         keys = sorted(random.Random(seed).sample(keys, sample))
     dest = Path(out)
@@ -126,8 +128,6 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
                                  f"{space} on {label}: pass another --out")
             done[key] = ms
     source = seeds.seed_source(SPACES[space]["seed"])
-    import os
-
     # timing on all cores, as the pre-check does; no memory cap on CUDA (the limit is host memory)
     pool = WorkerPool(1, timeout_s=600, memory_mb=0 if device != "cpu" else 6144,
                       threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
@@ -149,7 +149,8 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
                     if r.get("status") != "ok":
                         raise TableError(f"configuration {key} of {space} does not build: {r.get('error')}")
                     m = pool.call("search.precheck:precheck", {"source": r["source"], "spec": SPEC,
-                                                                "device": device, "latency_runs": runs})
+                                                                "device": device, "latency_runs": runs,
+                                                                "flops": False})
                     if m.get("status") != "ok" or not m.get("latency_ms"):
                         raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
                     done[key] = m["latency_ms"]
@@ -166,9 +167,3 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
     tmp.write_text(json.dumps(table, indent=0))
     tmp.replace(dest)
     return {"out": str(dest), "rows": len(table), "new": len(todo), "device": label}
-
-
-def _product(sizes: list[int]):
-    import itertools
-
-    return itertools.product(*(range(n) for n in sizes))

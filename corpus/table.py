@@ -123,6 +123,7 @@ class TableEvaluator:
         self.table = load_table(self.path)
         self.rank = ranks(self.table)
         self.noise_seed = noise_seed
+        self._memo: dict[str, tuple] = {}
         self._own_pool = pool is None
         if pool is None:
             from mutator.sandbox import WorkerPool
@@ -131,10 +132,15 @@ class TableEvaluator:
         self.pool = pool
 
     def widths(self, code: str) -> tuple[list[int] | None, str | None, int | None]:
+        if code in self._memo:  # the pre-check's latency lookup, then evaluate: one analysis per candidate
+            return self._memo[code]
         a = self.pool.call("mutator.analysis:analyze", {"source": code, "spec": SPEC})
-        if a.get("status") != "ok":
-            return None, a.get("error") or a.get("status"), None
-        return a["seed_widths"], None, a["params"]
+        res = (None, a.get("error") or a.get("status"), None) if a.get("status") != "ok" else \
+            (a["seed_widths"], None, a["params"])
+        if len(self._memo) >= 16:  # an iteration's proposals at most; older ones are not asked again
+            self._memo.clear()
+        self._memo[code] = res
+        return res
 
     def evaluate(self, code: str) -> dict:
         widths, err, params = self.widths(code)

@@ -299,7 +299,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             for j in range(cfg.proposals_per_iteration):
                 prop = proposer.propose(parent_code, parent_row, goal, instruction, memory, seed + 1_000_003 * j,
                                         extra=extra_text)
-                prop["dup"] = seen.get(fingerprint(prop["code"])) if prop.get("code") else None
+                prop["fp"] = fingerprint(prop["code"]) if prop.get("code") else None
+                prop["dup"] = seen.get(prop["fp"]) if prop["fp"] else None
                 prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") and \
                     prop["dup"] is None else None
                 cands.append(prop)
@@ -333,7 +334,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                 if why:
                     row = {**row, "status": "constraint", "error": why}
             if code is not None:
-                seen.setdefault(fingerprint(code), f"iteration {it}")
+                seen.setdefault(prop["fp"], f"iteration {it}")
             metrics = {k: row.get(k) for k in METRIC_KEYS} | {"status": row.get("status")}
             if pre is not None:
                 metrics |= {f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None}

@@ -66,7 +66,8 @@ def precheck(payload: dict) -> dict:
         if out is None or list(out.shape) != [1, int(spec["classes"])]:
             raise ModelError(f"output shape {None if out is None else tuple(out.shape)}, expected (1, {spec['classes']})")
         try:
-            row["flops"], _ = count_flops(model, in_shape, device)
+            if payload.get("flops", True):  # corpus latency-table only times
+                row["flops"], _ = count_flops(model, in_shape, device)
         except Exception as exc:  # fvcore cannot trace some models: say so, never a made-up count
             row["error"] = f"flops not counted: {short_error(exc)}"
         stage = "latency_error"

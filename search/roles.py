@@ -137,7 +137,7 @@ IMPROVER_SHOT = (
     "MODIFICATION: set conv2's in_channels to conv1's out_channels (8) and keep the other widths.")
 
 
-def improver_messages(user: str, shot: bool = True) -> list[dict]:
+def improver_messages(user: str, shot: bool = False) -> list[dict]:
     msgs = [{"role": "system", "content": IMPROVER_SYSTEM}]
     if shot:
         msgs += [{"role": "user", "content": IMPROVER_SHOT[0]}, {"role": "assistant", "content": IMPROVER_SHOT[1]}]
