@@ -1,21 +1,38 @@
-"""Run untrusted model code in long-lived child processes with time and memory limits.
+"""Run untrusted model code in a fresh, contained process per request, with time and memory limits.
 
     pool = WorkerPool(workers=2, timeout_s=60, memory_mb=6144)
-    results = pool.map("mutator.probe:analyze", payloads)   # one JSON-able result per payload
+    results = pool.map("mutator.analysis:validate", payloads)   # one JSON-able result per payload
+    print(pool.containment)                                     # what this machine could contain
     pool.close()
 
 Every model file this project touches (a seed, a generated variant, an LLM's answer) is untrusted.
-It only ever runs inside a worker: `python -m mutator.worker`, started in its own session, with
-RLIMIT_AS (memory), RLIMIT_CORE=0, its stdout/stderr sent to /dev/null (output floods cost nothing),
-and, where Linux namespaces are allowed (Debian's `bubblewrap`), inside `bwrap` with no network, a
-read-only root, a private /tmp and writes allowed only to its scratch folder. Workers are reused so
-torch is imported once; a request that times out, or a worker that dies (segfault, `os._exit`, OOM
-kill), gets a result with the matching status and the worker is replaced.
+It only ever runs inside `mutator.worker`, a fork server: each pool slot is one worker process that
+imported torch once and forks a fresh child per request (see its docstring for what the child does
+before running model code: closed descriptors, limits, no capabilities, Landlock). Each request has
+its own result pipe and id, so one candidate can never change another's result; a request that
+times out, crashes or floods gets a result with that status and the run goes on.
 
-Requests and results cross the pipe as JSON, never pickle: a hostile child could craft a pickle.
+What is contained, by mode (`pool.containment` says which one this machine got):
 
-Not covered: CPU time stolen from other processes while a request runs (the time limit bounds it),
-and, without namespaces, network access and writes to the file system (the fallback says so once).
+| threat | bubblewrap ("namespaces") | fallback: `unshare` + Landlock | fallback: nothing available |
+|---|---|---|---|
+| reading secrets ($HOME, /root, /etc/shadow, SSH keys) | only the interpreter, its libraries, the project's packages and the data cache are mounted | Landlock: reads only beneath those paths | not contained |
+| writing files (run store, /tmp, the project) | read-only mounts, private /tmp, writes to scratch only | Landlock: writes to scratch only (tmpfs in its own mount namespace) | not contained |
+| network | own network namespace (none) | own network namespace; else Landlock denies TCP | not contained |
+| signals, ptrace of the search | own PID namespace | own PID namespace; else Landlock scoping (ABI >= 6) | not contained |
+| privileges (a root user) | uid 65534 in a user namespace, no capabilities, no new user namespaces | capabilities dropped, no_new_privs | capabilities dropped |
+| other candidates | fresh fork per request, own pipe, id-checked | same | same |
+| lingering processes | PID namespace dies with the worker; subreaper kill after each request | same | subreaper kill; PDEATHSIG |
+| memory | RLIMIT_AS per process + the tree's resident memory summed every 0.2 s | same | same |
+| time | the worker's deadline + RLIMIT_CPU | same | same |
+
+Never contained: a candidate lying about its own result (the measuring code runs in its process),
+CPU time stolen from other processes while it runs (bounded by the time limit), and memory spikes
+shorter than 0.2 s across several processes (each process is still bounded by RLIMIT_AS).
+
+`NASFORGE_NO_NAMESPACES=1` skips bubblewrap (for a machine where it is installed but broken);
+`NASFORGE_SANDBOX_READ=/a:/b` adds read-only paths a candidate may need (data outside the cache).
+Requests and results cross pipes as JSON, never pickle: a hostile child could craft a pickle.
 """
 from __future__ import annotations
 
@@ -36,89 +53,179 @@ from mutator.worker import READY
 
 MAX_MESSAGE = 64 << 20  # a worker's answer larger than this is treated as a crash
 STARTUP_S = 300  # a worker that has not imported torch by then is broken, not slow
-_BWRAP_CHECKED: dict[str, bool] = {}
+GRACE_S = 30  # the worker enforces the time limit; the parent waits this much longer before killing it
+PACKAGES = ("mutator", "corpus", "search", "finetune")
+ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+            "CUDA_HOME", "NVIDIA_VISIBLE_DEVICES", "NASFORGE_CACHE", "PYTORCH_CUDA_ALLOC_CONF")
+_LAUNCH: dict[str, object] = {}  # how workers start on this machine, decided once per process
+
+
+def _root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def read_paths() -> list[str]:
+    """What a candidate may read: the interpreter and its libraries, the project's packages, the data
+    cache, system libraries. Never $HOME, /root, /etc as a whole, the working directory or run folders."""
+    home, cwd = os.path.realpath(Path.home()), os.path.realpath(os.getcwd())
+    paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/proc", "/sys/devices/system/cpu",
+             "/dev/urandom", "/dev/random", "/dev/zero", "/etc/ld.so.cache", "/etc/ld.so.conf",
+             "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"}
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              os.path.dirname(os.path.realpath(sys.executable))):
+        paths.add(os.path.realpath(p))
+    root = os.path.realpath(_root())
+    for p in sys.path:
+        rp = os.path.realpath(p or ".")
+        if os.path.isdir(rp) and rp not in ("/", home, cwd, root) and not home.startswith(rp + "/"):
+            paths.add(rp)
+    paths.update(os.path.join(root, pkg) for pkg in PACKAGES)
+    cache = os.environ.get("NASFORGE_CACHE") or os.path.join(home, ".cache", "nasforge")
+    os.makedirs(cache, exist_ok=True)
+    paths.add(os.path.realpath(cache))
+    paths.update(p for p in os.environ.get("NASFORGE_SANDBOX_READ", "").split(os.pathsep) if p)
+    existing = sorted(p for p in paths if os.path.lexists(p))
+    return [p for p in existing if not any(p.startswith(q + "/") for q in existing if q != p)]
+
+
+def _bwrap_args(read: list[str], gpu: bool, disable_userns: bool = False) -> list[str]:
+    args = ["--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+            *(["--disable-userns"] if disable_userns else []), "--new-session", "--proc", "/proc",
+            *(["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]),
+            "--size", str(2 << 30), "--tmpfs", "/tmp"]
+    for p in read:
+        if p in ("/proc", "/dev/urandom", "/dev/random", "/dev/zero") or (gpu and p.startswith("/sys")):
+            continue
+        if os.path.islink(p) and os.path.dirname(p) == "/":
+            args += ["--symlink", os.readlink(p), p]  # /lib -> usr/lib on merged-/usr systems
+        else:
+            args += ["--ro-bind", p, p]
+    return [*args, "--chdir", "/tmp"]
+
+
+def _bwrap_can_disable_userns(exe: str) -> bool:
+    try:
+        return "--disable-userns" in subprocess.run([exe, "--help"], capture_output=True, text=True,
+                                                    timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _unshare_works(exe: str) -> bool:
+    try:
+        return subprocess.run([exe, *_UNSHARE, "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+_UNSHARE = ["--user", "--map-root-user", "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child",
+            "--mount-proc"]
+
+
+def _clean_stale_scratch() -> None:
+    """Remove scratch folders of pools whose process is gone (a search killed with -9)."""
+    for d in Path(tempfile.gettempdir()).glob("nasforge-worker-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def namespaces_available() -> bool:
-    """True when bubblewrap can start a process with no network and a read-only root here."""
-    if "ok" not in _BWRAP_CHECKED:
-        exe = shutil.which("bwrap")
-        ok = False
-        if exe and os.environ.get("NASFORGE_NO_NAMESPACES") != "1":
-            try:
-                ok = subprocess.run(
-                    [exe, *_bwrap_args(tempfile.gettempdir()), "true"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20,
-                ).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-        _BWRAP_CHECKED["ok"] = ok
-    return _BWRAP_CHECKED["ok"]
+    """True when bubblewrap is installed, not switched off, and (once checked) starts the real worker."""
+    if os.environ.get("NASFORGE_NO_NAMESPACES") == "1" or not shutil.which("bwrap"):
+        return False
+    return _LAUNCH.get("bwrap_failed") is None
 
 
-def _bwrap_args(scratch: str, gpu: bool = False) -> list[str]:
-    # a GPU needs the host's device nodes (/dev/nvidia*); otherwise a minimal /dev
-    dev = ["--dev-bind", "/dev", "/dev"] if gpu else ["--dev", "/dev"]
-    return [
-        "--unshare-all", "--die-with-parent", "--new-session",
-        "--ro-bind", "/", "/", *dev, "--proc", "/proc", "--tmpfs", "/tmp",
-        "--bind", scratch, scratch, "--chdir", scratch,
-    ]
+class SandboxError(RuntimeError):
+    pass
 
 
 class _Worker:
-    def __init__(self, memory_mb: int, isolate: bool, threads: int, gpu: bool = False):
-        self.scratch = tempfile.mkdtemp(prefix="nasforge-worker-")
-        req_r, req_w = os.pipe()
-        res_r, res_w = os.pipe()
-        cmd = [sys.executable, "-m", "mutator.worker", str(req_r), str(res_w)]
-        if isolate:
-            cmd = [shutil.which("bwrap"), *_bwrap_args(self.scratch, gpu), *cmd]
-        env = dict(os.environ)
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   NASFORGE_SCRATCH=self.scratch, NASFORGE_MEMORY_MB=str(memory_mb),
-                   PYTHONDONTWRITEBYTECODE="1", NASFORGE_PIDNS="1" if isolate else "0")
-        # The worker must import this package even when it is not installed (tests, a checkout).
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            cmd, pass_fds=(req_r, res_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.scratch, env=env,
-        )
-        os.close(req_r)
-        os.close(res_w)
-        self.send = Connection(req_w, readable=False)
-        self.recv = Connection(res_r, writable=False)
-        self.started = False
+    """One fork-server process, started under the launcher this machine supports."""
 
-    def _wait_ready(self) -> None:
-        """Wait for the worker's ready message: importing torch can take long on a busy machine, and
-        that must not count against a candidate's time limit."""
-        if not self.recv.poll(STARTUP_S):
-            raise OSError(f"worker did not start within {STARTUP_S} s")
-        if self.recv.recv_bytes(MAX_MESSAGE) != READY:
-            raise OSError("worker sent something else than its ready message")
-        self.started = True
+    def __init__(self, memory_mb: int, mode: str, threads: int, gpu: bool):
+        self.mode, self.seq = mode, 0
+        read = read_paths()
+        host_scratch = None
+        if mode == "bwrap":
+            scratch = "/tmp/nasforge"
+            exe = shutil.which("bwrap")
+            if "disable_userns" not in _LAUNCH:
+                _LAUNCH["disable_userns"] = _bwrap_can_disable_userns(exe)
+            prefix = [exe, *_bwrap_args(read, gpu, disable_userns=_LAUNCH["disable_userns"])]
+        else:
+            host_scratch = tempfile.mkdtemp(prefix=f"nasforge-worker-{os.getpid()}-")
+            scratch = host_scratch
+            prefix = [shutil.which("unshare"), *_UNSHARE] if mode == "unshare" else []
+        self.host_scratch = host_scratch
+        settings = {"memory_mb": memory_mb, "threads": threads, "read": read, "scratch": scratch,
+                    "userns": mode in ("bwrap", "unshare"), "tmpfs_scratch": mode == "unshare",
+                    "landlock": os.environ.get("NASFORGE_NO_LANDLOCK") != "1"}
+        env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith("LC_")}
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1",
+                   NASFORGE_SANDBOX=json.dumps(settings), HOME=scratch, TMPDIR=scratch,
+                   PYTHONPATH=os.pathsep.join([str(_root()), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        ctrl_r, ctrl_w = os.pipe()
+        res_r, res_w = os.pipe()
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "mutator.worker", str(ctrl_r), str(res_w)],
+            pass_fds=(ctrl_r, res_w), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            start_new_session=True, cwd=host_scratch or "/", env=env,
+        )
+        os.close(ctrl_r)
+        os.close(res_w)
+        self.send = Connection(ctrl_w, readable=False)
+        self.recv = Connection(res_r, writable=False)
+        self.report: dict | None = None
+
+    def start(self) -> dict:
+        """Wait for the ready report: importing torch can take long on a busy machine, and that must
+        not count against a candidate's time limit. Raises SandboxError saying why it did not start."""
+        try:
+            if self.recv.poll(STARTUP_S):
+                msg = self.recv.recv_bytes(MAX_MESSAGE)
+                if msg.startswith(READY):
+                    self.report = json.loads(msg)
+                    return self.report
+        except (EOFError, OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.seek(0)
+        lines = [ln.strip() for ln in self.log.read().decode(errors="replace").splitlines() if ln.strip()]
+        self.kill()
+        raise SandboxError(lines[-1] if lines else f"the worker did not start within {STARTUP_S} s")
 
     def call(self, handler: str, payload, timeout_s: float) -> dict:
+        self.seq += 1
         try:
-            if not self.started:
-                self._wait_ready()
-            self.send.send_bytes(json.dumps({"handler": handler, "payload": payload}).encode())
-            if not self.recv.poll(timeout_s):
+            if self.report is None:
+                self.start()
+            self.send.send_bytes(json.dumps({"id": self.seq, "handler": handler, "payload": payload,
+                                             "timeout_s": timeout_s}).encode())
+            if not self.recv.poll(timeout_s + GRACE_S):
                 self.kill()
                 return {"status": "timeout", "error": f"no answer within {timeout_s:.0f} s"}
-            return json.loads(self.recv.recv_bytes(MAX_MESSAGE))
-        except (EOFError, OSError, ValueError) as exc:
-            try:
-                code = self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
+            msg = json.loads(self.recv.recv_bytes(MAX_MESSAGE))
+            if not isinstance(msg, dict) or msg.get("id") != self.seq or not isinstance(msg.get("result"), dict):
+                self.kill()
+                return {"status": "crash", "error": "sandbox protocol error (answer without the request's id)"}
+            return msg["result"]
+        except (EOFError, OSError, ValueError, SandboxError) as exc:
             self.kill()
-            sig = -code if code is not None and code < 0 else (code - 128 if code and code > 128 else 0)
-            if sig in signal.Signals._value2member_map_:
-                return {"status": "crash", "error": f"worker killed by {signal.Signals(sig).name}"}
-            return {"status": "crash", "error": f"worker died ({type(exc).__name__}, exit {code})"}
+            return {"status": "crash", "error": f"sandbox worker died ({type(exc).__name__})"}
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -137,32 +244,93 @@ class _Worker:
                 conn.close()
             except OSError:
                 pass
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.log.close()
+        if self.host_scratch:
+            shutil.rmtree(self.host_scratch, ignore_errors=True)
+
+
+def _describe(mode: str, report: dict) -> dict:
+    """What this launcher contains here, for the docs table's columns."""
+    ll = int(report.get("landlock") or 0)
+    ns = mode in ("bwrap", "unshare")
+    contained = {
+        "files": mode == "bwrap" or ll >= 1,
+        "network": ns or ll >= 4,
+        "signals": ns or ll >= 6,
+        "processes": ns,
+    }
+    return {"mode": {"bwrap": "bubblewrap", "unshare": "unshare+landlock", "plain": "landlock" if ll else "none"}[mode],
+            "landlock_abi": ll, "contained": contained,
+            "not_contained": [k for k, v in contained.items() if not v]}
 
 
 class WorkerPool:
-    """A fixed number of sandboxed workers; `map` spreads requests over them, in order."""
+    """A fixed number of sandboxed fork servers; `map` spreads requests over them, in order.
+
+    isolate: "auto" (bubblewrap where it starts the worker, else the fallback, with one warning line),
+    "namespaces" (bubblewrap or an error), "none" (the fallback without bubblewrap)."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 6144,
                  isolate: str = "auto", threads_per_worker: int = 1, gpu: bool = False):
-        """memory_mb=0: no address-space limit (CUDA reserves far more address space than it uses,
-        so GPU workers rely on the GPU's own out-of-memory errors)."""
+        """memory_mb=0: no memory limit (CUDA reserves far more address space than it uses, so GPU
+        workers rely on the GPU's own out-of-memory errors)."""
         if isolate not in ("auto", "namespaces", "none"):
             raise ValueError(f"isolate must be auto, namespaces or none, not {isolate!r}")
-        use_ns = isolate != "none" and namespaces_available()
-        if isolate == "namespaces" and not use_ns:
-            raise RuntimeError("Linux namespaces are not available (install bubblewrap)")
-        if isolate == "auto" and not use_ns:
-            warnings.warn("namespaces unavailable: untrusted code runs with process limits only "
-                          "(no network or file-system isolation)", RuntimeWarning, stacklevel=2)
-        self.isolated = use_ns
+        _clean_stale_scratch()
         self.timeout_s = timeout_s
-        self._spec = (memory_mb, use_ns, threads_per_worker, gpu)
+        self._spec = [memory_mb, None, threads_per_worker, gpu]
+        first = self._first_worker(isolate)
+        self._spec[1] = first.mode
+        self.containment = _describe(first.mode, first.report or {})
+        self.isolated = first.mode == "bwrap"
         self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._all: list[_Worker] = []
-        for _ in range(max(1, workers)):
+        self._all: list[_Worker] = [first]
+        self._idle.put(first)
+        for _ in range(max(1, workers) - 1):
             self._add()
         self.size = len(self._all)
+
+    def _first_worker(self, isolate: str) -> _Worker:
+        """Start one worker with the strongest launcher that works, checked with the real worker (a
+        venv or checkout that the sandbox cannot see fails here, with bubblewrap's reason)."""
+        modes = []
+        if isolate != "none" and namespaces_available():
+            modes.append("bwrap")
+        elif isolate == "namespaces":
+            raise SandboxError("bubblewrap is not available (install it: apt-get install bubblewrap)"
+                               if os.environ.get("NASFORGE_NO_NAMESPACES") != "1" else
+                               "NASFORGE_NO_NAMESPACES=1 switches bubblewrap off")
+        if isolate != "namespaces":
+            if "unshare_ok" not in _LAUNCH:
+                exe = shutil.which("unshare")
+                _LAUNCH["unshare_ok"] = bool(exe) and _unshare_works(exe)
+            modes += ["unshare"] if _LAUNCH["unshare_ok"] else []
+            modes.append("plain")
+        why = None
+        for mode in modes:
+            w = _Worker(self._spec[0], mode, self._spec[2], self._spec[3])
+            try:
+                w.start()
+            except SandboxError as exc:
+                if mode == "bwrap":
+                    _LAUNCH["bwrap_failed"] = why = str(exc)
+                    if isolate == "namespaces":
+                        raise SandboxError(f"bubblewrap cannot start the worker: {exc} "
+                                           "(set NASFORGE_NO_NAMESPACES=1 to use the fallback)") from None
+                    continue
+                if mode == "unshare":
+                    _LAUNCH["unshare_ok"] = False
+                    continue
+                raise
+            if mode != "bwrap" and isolate == "auto" and not _LAUNCH.get("warned"):
+                _LAUNCH["warned"] = True
+                d = _describe(mode, w.report or {})
+                reason = f"bubblewrap failed: {why}" if why else "bubblewrap unavailable"
+                missing = ", ".join(d["not_contained"]) or "nothing"
+                warnings.warn(f"sandbox: {reason}; fallback '{d['mode']}' does not contain: {missing}",
+                              RuntimeWarning, stacklevel=3)
+            return w
+        raise SandboxError("no way to start a sandbox worker here")
 
     def _add(self) -> None:
         w = _Worker(*self._spec)

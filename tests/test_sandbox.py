@@ -1,12 +1,19 @@
-"""Hostile model files in the sandbox: each becomes a failed result, and the pool goes on."""
+"""Broken and hostile model files in the sandbox, in both modes (bubblewrap and the fallback): each
+becomes a failed result and the pool goes on; start-up, orphans and stale scratch folders.
+(The attack suite against the world outside is tests/test_hostile.py.)"""
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from mutator.sandbox import WorkerPool, namespaces_available
 
 SPEC = {"in_shape": [1, 3, 8, 8], "classes": 10, "class_name": None}
@@ -29,9 +36,13 @@ class Net(nn.Module):
 """
 
 
-@pytest.fixture(scope="module")
-def pool():
-    p = WorkerPool(1, timeout_s=15, memory_mb=3072)
+MODES = [pytest.param("namespaces", marks=pytest.mark.skipif(not namespaces_available(),
+                                                             reason="needs bubblewrap")), "none"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def pool(request):
+    p = WorkerPool(1, timeout_s=15, memory_mb=3072, isolate=request.param)
     yield p
     p.close()
 
@@ -73,20 +84,19 @@ def test_children_are_gone_after_the_request(pool, tmp_path):
         os._exit(0)
     """
     validate(pool, model(body))
-    import time
     time.sleep(4.5)
     assert not marker.exists()
 
 
-@pytest.mark.skipif(not namespaces_available(), reason="needs Linux namespaces (bubblewrap)")
 def test_no_writes_outside_scratch_and_no_network(pool, tmp_path):
     name = f"/tmp/nasforge-escape-{uuid.uuid4().hex}"
-    assert validate(pool, model(f"open({name!r}, 'w').write('x')"))["status"] == "ok"
-    assert not os.path.exists(name)  # the child's /tmp is private
+    res = validate(pool, model(f"open({name!r}, 'w').write('x')"))
+    assert res["status"] == "invalid" and ("Permission denied" in res["error"] or "Read-only" in res["error"])
+    assert not os.path.exists(name)
+    assert validate(pool, model("open('inside.txt', 'w').write('x')"))["status"] == "ok"  # its scratch folder
     outside = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".escape-{uuid.uuid4().hex}")
     res = validate(pool, model(f"open({outside!r}, 'w').write('x')"))
-    assert res["status"] == "invalid" and "Read-only file system" in res["error"]
-    assert not os.path.exists(outside)
+    assert res["status"] == "invalid" and not os.path.exists(outside)
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -97,5 +107,104 @@ def test_no_writes_outside_scratch_and_no_network(pool, tmp_path):
     t.start()
     res = validate(pool, model(f"socket.create_connection(('127.0.0.1', {port}), timeout=2)"))
     server.close()
-    assert res["status"] == "invalid" and "Connection refused" in res["error"]
+    assert res["status"] == "invalid" and ("refused" in res["error"] or "Permission denied" in res["error"])
     assert not got
+
+
+def test_each_request_gets_a_fresh_interpreter(pool):
+    """A candidate that patches torch (or leaves a module behind) cannot touch the next one."""
+    patch = "import torch; torch.Tensor.__eq__ = lambda a, b: 1 / 0; sys.modules['json'] = None"
+    validate(pool, model(patch))
+    res = validate(pool, model("import torch, json; assert bool((torch.ones(2, device='cpu') == torch.ones(2, device='cpu')).all())"))
+    assert res["status"] == "ok", res
+
+
+def test_a_forged_answer_is_a_crash_of_its_own_candidate_only(pool):
+    forge = ("import json\nfor fd in range(3, 64):\n    try: os.write(fd, json.dumps({'id': 2, 'result': "
+             "{'status': 'ok', 'forged': True}}).encode())\n    except OSError: pass")
+    res = validate(pool, model(forge))
+    assert res["status"] == "crash" and "malformed" in res["error"]
+    assert validate(pool, model("pass")) == {"status": "ok"} or validate(pool, model("pass"))["status"] == "ok"
+
+
+def test_the_whole_process_tree_shares_the_memory_limit(pool):
+    body = """
+    for _ in range(3):
+        if os.fork() == 0:
+            b = bytearray(1200 << 20)
+            for i in range(0, len(b), 4096): b[i] = 1
+            time.sleep(20)
+            os._exit(0)
+    time.sleep(20)
+    """
+    res = validate(pool, model(body), timeout_s=30)
+    assert res["status"] == "oom" and "together" in res["error"], res
+
+
+def test_containment_is_reported(pool):
+    c = pool.containment
+    assert set(c["contained"]) == {"files", "network", "signals", "processes"}
+    assert c["not_contained"] == [k for k, v in c["contained"].items() if not v]
+    assert c["mode"] == ("bubblewrap" if pool.isolated else c["mode"])
+
+
+def test_worker_of_a_venv_under_tmp_starts(tmp_path):
+    """bubblewrap's private /tmp used to hide a venv (or checkout) under /tmp: every command failed."""
+    import subprocess
+    import sys
+    import venv
+
+    env_dir = Path(tempfile.mkdtemp(prefix="nasforge-venv-", dir="/tmp"))
+    try:
+        venv.create(env_dir, system_site_packages=True, with_pip=False)
+        script = ("import sys; sys.path.insert(0, %r)\nfrom mutator.sandbox import WorkerPool\n"
+                  "p = WorkerPool(1, timeout_s=30)\nprint(p.containment['mode'])\n"
+                  "print(p.call('mutator.analysis:validate', {'source': %r, 'spec': %r})['status'])\np.close()"
+                  % (str(ROOT), model("pass"), SPEC))
+        res = subprocess.run([str(env_dir / "bin" / "python"), "-c", script], capture_output=True, text=True,
+                             timeout=300, cwd=env_dir)
+        assert res.returncode == 0, res.stderr[-2000:]
+        mode, status = res.stdout.split()
+        assert status == "ok" and mode == ("bubblewrap" if namespaces_available() else mode)
+    finally:
+        shutil.rmtree(env_dir, ignore_errors=True)
+
+
+def test_a_worker_that_cannot_start_says_why(monkeypatch):
+    from mutator import sandbox
+
+    if not namespaces_available():
+        pytest.skip("needs bubblewrap")
+    monkeypatch.setattr(sandbox, "_bwrap_args", lambda *a, **k: ["--no-such-bwrap-option"])
+    with pytest.raises(sandbox.SandboxError, match="no-such-bwrap-option"):
+        WorkerPool(1, isolate="namespaces")
+    sandbox._LAUNCH.pop("bwrap_failed", None)
+
+
+def test_killing_the_parent_leaves_no_worker_and_no_scratch(tmp_path):
+    """kill -9 of the search: workers die with it (PDEATHSIG, PID namespaces), scratch is cleaned later."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    stale = Path(tempfile.gettempdir()) / "nasforge-worker-999999999-stale"
+    stale.mkdir(exist_ok=True)
+    script = ("import sys, os; sys.path.insert(0, %r)\nfrom mutator.sandbox import WorkerPool\n"
+              "p = WorkerPool(2, timeout_s=120)\nprint(os.getpid(), flush=True)\n"
+              "p.map('mutator.analysis:validate', [{'source': %r, 'spec': %r}] * 2)"
+              % (str(ROOT), model("while True: pass"), SPEC))
+    for no_ns in ("0", "1"):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "NASFORGE_NO_NAMESPACES": no_ns})
+        proc.stdout.readline()
+        time.sleep(3)  # both candidates are spinning
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len(family) >= 4  # two workers, two candidates
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+    assert not stale.exists()  # removed by the next pool's start-up (its pid is gone)
+    WorkerPool(1).close()
+    assert not list(Path(tempfile.gettempdir()).glob(f"nasforge-worker-{proc.pid}-*"))
