@@ -30,7 +30,11 @@ Never contained: a candidate lying about its own result (the measuring code runs
 CPU time stolen from other processes while it runs (bounded by the time limit), and memory spikes
 shorter than 0.2 s across several processes (each process is still bounded by RLIMIT_AS).
 
-`NASFORGE_NO_NAMESPACES=1` skips bubblewrap (for a machine where it is installed but broken);
+`NASFORGE_NO_NAMESPACES=1` skips bubblewrap and `unshare` (for a machine where they are installed but
+broken): Landlock alone then contains files, TCP and signals, not processes (third column, with Landlock);
+`NASFORGE_NO_LANDLOCK=1` skips Landlock. Where nothing at all can be contained, a pool refuses to start
+where `REQUIRE_CONTAINMENT` is set (`search run` sets it unless `--unsafe-no-sandbox`); elsewhere it warns.
+Error text in results is cut to MAX_ERROR characters: it goes into LLM prompts.
 `NASFORGE_SANDBOX_READ=/a:/b` adds read-only paths a candidate may need (data outside the cache).
 Requests and results cross pipes as JSON, never pickle: a hostile child could craft a pickle.
 """
@@ -57,7 +61,11 @@ GRACE_S = 30  # the worker enforces the time limit; the parent waits this much l
 PACKAGES = ("mutator", "corpus", "search", "finetune")
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
             "CUDA_HOME", "NVIDIA_VISIBLE_DEVICES", "NASFORGE_CACHE", "PYTORCH_CUDA_ALLOC_CONF")
+MAX_ERROR = 500  # characters of a result's error text (it goes into LLM prompts; a candidate chooses it)
 _LAUNCH: dict[str, object] = {}  # how workers start on this machine, decided once per process
+# Set by `search run` (LLM-written code) unless --unsafe-no-sandbox: then a pool that could contain
+# nothing (no bubblewrap, namespaces or Landlock) refuses to start instead of warning.
+REQUIRE_CONTAINMENT = False
 
 
 def _root() -> Path:
@@ -222,7 +230,10 @@ class _Worker:
             if not isinstance(msg, dict) or msg.get("id") != self.seq or not isinstance(msg.get("result"), dict):
                 self.kill()
                 return {"status": "crash", "error": "sandbox protocol error (answer without the request's id)"}
-            return msg["result"]
+            out = msg["result"]
+            if isinstance(out.get("error"), str) and len(out["error"]) > MAX_ERROR:
+                out["error"] = out["error"][:MAX_ERROR - 3] + "..."
+            return out
         except (EOFError, OSError, ValueError, SandboxError) as exc:
             self.kill()
             return {"status": "crash", "error": f"sandbox worker died ({type(exc).__name__})"}
@@ -300,11 +311,12 @@ class WorkerPool:
             raise SandboxError("bubblewrap is not available (install it: apt-get install bubblewrap)"
                                if os.environ.get("NASFORGE_NO_NAMESPACES") != "1" else
                                "NASFORGE_NO_NAMESPACES=1 switches bubblewrap off")
-        if isolate != "namespaces":
+        if isolate != "namespaces" and os.environ.get("NASFORGE_NO_NAMESPACES") != "1":
             if "unshare_ok" not in _LAUNCH:
                 exe = shutil.which("unshare")
                 _LAUNCH["unshare_ok"] = bool(exe) and _unshare_works(exe)
             modes += ["unshare"] if _LAUNCH["unshare_ok"] else []
+        if isolate != "namespaces":
             modes.append("plain")
         why = None
         for mode in modes:
@@ -322,6 +334,11 @@ class WorkerPool:
                     _LAUNCH["unshare_ok"] = False
                     continue
                 raise
+            if mode == "plain" and not (w.report or {}).get("landlock") and REQUIRE_CONTAINMENT:
+                w.kill()
+                raise SandboxError("no isolation is available here (no bubblewrap, no user namespaces, no "
+                                   "Landlock): LLM-written code would run with time and memory limits only; "
+                                   "install bubblewrap, or pass --unsafe-no-sandbox to accept that")
             if mode != "bwrap" and isolate == "auto" and not _LAUNCH.get("warned"):
                 _LAUNCH["warned"] = True
                 d = _describe(mode, w.report or {})

@@ -20,10 +20,15 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, run_module
+from mutator.landlock import abi_version
 from mutator.sandbox import WorkerPool, namespaces_available
 
-MODES = [pytest.param("namespaces", marks=pytest.mark.skipif(not namespaces_available(),
-                                                             reason="needs bubblewrap")), "none"]
+NEEDS_BWRAP = pytest.mark.skipif(not namespaces_available(), reason="needs bubblewrap")
+NEEDS_LANDLOCK = pytest.mark.skipif(abi_version() < 6, reason="the fallback without namespaces needs Landlock ABI >= 6")
+# namespaces: bubblewrap; none: the fallback without it (unshare + Landlock where available);
+# landlock: NASFORGE_NO_NAMESPACES=1, Landlock alone
+MODES = [pytest.param("namespaces", marks=NEEDS_BWRAP), "none", pytest.param("landlock", marks=NEEDS_LANDLOCK)]
+CLI_MODES = [pytest.param("namespaces", marks=NEEDS_BWRAP), pytest.param("landlock", marks=NEEDS_LANDLOCK)]
 TOKEN = uuid.uuid4().hex  # names the attacks' files; it is in their code
 SECRET = uuid.uuid4().hex  # in the secret files and environment only: must never leave the sandbox
 ENV_SECRET = f"env-secret-{SECRET}"
@@ -244,10 +249,12 @@ def profile(pool, source: str, w: dict, timeout_s: float = 60) -> dict:
 
 @pytest.fixture(scope="module", params=MODES)
 def pool(request, world):
-    if request.param == "none":
+    if request.param == "landlock":
         os.environ["NASFORGE_NO_NAMESPACES"] = "1"
     try:
-        p = WorkerPool(1, timeout_s=60, memory_mb=1800, isolate=request.param)
+        p = WorkerPool(1, timeout_s=60, memory_mb=1800, isolate="namespaces" if request.param == "namespaces" else "none")
+        assert p.containment["mode"] == {"namespaces": "bubblewrap", "none": p.containment["mode"],
+                                         "landlock": "landlock"}[request.param]
         truth = profile(p, net(tag="truth"), world[0])
         assert truth["status"] == "ok", truth
         assert truth["accuracy"] > 0.5  # the control network learns the quadrant task
@@ -312,13 +319,13 @@ def fm_net(attack: str, tag: str, w: dict) -> str:
 
 def _env(mode: str, home: str) -> dict:
     env = {"NASFORGE_TEST_SECRET": ENV_SECRET, "HOME": home, "NASFORGE_CACHE": REAL_CACHE}
-    if mode == "none":
+    if mode == "landlock":
         env["NASFORGE_NO_NAMESPACES"] = "1"
     return env
 
 
 @pytest.mark.skipif(not FM.is_dir(), reason="needs dataset-fashion-mnist")
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", CLI_MODES)
 def test_search_run_survives_hostile_llm_answers(tmp_path, world, mode):
     w, got = world
     out = tmp_path / "run"
@@ -360,7 +367,7 @@ def test_search_run_survives_hostile_llm_answers(tmp_path, world, mode):
     untouched(dict(w, store=world[0]["store"]), got)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", CLI_MODES)
 def test_mutator_generate_and_corpus_profile_contain_a_hostile_seed(tmp_path, world, mode):
     w, got = world
     attack = "\n".join(f"try:\n{textwrap.indent(textwrap.dedent(ATTACKS[n]).strip(), '    ')}\nexcept BaseException:\n"

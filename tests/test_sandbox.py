@@ -148,6 +148,27 @@ def test_containment_is_reported(pool):
     assert c["mode"] == ("bubblewrap" if pool.isolated else c["mode"])
 
 
+def test_search_refuses_a_machine_that_contains_nothing(monkeypatch):
+    from mutator import sandbox
+
+    monkeypatch.setenv("NASFORGE_NO_NAMESPACES", "1")
+    monkeypatch.setenv("NASFORGE_NO_LANDLOCK", "1")
+    monkeypatch.setattr(sandbox, "REQUIRE_CONTAINMENT", True)
+    with pytest.raises(sandbox.SandboxError, match="--unsafe-no-sandbox"):
+        WorkerPool(1)
+    monkeypatch.setattr(sandbox, "REQUIRE_CONTAINMENT", False)
+    with pytest.warns(RuntimeWarning, match="does not contain: files, network, signals, processes"):
+        sandbox._LAUNCH.pop("warned", None)
+        p = WorkerPool(1)
+    assert p.containment["mode"] == "none" and validate(p, model("pass"))["status"] == "ok"
+    p.close()
+
+
+def test_long_error_text_is_cut(pool):
+    res = validate(pool, model("raise RuntimeError('x' * 100000)"))
+    assert res["status"] == "invalid" and len(res["error"]) <= 500
+
+
 def test_worker_of_a_venv_under_tmp_starts(tmp_path):
     """bubblewrap's private /tmp used to hide a venv (or checkout) under /tmp: every command failed."""
     import subprocess
