@@ -145,3 +145,23 @@ def _model_recipe(model, train_set, recipe, prm):
         model.train()
         model.learn(batches())
     return {"train_seconds": time.perf_counter() - t0, "final_loss": None}
+
+
+_WARMED: set = set()
+
+
+def _warm(payload: dict) -> None:
+    """Trusted preparation in the sandbox's worker before it forks a candidate: load the data set and,
+    on a single-threaded CPU worker (fork-safe: no thread pools yet, no CUDA), profile the built-in
+    `lenet` once on a small subset, so each candidate starts with warm kernels and tracers."""
+    _data(payload["data_path"])
+    if payload.get("device", "cpu") != "cpu" or torch.get_num_threads() != 1 or payload["data_path"] in _WARMED:
+        return
+    _WARMED.add(payload["data_path"])
+    from mutator.seeds import seed_source
+
+    recipe = dict(payload["recipe"], train_limit=256, epochs=1)
+    profile(dict(payload, source=seed_source("lenet"), class_name=None, recipe=recipe, zero_cost="off"))
+
+
+profile.warm = _warm  # the sandbox's worker loads the data set once, before forking each candidate
