@@ -12,19 +12,20 @@ before running model code: closed descriptors, limits, no capabilities, Landlock
 its own result pipe and id, so one candidate can never change another's result; a request that
 times out, crashes or floods gets a result with that status and the run goes on.
 
-What is contained, by mode (`pool.containment` says which one this machine got):
+What is contained, by mode (`pool.containment` says which one this machine got; README "Sandbox"):
 
-| threat | bubblewrap ("namespaces") | fallback: `unshare` + Landlock | fallback: nothing available |
-|---|---|---|---|
-| reading secrets ($HOME, /root, /etc/shadow, SSH keys) | only the interpreter, its libraries, the project's packages and the data cache are mounted | Landlock: reads only beneath those paths | not contained |
-| writing files (run store, /tmp, the project) | read-only mounts, private /tmp, writes to scratch only | Landlock: writes to scratch only (tmpfs in its own mount namespace) | not contained |
-| network | own network namespace (none) | own network namespace; else Landlock denies TCP | not contained |
-| signals, ptrace of the search | own PID namespace | own PID namespace; else Landlock scoping (ABI >= 6) | not contained |
-| privileges (a root user) | uid 65534 in a user namespace, no capabilities, no new user namespaces | capabilities dropped, no_new_privs | capabilities dropped |
-| other candidates | fresh fork per request, own pipe, id-checked | same | same |
-| lingering processes | PID namespace dies with the worker; subreaper kill after each request | same | subreaper kill; PDEATHSIG |
-| memory | RLIMIT_AS per process + the tree's resident memory summed every 0.2 s | same | same |
-| time | the worker's deadline + RLIMIT_CPU | same | same |
+- "bubblewrap": a minimal read-only view (interpreter, libraries, the project's packages, the data
+  cache; no $HOME, /root, /etc/shadow), private /tmp, writes to scratch only, no network, own PID
+  namespace, uid 65534 in a user namespace with no capabilities and no nested user namespaces.
+- "unshare+landlock" (no bubblewrap): user, PID, network, IPC and mount namespaces from `unshare`;
+  Landlock limits reads to the same paths and writes to scratch (a tmpfs); capabilities dropped.
+- "landlock" (no namespaces): Landlock for files, TCP (ABI >= 4) and signals (ABI >= 6); other
+  processes are visible but cannot be signalled or traced.
+- "none": time, memory, fresh process per candidate, process-tree kill; nothing else. A pool refuses
+  this where `REQUIRE_CONTAINMENT` is set (`search run` unless `--unsafe-no-sandbox`).
+In every mode: a fresh fork per request with its own id-checked pipe, a whitelisted environment, the
+tree's memory and time limits, every descendant killed after the request, the worker exits when the
+parent does (its control pipe closes), stale scratch folders of dead parents are removed.
 
 Never contained: a candidate lying about its own result (the measuring code runs in its process),
 CPU time stolen from other processes while it runs (bounded by the time limit), and memory spikes
