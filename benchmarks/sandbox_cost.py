@@ -17,6 +17,7 @@ The table's last line is the new sandbox's extra time per candidate as a share o
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ args = json.loads(sys.argv[1])
 _, source = resolve_seed(args["seed"])
 d = info("fashion-mnist")
 spec = {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": None}
-pool = WorkerPool(1, timeout_s=600, memory_mb=6144)
+pool = WorkerPool(1, timeout_s=600, memory_mb=6144, threads_per_worker=args["threads"])
 mode = getattr(pool, "containment", {}).get("mode", "bubblewrap" if getattr(pool, "isolated", False) else "none")
 pool.call("mutator.analysis:validate", {"source": source, "spec": spec})  # start-up, not counted
 out = {"mode": mode, "validate": [], "profile": []}
@@ -71,7 +72,7 @@ def before_tree(ref: str, dest: Path) -> Path:
 
 def measure(tree: Path, args) -> dict:
     res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(vars(args))], capture_output=True, text=True,
-                         cwd=tree, env={**__import__("os").environ, "PYTHONPATH": str(tree)}, timeout=3600)
+                         cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, timeout=3600)
     if res.returncode != 0:
         sys.exit(f"error: measuring {tree} failed: {res.stderr.strip().splitlines()[-1:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -85,6 +86,8 @@ def main() -> int:
     p.add_argument("--profiles", type=int, default=2, help="proxy evaluations per round")
     p.add_argument("--train-limit", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads per worker (the search's profiler uses every core)")
     args = p.parse_args()
     # not under /tmp: the old sandbox's private /tmp hid a checkout there (the bug the new one fixed)
     with tempfile.TemporaryDirectory(prefix=".sandbox-before-", dir=ROOT) as tmp:
@@ -98,7 +101,8 @@ def main() -> int:
                 got[name]["profile"] += m["profile"]
                 print(f"round {r + 1}/{args.rounds} {name}: done", file=sys.stderr, flush=True)
     med = {k: {s: statistics.median(v[s]) for s in ("validate", "profile")} for k, v in got.items()}
-    print(f"seed {args.seed}, Fashion-MNIST, --train-limit {args.train_limit}; median seconds per candidate "
+    print(f"seed {args.seed}, Fashion-MNIST, --train-limit {args.train_limit}, {args.threads} threads per worker; "
+          f"median seconds per candidate "
           f"({args.rounds} rounds x {args.validate} validate / {args.profiles} profile calls)\n")
     print("| sandbox | mode | validate (meta build + forward) | proxy evaluation |")
     print("|---|---|---:|---:|")

@@ -152,16 +152,25 @@ _WARMED: set = set()
 
 def _warm(payload: dict) -> None:
     """Trusted preparation in the sandbox's worker before it forks a candidate: load the data set and,
-    on a single-threaded CPU worker (fork-safe: no thread pools yet, no CUDA), profile the built-in
-    `lenet` once on a small subset, so each candidate starts with warm kernels and tracers."""
+    on the CPU, profile the built-in `lenet` once on a small subset, so each candidate starts with warm
+    kernels and tracers. Single-threaded, so no thread pool exists when the worker forks (OpenMP's
+    threads do not survive a fork); never on CUDA (a forked child cannot use a CUDA context)."""
     _data(payload["data_path"])
-    if payload.get("device", "cpu") != "cpu" or torch.get_num_threads() != 1 or payload["data_path"] in _WARMED:
+    if payload.get("device", "cpu") != "cpu" or payload["data_path"] in _WARMED:
         return
     _WARMED.add(payload["data_path"])
     from mutator.seeds import seed_source
 
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     recipe = dict(payload["recipe"], train_limit=256, epochs=1)
-    profile(dict(payload, source=seed_source("lenet"), class_name=None, recipe=recipe, zero_cost="off"))
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        torch.set_num_threads(1)
+        profile(dict(payload, source=seed_source("lenet"), class_name=None, recipe=recipe, zero_cost="off"))
+    finally:
+        if threads > 0:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            torch.set_num_threads(threads)
 
 
 profile.warm = _warm  # the sandbox's worker loads the data set once, before forking each candidate
