@@ -50,7 +50,7 @@ payload = {"source": source, "data_path": str(prepare("fashion-mnist")), "classe
            "recipe": Recipe(train_limit=args["train_limit"]).to_dict(), "device": "cpu"}
 for _ in range(args["profiles"]):
     t = time.perf_counter()
-    r = pool.call("corpus.profile:profile", payload)
+    r = pool.call("corpus.pipeline:evaluate", payload)
     assert r["status"] == "ok", r
     out["profile"].append(time.perf_counter() - t)
     out["accuracy"] = r["accuracy"]

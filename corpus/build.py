@@ -257,7 +257,7 @@ def _execute(cfg, device, jobs):
     pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=0 if device != "cpu" else cfg.memory_mb,
                       threads_per_worker=max(1, cores // workers), gpu=device != "cpu")
     try:
-        for i, res in pool.imap("corpus.profile:profile", [p for _, _, p in jobs]):
+        for i, res in pool.imap("corpus.pipeline:evaluate", [p for _, _, p in jobs]):
             v, code, _ = jobs[i]
             yield v, code, res
     finally:
@@ -395,7 +395,7 @@ class Profiler:
                    "class_name": class_name, "recipe": self.recipe, "device": self.device,
                    "use_model_recipe": self.cfg.use_model_recipe, "latency_batch": self.cfg.latency_batch,
                    "zero_cost": zero_cost_mode(self.cfg), "zero_cost_batch": self.cfg.zero_cost_batch}
-        res = self.pool.call("corpus.profile:profile", payload)
+        res = self.pool.call("corpus.pipeline:evaluate", payload)
         row = {"code": code, "sha256": hashlib.sha256(code.encode()).hexdigest(),
                "dataset": self.cfg.dataset, "recipe": json.dumps(self.recipe, sort_keys=True),
                "latency_batch": self.cfg.latency_batch, "zero_cost": zero_cost_mode(self.cfg)}

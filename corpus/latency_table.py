@@ -94,7 +94,7 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
 
     from tqdm import tqdm
 
-    from corpus.profile import _device_name
+    from corpus.pipeline import device_name
     from mutator import seeds
     from mutator.sandbox import WorkerPool
 
@@ -107,7 +107,7 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
             raise TableError("--device cuda, but CUDA is not available here")
     elif device != "cpu":
         raise TableError(f"--device must be cpu or cuda, not {device!r}")
-    label = label or _device_name(device)
+    label = label or device_name(device)
     choices = SPACES[space]["choices"]
     keys = ["".join(str(i + 1) for i in idx) for idx in itertools.product(*(range(len(c)) for c in choices))]
     if 0 < sample < len(keys):
@@ -148,9 +148,10 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
                 for key, r in zip(chunk, res.get("results") or []):
                     if r.get("status") != "ok":
                         raise TableError(f"configuration {key} of {space} does not build: {r.get('error')}")
-                    m = pool.call("search.precheck:precheck", {"source": r["source"], "spec": SPEC,
+                    m = pool.call("corpus.pipeline:evaluate", {"source": r["source"], "spec": SPEC,
                                                                 "device": device, "latency_runs": runs,
-                                                                "flops": False})
+                                                                "flops": False, "latency": "batch1",
+                                                                "train": False})
                     if m.get("status") != "ok" or not m.get("latency_ms"):
                         raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
                     done[key] = m["latency_ms"]

@@ -17,7 +17,7 @@ def _task(payload: dict, dataset: str, data_dir, timeout_s: float, memory_mb: in
     pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
                       threads_per_worker=cpus, gpu=gpu)
     try:
-        return pool.call("corpus.profile:profile", payload)
+        return pool.call("corpus.pipeline:evaluate", payload)
     finally:
         pool.close()
 

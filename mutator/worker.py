@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 ALLOWED = ("mutator.", "corpus.", "search.", "finetune.")
 READY = b'{"ready": true'  # the ready message starts with this; the rest reports the containment
 MAX_RESULT = 64 << 20  # a candidate's answer larger than this is a crash
-WARM = ("torch", "torch._dynamo", "mutator.probe", "mutator.analysis", "corpus", "search", "finetune", "corpus.profile",
+WARM = ("torch", "torch._dynamo", "mutator.probe", "mutator.analysis", "corpus", "search", "finetune", "corpus.pipeline",
         "corpus.measure", "corpus.train", "corpus.zerocost", "fvcore.nn", "search.precheck")
 
 _libc = ctypes.CDLL(None, use_errno=True)

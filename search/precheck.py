@@ -41,52 +41,15 @@ def vote(rows: list[dict | None]) -> list[float | None]:
 
 
 def precheck(payload: dict) -> dict:
-    import torch
+    """The corpus pipeline without training: build, shape, params, FLOPs, batch-1 latency, proxies."""
+    from corpus.pipeline import evaluate
 
-    from corpus.measure import count_flops, count_params, latency_ms
-    from corpus.profile import _device_name
-    from mutator.probe import ModelError, build, first_tensor, load
-    from mutator.worker import short_error
-
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    spec, device = payload["spec"], payload.get("device", "cpu")
-    in_shape = list(spec["in_shape"])
-    row = {"status": None, "error": None, "flops": None, "params": None, "latency_ms": None,
-           "latency_device": _device_name(device)}
-    stage = "build_error"
-    try:
-        torch.manual_seed(int(payload.get("seed", 0)))
-        model = build(load(payload["source"]), spec, device)
-        row["params"] = count_params(model)
-        stage = "shape_error"
-        with torch.no_grad():
-            out = first_tensor(model.eval()(torch.zeros(in_shape, device=device)))
-        if out is None or list(out.shape) != [1, int(spec["classes"])]:
-            raise ModelError(f"output shape {None if out is None else tuple(out.shape)}, expected (1, {spec['classes']})")
-        try:
-            if payload.get("flops", True):  # corpus latency-table only times
-                row["flops"], _ = count_flops(model, in_shape, device)
-        except Exception as exc:  # fvcore cannot trace some models: say so, never a made-up count
-            row["error"] = f"flops not counted: {short_error(exc)}"
-        stage = "latency_error"
-        if payload.get("latency", True):
-            row["latency_ms"] = round(latency_ms(model, in_shape, 1, device, runs=int(payload.get("latency_runs", 30))), 4)
-        if payload.get("zero_cost"):
-            stage = "zero_cost_error"
-            from corpus.zerocost import random_batch, scores
-
-            seed = int(payload.get("seed", 0))
-            x, y = random_batch(in_shape, int(spec["classes"]), int(payload.get("zc_batch", 64)), seed, device)
-            zc = scores(model, x, y, seed)
-            row.update({k: v for k, v in zc.items() if k.startswith("zc_")})
-        row["status"] = "ok"
-    except ModelError as exc:
-        row["status"], row["error"] = stage, str(exc)
-    except BaseException as exc:  # model code: SystemExit, KeyboardInterrupt, anything
-        row["status"], row["error"] = stage, short_error(exc)
-    return row
+    return evaluate({"source": payload["source"], "spec": payload["spec"], "device": payload.get("device", "cpu"),
+                     "train": False, "flops": payload.get("flops", True), "seed": int(payload.get("seed", 0)),
+                     "latency": "batch1" if payload.get("latency", True) else "none",
+                     "latency_runs": int(payload.get("latency_runs", 30)),
+                     "zero_cost": "on" if payload.get("zero_cost") else "off", "zero_cost_data": "random",
+                     "zero_cost_batch": int(payload.get("zc_batch", 64))})
 
 
 class PreChecker:

@@ -243,7 +243,7 @@ def profile(pool, source: str, w: dict, timeout_s: float = 60) -> dict:
     from corpus.train import Recipe
 
     recipe = Recipe(epochs=4, batch_size=64, crop=False, flip=False).to_dict()
-    return pool.call("corpus.profile:profile", {"source": source, "data_path": w["data"], "classes": 4,
+    return pool.call("corpus.pipeline:evaluate", {"source": source, "data_path": w["data"], "classes": 4,
                                                 "class_name": None, "recipe": recipe, "device": "cpu"}, timeout_s)
 
 

@@ -180,7 +180,7 @@ def test_build_zero_cost_only_writes_the_columns_in_seconds(tmp_path):
 @needs_fashion
 def test_profile_computes_proxies_only_when_asked():
     from corpus.data import prepare
-    from corpus.profile import profile
+    from corpus.pipeline import evaluate as profile
     from corpus.train import Recipe
     from test_corpus import BAD
 
