@@ -89,15 +89,9 @@ def resolve_device(device: str) -> str:
 
 
 def versions() -> dict:
-    import torch
+    from mutator.records import versions as of
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("fvcore", "libcst", "datasets", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
-            pass
-    return out
+    return of("torch", "fvcore", "libcst", "datasets", "numpy")
 
 
 def recipe_of(cfg) -> dict:
@@ -108,35 +102,19 @@ def recipe_of(cfg) -> dict:
 
 
 def read_journal(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or "id" not in row or "status" not in row:
-                raise ValueError
-            rows.append(row)
-        except ValueError:
-            if i == len(lines) - 1 and not raw.endswith(b"\n"):
-                continue  # torn by a kill: that variant is profiled again
-            raise CorpusError(f"{path}: line {i + 1} is not a valid row (corrupted corpus journal)") from None
-    if not raw.endswith(b"\n") and raw:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, path)
-    return rows
+    """The journaled rows (`mutator.records`: a torn last line is profiled again)."""
+    from mutator.records import JournalError, read
+
+    try:
+        return read(path, required=("id", "status"), what="row")
+    except JournalError as exc:
+        raise CorpusError(str(exc)) from None
 
 
 def append_row(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    from mutator.records import append
+
+    append(path, row)
 
 
 def load_variants(folder: str) -> list[dict]:

@@ -96,6 +96,7 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
 
     from corpus.pipeline import device_name
     from mutator import seeds
+    from mutator.records import JournalError, append, read
     from mutator.sandbox import WorkerPool
 
     if space not in SPACES:
@@ -116,17 +117,15 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
     dest.parent.mkdir(parents=True, exist_ok=True)
     journal = dest.with_name(dest.name + ".jsonl")
     done: dict[str, float] = {}
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                r = json.loads(line)
-                key, ms = r["key"], float(r["latency_ms"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by a kill: measured again
-            if (r.get("space"), r.get("device")) != (space, label):
-                raise TableError(f"{journal} holds latencies of {r.get('space')} on {r.get('device')}, not of "
-                                 f"{space} on {label}: pass another --out")
-            done[key] = ms
+    try:
+        measured = read(journal, required=("key", "latency_ms", "space", "device"), what="latency record")
+    except JournalError as exc:
+        raise TableError(str(exc)) from None
+    for r in measured:  # a line torn by a kill is measured again
+        if (r.get("space"), r.get("device")) != (space, label):
+            raise TableError(f"{journal} holds latencies of {r.get('space')} on {r.get('device')}, not of "
+                             f"{space} on {label}: pass another --out")
+        done[r["key"]] = float(r["latency_ms"])
     source = seeds.seed_source(SPACES[space]["seed"])
     # timing on all cores, as the pre-check does; no memory cap on CUDA (the limit is host memory)
     pool = WorkerPool(1, timeout_s=600, memory_mb=0 if device != "cpu" else 6144,
@@ -140,25 +139,26 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
             keys = sorted(keys + [seed_key])
         todo = [k for k in keys if k not in done]
         bar = tqdm(total=len(todo), desc=f"latency {space} on {label}", unit="net", disable=not progress)
-        with journal.open("a") as jf:
-            for i in range(0, len(todo), 16):
-                chunk = todo[i:i + 16]
-                res = pool.call("mutator.analysis:variants", {"source": source, "spec": SPEC, "analysis": a,
-                                                               "widths": [widths_of(k, space) for k in chunk]})
-                for key, r in zip(chunk, res.get("results") or []):
-                    if r.get("status") != "ok":
-                        raise TableError(f"configuration {key} of {space} does not build: {r.get('error')}")
-                    m = pool.call("corpus.pipeline:evaluate", {"source": r["source"], "spec": SPEC,
-                                                                "device": device, "latency_runs": runs,
-                                                                "flops": False, "latency": "batch1",
-                                                                "train": False})
-                    if m.get("status") != "ok" or not m.get("latency_ms"):
-                        raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
-                    done[key] = m["latency_ms"]
-                    jf.write(json.dumps({"key": key, "latency_ms": m["latency_ms"], "space": space,
-                                         "device": label}) + "\n")
-                    jf.flush()
-                    bar.update(1)
+        for i in range(0, len(todo), 16):
+            chunk = todo[i:i + 16]
+            res = pool.call("mutator.analysis:variants", {"source": source, "spec": SPEC, "analysis": a,
+                                                           "widths": [widths_of(k, space) for k in chunk]})
+            results = res.get("results") or []
+            if res.get("status") != "ok" or len(results) != len(chunk):  # a crashed or timed-out request
+                raise TableError(f"configurations {chunk[0]}..{chunk[-1]} of {space} could not be built: "
+                                 f"{res.get('status')}: {res.get('error')}")
+            for key, r in zip(chunk, results):
+                if r.get("status") != "ok":
+                    raise TableError(f"configuration {key} of {space} does not build: {r.get('error')}")
+                m = pool.call("corpus.pipeline:evaluate", {"source": r["source"], "spec": SPEC,
+                                                            "device": device, "latency_runs": runs,
+                                                            "flops": False, "latency": "batch1",
+                                                            "train": False})
+                if m.get("status") != "ok" or not m.get("latency_ms"):
+                    raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
+                done[key] = m["latency_ms"]
+                append(journal, {"key": key, "latency_ms": m["latency_ms"], "space": space, "device": label})
+                bar.update(1)
         bar.close()
     finally:
         pool.close()

@@ -73,13 +73,9 @@ class TrainConfig:
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for mod in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "bitsandbytes"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
-            pass
-    return out
+    from mutator.records import versions as of
+
+    return of("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "bitsandbytes")
 
 
 def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mutator import seeds
+from mutator.records import append
 from mutator.literals import SourceError, parse
 
 
@@ -93,32 +94,13 @@ def analyze_seed(pool, source: str, spec: dict, divisor: int, label: str) -> dic
 # -- manifest -----------------------------------------------------------------------------------
 
 def read_manifest(out: Path) -> list[dict]:
-    """Rows of OUT/manifest.jsonl. A torn last line (a killed run) is dropped and the file
-    rewritten atomically without it; any other bad line is an error (the file is left alone)."""
-    path = out / "manifest.jsonl"
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    rows, torn = [], False
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or "widths" not in row or "id" not in row:
-                raise ValueError("not a variant record")
-            rows.append(row)
-        except ValueError:
-            if i == len(lines) - 1 and not raw.endswith(b"\n"):
-                torn = True
-                continue
-            raise UserError(f"{path}: line {i + 1} is not a valid variant record (corrupted manifest)") from None
-    if torn:
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, path)
-    return rows
+    """Rows of OUT/manifest.jsonl (`mutator.records`: a torn last line from a killed run is dropped)."""
+    from mutator.records import JournalError, read
+
+    try:
+        return read(out / "manifest.jsonl", required=("id", "widths"), what="variant record")
+    except JournalError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _write_variant(out: Path, row: dict, source: str) -> None:
@@ -126,10 +108,7 @@ def _write_variant(out: Path, row: dict, source: str) -> None:
     tmp = out / f".{row['file']}.tmp"
     tmp.write_text(source)
     os.replace(tmp, path)
-    with open(out / "manifest.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append(out / "manifest.jsonl", row)
 
 
 # -- sampling -----------------------------------------------------------------------------------
