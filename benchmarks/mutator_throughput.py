@@ -46,7 +46,7 @@ def main():
             pool.close()
         failed = res["invalid"] + res["timeout"] + res["crash"]
         gen_only = max(t_gen, 1e-9)
-        print(f"{name:<18}{a['params']:>12,}{len(a['groups']):>8}{t_an:>12.2f}{res['written']:>10}"
+        print(f"{name:<18}{a.params:>12,}{len(a.groups):>8}{t_an:>12.2f}{res['written']:>10}"
               f"{failed:>8}{gen_only:>8.2f}{res['written'] / gen_only:>8.1f}")
 
 

@@ -96,6 +96,7 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
 
     from corpus.pipeline import device_name
     from mutator import seeds
+    from mutator.calls import analyze, realize
     from mutator.records import JournalError, append, read
     from mutator.sandbox import WorkerPool
 
@@ -131,26 +132,20 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
     pool = WorkerPool(1, timeout_s=600, memory_mb=0 if device != "cpu" else 6144,
                       threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
     try:
-        a = pool.call("mutator.analysis:analyze", {"source": source, "spec": SPEC})
-        if a.get("status") != "ok":
-            raise TableError(f"the {space} seed cannot be analysed: {a.get('error')}")
-        seed_key = key_of(a["seed_widths"], space)  # a search starts from the seed: always in the table
+        a = analyze(pool, source, SPEC)
+        if not a.ok:
+            raise TableError(f"the {space} seed cannot be analysed: {a.error}")
+        seed_key = key_of(a.seed_widths, space)  # a search starts from the seed: always in the table
         if seed_key not in keys:
             keys = sorted(keys + [seed_key])
         todo = [k for k in keys if k not in done]
         bar = tqdm(total=len(todo), desc=f"latency {space} on {label}", unit="net", disable=not progress)
         for i in range(0, len(todo), 16):
             chunk = todo[i:i + 16]
-            res = pool.call("mutator.analysis:variants", {"source": source, "spec": SPEC, "analysis": a,
-                                                           "widths": [widths_of(k, space) for k in chunk]})
-            results = res.get("results") or []
-            if res.get("status") != "ok" or len(results) != len(chunk):  # a crashed or timed-out request
-                raise TableError(f"configurations {chunk[0]}..{chunk[-1]} of {space} could not be built: "
-                                 f"{res.get('status')}: {res.get('error')}")
-            for key, r in zip(chunk, results):
-                if r.get("status") != "ok":
-                    raise TableError(f"configuration {key} of {space} does not build: {r.get('error')}")
-                m = pool.call("corpus.pipeline:evaluate", {"source": r["source"], "spec": SPEC,
+            for key, r in zip(chunk, realize(pool, source, SPEC, a, [widths_of(k, space) for k in chunk])):
+                if not r.ok:  # a crashed or timed-out request fails every configuration of its chunk
+                    raise TableError(f"configuration {key} of {space} does not build: {r.status}: {r.error}")
+                m = pool.call("corpus.pipeline:evaluate", {"source": r.source, "spec": SPEC,
                                                             "device": device, "latency_runs": runs,
                                                             "flops": False, "latency": "batch1",
                                                             "train": False})

@@ -24,6 +24,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from mutator.calls import analyze, realize_payload, variants_of
+
 SPACES = {
     "cbm-resnet": {"file": "resnet.json", "seed": "cbm-resnet",
                    "choices": [[64, 128, 192, 256]] * 3 + [[128, 256, 384, 512]] * 4},
@@ -134,9 +136,8 @@ class TableEvaluator:
     def widths(self, code: str) -> tuple[list[int] | None, str | None, int | None]:
         if code in self._memo:  # the pre-check's latency lookup, then evaluate: one analysis per candidate
             return self._memo[code]
-        a = self.pool.call("mutator.analysis:analyze", {"source": code, "spec": SPEC})
-        res = (None, a.get("error") or a.get("status"), None) if a.get("status") != "ok" else \
-            (a["seed_widths"], None, a["params"])
+        a = analyze(self.pool, code, SPEC)
+        res = (None, a.error, None) if not a.ok else (a.seed_widths, None, a.params)
         if len(self._memo) >= 16:  # an iteration's proposals at most; older ones are not asked again
             self._memo.clear()
         self._memo[code] = res
@@ -219,21 +220,20 @@ def from_table(space: str, out: str, sample: int = 0, seed: int = 0, path: str |
     vers = versions()
     pool = WorkerPool(min(2, os.cpu_count() or 1), timeout_s=600)
     try:
-        a = pool.call("mutator.analysis:analyze", {"source": source, "spec": SPEC})
-        if a.get("status") != "ok":
-            raise TableError(f"the {space} seed cannot be analysed: {a.get('error')}")
+        a = analyze(pool, source, SPEC)
+        if not a.ok:
+            raise TableError(f"the {space} seed cannot be analysed: {a.error}")
         chunks = [todo[i:i + 16] for i in range(0, len(todo), 16)]
-        payloads = [{"source": source, "spec": SPEC, "analysis": a, "widths": [widths_of(k, space) for k in c]}
-                    for c in chunks]
+        payloads = [realize_payload(source, SPEC, a, [widths_of(k, space) for k in c]) for c in chunks]
         bar = tqdm(total=len(todo), desc=f"materialising {space}", unit="net", disable=not progress)
         for i, res in pool.imap("mutator.analysis:variants", payloads):
-            for key, r in zip(chunks[i], res.get("results") or [res] * len(chunks[i])):
+            for key, r in zip(chunks[i], variants_of(res, [widths_of(k, space) for k in chunks[i]])):
                 e = table[key]
-                code = r.get("source") or ""
+                code = r.source or ""
                 row = {"id": f"{space}-{key}", "parent": SPACES[space]["seed"], "code": code,
                        "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": widths_of(key, space),
-                       "status": "ok" if r.get("status") == "ok" else "build_error", "error": r.get("error"),
-                       "accuracy": e["mean"] / 100 if r.get("status") == "ok" else None,
+                       "status": "ok" if r.ok else "build_error", "error": r.error,
+                       "accuracy": e["mean"] / 100 if r.ok else None,
                        "flops": e["flops"], "params": e["params"], "latency_ms": None,
                        "device_name": f"table:{space} (rank {rank[key]})", "dataset": "cifar10",
                        "recipe": json.dumps(recipe), "versions": json.dumps(vers),

@@ -127,6 +127,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
     from corpus.build import BuildConfig, Profiler
     from corpus.data import info
     from finetune.prompts import extract_code, goal_met
+    from mutator.calls import validate
     from mutator.sandbox import WorkerPool
 
     size = IMAGE_SIZE[settings["dataset"]]
@@ -148,9 +149,9 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
             sha = hashlib.sha256(code.encode()).hexdigest()
             rec["sha256"] = sha
             rec["same_as_source"] = sha == by_id[pair["source_id"]].get("sha256")
-            v = pool.call("mutator.analysis:validate", {"source": code, "spec": spec})
-            if v.get("status") != "ok":
-                rec["error"] = f"{v.get('status')}: {v.get('error', '')}"[:300]
+            v = validate(pool, code, spec)
+            if not v.ok:
+                rec["error"] = f"{v.status}: {v.error or ''}"[:300]
                 continue
             rec["runs"] = True
             known = by_sha.get(sha) if settings["same_recipe_as_corpus"] else None

@@ -133,7 +133,7 @@ def cmd_check(args) -> int:
                          class_name=args.class_name, divisor=args.divisor, timeout_s=args.timeout_s)
     pool = make_pool(cfg)
     try:
-        a = analyze_seed(pool, source, spec_of(cfg), cfg.divisor, label)
+        a = analyze_seed(pool, source, spec_of(cfg), cfg.divisor, label).raw
     finally:
         pool.close()
     if args.json:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mutator import seeds
+from mutator.calls import realize, realize_payload, variants_of
 from mutator.records import append
 from mutator.literals import SourceError, parse
 
@@ -84,11 +85,14 @@ def make_pool(cfg):
     return WorkerPool(n, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
 
 
-def analyze_seed(pool, source: str, spec: dict, divisor: int, label: str) -> dict:
-    res = pool.call("mutator.analysis:analyze", {"source": source, "spec": spec, "divisor": divisor})
-    if res.get("status") != "ok":
-        raise UserError(f"{label}: {res.get('error') or res.get('status')}")
-    return res
+def analyze_seed(pool, source: str, spec: dict, divisor: int, label: str):
+    """The seed's width analysis (`mutator.calls.Analysis`); a one-line UserError when it fails."""
+    from mutator.calls import analyze
+
+    a = analyze(pool, source, spec, divisor)
+    if not a.ok:
+        raise UserError(f"{label}: {a.error}")
+    return a
 
 
 # -- manifest -----------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def generate(cfg: GenerateConfig, progress: bool = True, pool=None, analysis: di
     pool = pool or make_pool(cfg)
     try:
         analysis = analysis or analyze_seed(pool, source, spec, cfg.divisor, parent)
-        groups = analysis["groups"]
+        groups = analysis.groups
         if not groups:
             raise UserError(f"{parent}: no width literals found ({_frozen_summary(analysis)})")
         if cfg.width_choices is not None and len(cfg.width_choices) != len(groups):
@@ -162,18 +166,20 @@ def generate(cfg: GenerateConfig, progress: bool = True, pool=None, analysis: di
             pool.close()
 
 
-def _frozen_summary(analysis: dict) -> str:
-    if analysis["frozen"]:
-        f = analysis["frozen"][0]
+def _frozen_summary(analysis) -> str:
+    """Why an analysis found no widths (an Analysis or its raw dict)."""
+    a = getattr(analysis, "raw", analysis)
+    if a.get("frozen"):
+        f = a["frozen"][0]
         return f"line {f['line']}: {f['reason']}"
-    kinds = [l for l in analysis["literals"] if l["value"] >= analysis["divisor"]]
-    return f"{len(kinds)} integer literals >= {analysis['divisor']}, none sets a layer's output channels"
+    kinds = [l for l in a["literals"] if l["value"] >= a["divisor"]]
+    return f"{len(kinds)} integer literals >= {a['divisor']}, none sets a layer's output channels"
 
 
 def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) -> dict:
     from tqdm import tqdm
 
-    seed_widths = analysis["seed_widths"]
+    seed_widths = analysis.seed_widths
     seen = {tuple(r["widths"]) for r in existing if r.get("parent") == parent}
     seen.add(tuple(seed_widths))
     rng = random.Random(cfg.rng_seed)
@@ -187,7 +193,7 @@ def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) ->
             need = cfg.num - counts["written"]
             batch = []
             for _ in range(max(8, 2 * need) * 20):
-                w = tuple(sample_widths(rng, analysis["groups"], cfg))
+                w = tuple(sample_widths(rng, analysis.groups, cfg))
                 if w in seen:
                     counts["duplicate_draws"] += 1
                     continue
@@ -200,24 +206,22 @@ def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) ->
                 continue
             chunk = max(1, min(8, len(batch) // max(1, pool.size)))
             chunks = [batch[i:i + chunk] for i in range(0, len(batch), chunk)]
-            payloads = [{"source": source, "spec": spec, "analysis": analysis, "widths": c} for c in chunks]
+            payloads = [realize_payload(source, spec, analysis, c) for c in chunks]
             before = counts["written"]
             for i, res in pool.imap("mutator.analysis:variants", payloads, timeout_s=cfg.timeout_s):
-                results = res.get("results") if res.get("status") == "ok" else [res] * len(chunks[i])
-                for r in results:
-                    status = r.get("status", "crash")
-                    if status != "ok":
-                        key = "invalid" if status in ("invalid", "error") else status
+                for r in variants_of(res, chunks[i]):
+                    if not r.ok:
+                        key = "invalid" if r.status in ("invalid", "error") else r.status
                         counts[key] = counts.get(key, 0) + 1
-                        msg = (r.get("error") or "")[:120]
+                        msg = (r.error or "")[:120]
                         errors[msg] = errors.get(msg, 0) + 1
                         continue
                     if counts["written"] >= cfg.num:
                         continue
-                    text = r["source"]
+                    text = r.source
                     sha = hashlib.sha256(text.encode()).hexdigest()
                     row = {"id": f"{stem}-{sha[:10]}", "parent": parent, "file": f"{stem}-{sha[:10]}.py",
-                           "widths": r["widths"], "seed_widths": seed_widths, "params": r["params"],
+                           "widths": r.widths, "seed_widths": seed_widths, "params": r.params,
                            "sha256": sha, "in_shape": spec["in_shape"], "classes": spec["classes"],
                            "class_name": spec["class_name"]}
                     _write_variant(out, row, text)
@@ -229,7 +233,7 @@ def _fill(cfg, pool, parent, source, spec, analysis, existing, out, progress) ->
         bar.close()
     counts["exhausted"] = counts["written"] < cfg.num
     counts["top_errors"] = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
-    counts["widths"] = len(analysis["groups"])
+    counts["widths"] = len(analysis.groups)
     counts["out"] = str(out)
     return counts
 
@@ -242,15 +246,13 @@ def apply_widths(cfg: GenerateConfig, widths: list[int], out_file: str, pool=Non
     pool = pool or make_pool(cfg)
     try:
         analysis = analyze_seed(pool, source, spec, cfg.divisor, parent)
-        groups = analysis["groups"]
+        groups = analysis.groups
         if len(widths) != len(groups):
-            raise UserError(f"{parent} has {len(groups)} widths ({','.join(map(str, analysis['seed_widths']))}), "
+            raise UserError(f"{parent} has {len(groups)} widths ({','.join(map(str, analysis.seed_widths))}), "
                             f"--widths gives {len(widths)}")
-        res = pool.call("mutator.analysis:variants",
-                        {"source": source, "spec": spec, "analysis": analysis, "widths": [list(widths)]})
-        r = res["results"][0] if res.get("status") == "ok" else res
-        if r.get("status") != "ok":
-            raise UserError(f"widths {','.join(map(str, widths))} do not give a valid model: {r.get('error')}")
+        r = realize(pool, source, spec, analysis, [list(widths)])[0]
+        if not r.ok:
+            raise UserError(f"widths {','.join(map(str, widths))} do not give a valid model: {r.error}")
     finally:
         if own_pool:
             pool.close()
@@ -258,7 +260,7 @@ def apply_widths(cfg: GenerateConfig, widths: list[int], out_file: str, pool=Non
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(r["source"])
+    tmp.write_text(r.source)
     os.replace(tmp, path)
-    return {"file": str(path), "params": r["params"], "widths": list(widths),
-            "seed_widths": analysis["seed_widths"]}
+    return {"file": str(path), "params": r.params, "widths": list(widths),
+            "seed_widths": analysis.seed_widths}

@@ -205,28 +205,26 @@ class RandomProposer:
         import hashlib
         import random
 
+        from mutator.calls import analyze, realize
         from mutator.generate import GenerateConfig, sample_widths
 
         key = hashlib.sha256(best_code.encode()).hexdigest()
         if key not in self._analysis:
-            res = self.pool.call("mutator.analysis:analyze", {"source": best_code, "spec": self.spec})
-            self._analysis[key] = res
+            self._analysis[key] = analyze(self.pool, best_code, self.spec)
         a = self._analysis[key]
-        if a.get("status") != "ok" or not a["groups"]:
-            return {"prompt": None, "raw": None, "code": None, "error": a.get("error", "no widths")}
+        if not a.ok or not a.groups:
+            return {"prompt": None, "raw": None, "code": None, "error": a.error or "no widths"}
         rng = random.Random(seed)
         cfg = GenerateConfig(min_factor=0.5, max_factor=1.5,
                              width_choices=tuple(map(tuple, self.width_choices)) if self.width_choices else None)
-        if cfg.width_choices and len(cfg.width_choices) != len(a["groups"]):
+        if cfg.width_choices and len(cfg.width_choices) != len(a.groups):
             return {"prompt": None, "raw": None, "code": None,
-                    "error": f"{len(a['groups'])} widths, the benchmark space has {len(cfg.width_choices)}"}
+                    "error": f"{len(a.groups)} widths, the benchmark space has {len(cfg.width_choices)}"}
         for _ in range(20):
-            widths = sample_widths(rng, a["groups"], cfg)
-            if widths == a["seed_widths"]:
+            widths = sample_widths(rng, a.groups, cfg)
+            if widths == a.seed_widths:
                 continue
-            res = self.pool.call("mutator.analysis:variants",
-                                 {"source": best_code, "spec": self.spec, "analysis": a, "widths": [widths]})
-            r = res["results"][0] if res.get("status") == "ok" else res
-            if r.get("status") == "ok":
-                return {"prompt": None, "raw": f"widths {widths}", "code": r["source"]}
+            r = realize(self.pool, best_code, self.spec, a, [widths])[0]
+            if r.ok:
+                return {"prompt": None, "raw": f"widths {widths}", "code": r.source}
         return {"prompt": None, "raw": None, "code": None, "error": "no valid random variant in 20 draws"}

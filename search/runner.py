@@ -43,18 +43,18 @@ def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, prec
     variants of it (width factors 0.5-1.5, the random proposer's range), measured by the pre-check."""
     import random
 
+    from mutator.calls import analyze, realize
     from mutator.generate import GenerateConfig, sample_widths
     from search.pareto import quantile_edges
 
-    a = pool.call("mutator.analysis:analyze", {"source": seed_code, "spec": spec})
-    if a.get("status") != "ok" or not a.get("groups"):
-        raise SearchError(f"cannot partition the seed's space ({a.get('error', 'no widths found')}); pass --bin-edges")
+    a = analyze(pool, seed_code, spec)
+    if not a.ok or not a.groups:
+        raise SearchError(f"cannot partition the seed's space ({a.error or 'no widths found'}); pass --bin-edges")
     rng = random.Random(cfg.rng_seed)
     gcfg = GenerateConfig(min_factor=0.5, max_factor=1.5,
                           width_choices=tuple(map(tuple, width_choices)) if width_choices else None)
-    widths = [sample_widths(rng, a["groups"], gcfg) for _ in range(cfg.bin_samples)]
-    res = pool.call("mutator.analysis:variants", {"source": seed_code, "spec": spec, "analysis": a, "widths": widths})
-    sources = [seed_code] + [r["source"] for r in res.get("results", []) if r.get("status") == "ok"]
+    widths = [sample_widths(rng, a.groups, gcfg) for _ in range(cfg.bin_samples)]
+    sources = [seed_code] + [v.source for v in realize(pool, seed_code, spec, a, widths) if v.ok]
     values = [precheck(src).get(cfg.partition_metric) for src in sources]
     edges = quantile_edges(values, cfg.bins)
     if len(set(edges)) < len(edges):
