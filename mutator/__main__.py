@@ -5,6 +5,7 @@
     python -m mutator seeds                          # built-in seeds and their parameter counts
     python -m mutator check model.py                 # the width literals found, and what they drive
     python -m mutator apply --seed vgg-small --widths 48,32,96,128,64 --out v.py
+    python -m mutator repair broken.py --out fixed.py   # make the layers follow the widths you set
 """
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="model file (.py) or built-in seed name")
     _model_args(c)
     c.add_argument("--json", action="store_true", help="print the full analysis as JSON")
+    r = sub.add_parser("repair", help="fix the layers that must follow the widths set in a file")
+    r.add_argument("file", help="model file (.py) whose layers disagree on channel counts")
+    r.add_argument("--out", required=True, help="file to write the repaired model to")
+    r.add_argument("--parent", default=None,
+                   help="the file before the edit: literals that differ from it are never changed")
+    _model_args(r)
     return parser
 
 
@@ -163,7 +170,30 @@ def cmd_check(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "apply": cmd_apply, "seeds": cmd_seeds, "check": cmd_check}
+def cmd_repair(args) -> int:
+    from mutator.generate import GenerateConfig, UserError, make_pool, resolve_seed, spec_of
+    from mutator.repair import repair, write_result
+
+    label, source = resolve_seed(args.file)
+    parent = resolve_seed(args.parent)[1] if args.parent else None
+    cfg = GenerateConfig(seed=args.file, in_shape=args.in_shape, classes=args.classes,
+                         class_name=args.class_name, divisor=args.divisor, timeout_s=args.timeout_s, workers=1)
+    pool = make_pool(cfg)
+    try:
+        res = repair(source, spec_of(cfg), pool=pool, parent=parent, divisor=cfg.divisor, timeout_s=cfg.timeout_s)
+    finally:
+        pool.close()
+    if res.status == "failed":
+        raise UserError(f"{label}: {res.summary()}")
+    write_result(res, args.out)
+    print(f"{label}: {res.summary() if res.status == 'unchanged' else f'repaired {len(res.changes)} literal(s)'}; wrote {args.out}")
+    for c in res.changes:
+        print(f"  {c}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "apply": cmd_apply, "seeds": cmd_seeds, "check": cmd_check,
+            "repair": cmd_repair}
 
 
 def main(argv=None) -> int:

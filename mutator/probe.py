@@ -271,6 +271,9 @@ def forward(model: nn.Module, spec: dict, device: str = "meta", record: bool = T
     try:
         with torch.no_grad():
             out = first_tensor(model(x))
+    except BaseException as exc:
+        exc.nasforge_mismatches = rec.mismatches  # what the hooks saw before it failed
+        raise
     finally:
         for h in handles:
             h.remove()
@@ -279,12 +282,14 @@ def forward(model: nn.Module, spec: dict, device: str = "meta", record: bool = T
     return list(out.shape), rec.mismatches
 
 
-def trial(source: str, spec: dict, device: str = "meta") -> dict:
+def trial(source: str, spec: dict, device: str = "meta", keep_mismatches: bool = False) -> dict:
     """Execute, build and forward one source. Never raises for problems in the model code.
 
     Returns {"stage": "ok"|"load"|"build"|"forward", "error", "table", "out_shape",
     "mismatches", "params"}. `stage` names how far it got without an exception; "ok" still may
-    carry mismatches (the hooks patched them over) or a wrong output shape.
+    carry mismatches (the hooks patched them over) or a wrong output shape. With keep_mismatches,
+    a forward pass that fails also reports the mismatches recorded before it failed (the repair
+    solves them first: a residual add after a mismatched BatchNorm fails only because of it).
     """
     from mutator.worker import short_error
 
@@ -303,4 +308,6 @@ def trial(source: str, spec: dict, device: str = "meta") -> dict:
         res["error"] = str(exc)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # model code: anything goes
         res["error"] = short_error(exc)
+        if keep_mismatches and res["stage"] == "forward":
+            res["mismatches"] = list(getattr(exc, "nasforge_mismatches", None) or [])
     return res
