@@ -38,8 +38,7 @@ COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accur
            "zc_error"]  # the zc_* names are corpus.zerocost.COLUMNS
 
 
-class CorpusError(Exception):
-    """Bad input: printed as one line, exit code 2."""
+from corpus.errors import CorpusError  # noqa: E402  (defined with the package's other errors)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,7 @@ WHERE = {
 }
 
 
-class DataError(Exception):
-    """The data set cannot be found or read; the message says where to put the files."""
+from corpus.errors import DataError  # noqa: E402  (defined with the package's other errors)
 
 
 def cache_dir() -> Path:
