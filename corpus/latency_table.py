@@ -30,7 +30,8 @@ import math
 import os
 from pathlib import Path
 
-from corpus.table import SPACES, SPEC, TableError, key_of, widths_of
+from corpus.errors import TableError
+from corpus.spaces import SPACES, SPEC, key_of, widths_of
 
 
 def _ms(value, path, key) -> float:

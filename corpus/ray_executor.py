@@ -26,7 +26,7 @@ def run_ray(cfg, device: str, jobs):
     try:
         import ray
     except ImportError:
-        from corpus.build import CorpusError
+        from corpus.errors import CorpusError
 
         raise CorpusError("--executor ray needs Ray: pip install 'ray[default]'") from None
     started = False

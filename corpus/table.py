@@ -24,22 +24,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from corpus.errors import TableError  # noqa: F401  (callers import it from here too)
+from corpus.spaces import SPACES, SPEC, key_of, widths_of  # noqa: F401
 from mutator.calls import analyze, realize_payload, variants_of
-
-SPACES = {
-    "cbm-resnet": {"file": "resnet.json", "seed": "cbm-resnet",
-                   "choices": [[64, 128, 192, 256]] * 3 + [[128, 256, 384, 512]] * 4},
-    "cbm-mobilenet": {"file": "mobilenet.json", "seed": "cbm-mobilenet",
-                      "choices": [[32, 64, 96, 128], [192, 384, 576, 768], [192, 384, 576, 768],
-                                  [192, 384, 576, 768], [64, 128, 192, 256], [384, 768, 1152, 1536],
-                                  [256, 512, 768, 1024]]},
-}
-SPEC = {"in_shape": [1, 3, 32, 32], "classes": 10, "class_name": None}
-
-
-class TableError(Exception):
-    pass
-
 
 def table_path(space: str, path: str | None = None) -> Path:
     if space not in SPACES:
@@ -65,14 +52,6 @@ def load_table(path: str) -> dict:
     if not isinstance(data, dict) or not data or "mean" not in next(iter(data.values())):
         raise TableError(f"{path} is not a Channel-Bench-Macro table (entries need 'mean')")
     return data
-
-
-def key_of(widths: list[int], space: str) -> str:
-    return "".join(str(SPACES[space]["choices"][i].index(w) + 1) for i, w in enumerate(widths))
-
-
-def widths_of(key: str, space: str) -> list[int]:
-    return [SPACES[space]["choices"][i][int(c) - 1] for i, c in enumerate(key)]
 
 
 def check_widths(widths: list[int], space: str) -> str | None:

@@ -51,29 +51,6 @@ class EvalConfig:
     timeout_s: float = 600.0
 
 
-def read_adapter(folder: str) -> tuple[dict, dict]:
-    """(adapter_config.json, run_card.json or {}) of a peft adapter folder."""
-    p = Path(folder)
-    if not (p / "adapter_config.json").exists():
-        raise FinetuneError(f"--adapter {folder} is not a peft adapter folder (no adapter_config.json)")
-    try:
-        acfg = json.loads((p / "adapter_config.json").read_text())
-        card = json.loads((p / "run_card.json").read_text()) if (p / "run_card.json").exists() else {}
-    except ValueError as exc:
-        raise FinetuneError(f"--adapter {folder}: unreadable JSON ({exc})") from None
-    return acfg, card
-
-
-def check_adapter_base(acfg: dict, card: dict, model_name: str, base: str, folder: str) -> None:
-    from finetune.models import same_base
-
-    trained_on = acfg.get("base_model_name_or_path") or ""
-    if same_base(trained_on, base) or card.get("base_model", {}).get("name") == model_name:
-        return
-    raise FinetuneError(f"adapter {folder} was trained on {card.get('base_model', {}).get('name') or trained_on}, "
-                        f"not on {model_name} ({base})")
-
-
 def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
     """Data set and recipe to profile answers with: the corpus's, unless flags override."""
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -199,7 +176,7 @@ def main_eval(cfg: EvalConfig) -> int:
         raise FinetuneError("--n and --batch-size must be at least 1")
     if cfg.out and Path(cfg.out).is_dir():
         raise FinetuneError(f"--out {cfg.out} is a folder; give a .json file path")
-    from finetune.models import load_model, load_tokenizer, resolve_model
+    from finetune.models import check_adapter_base, load_model, load_tokenizer, read_adapter, resolve_model
     from finetune.pairs import load_rows
     from finetune.train import load_pairs
 

@@ -18,6 +18,7 @@ A model name is one of
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -183,6 +184,27 @@ def same_base(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+def read_adapter(folder: str) -> tuple[dict, dict]:
+    """(adapter_config.json, run_card.json or {}) of a peft adapter folder."""
+    p = Path(folder)
+    if not (p / "adapter_config.json").exists():
+        raise FinetuneError(f"--adapter {folder} is not a peft adapter folder (no adapter_config.json)")
+    try:
+        acfg = json.loads((p / "adapter_config.json").read_text())
+        card = json.loads((p / "run_card.json").read_text()) if (p / "run_card.json").exists() else {}
+    except ValueError as exc:
+        raise FinetuneError(f"--adapter {folder}: unreadable JSON ({exc})") from None
+    return acfg, card
+
+
+def check_adapter_base(acfg: dict, card: dict, model_name: str, base: str, folder: str) -> None:
+    trained_on = acfg.get("base_model_name_or_path") or ""
+    if same_base(trained_on, base) or card.get("base_model", {}).get("name") == model_name:
+        return
+    raise FinetuneError(f"adapter {folder} was trained on {card.get('base_model', {}).get('name') or trained_on}, "
+                        f"not on {model_name} ({base})")
+
+
 def merge(model_name: str, adapter: str | None, out: str) -> Path:
     """Write `model_name` (with `adapter` merged in, when given) as a plain transformers folder: the
     input of llama.cpp's `convert_hf_to_gguf.py`, vLLM or anything else that serves full models.
@@ -193,8 +215,6 @@ def merge(model_name: str, adapter: str | None, out: str) -> Path:
     base = resolve_model(model_name)
     tok_from = base
     if adapter:
-        from finetune.evaluate import check_adapter_base, read_adapter
-
         acfg, card = read_adapter(adapter)
         check_adapter_base(acfg, card, model_name, base, adapter)
         if (Path(adapter) / "tokenizer_config.json").exists():
