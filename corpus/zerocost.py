@@ -31,9 +31,8 @@ Every None comes with its reason in `zc_error`; a failing proxy never fails the 
   product by double back-propagation). Signed; higher is taken as better, as in Abdelfattah et al.
 - `zc_seconds`: wall time of all proxies together.
 
-API for search screening (untrusted code: call it inside a sandbox worker, e.g. through
-`corpus.build.Profiler` with `BuildConfig(zero_cost_only=True)`, or `WorkerPool.call(
-"corpus.zerocost:score_payload", {"source": ..., "in_shape": [1, 1, 28, 28], "classes": 10})`):
+API for search screening (untrusted code: call it inside a sandbox worker, i.e. through the
+evaluation pipeline, `corpus.pipeline:evaluate` with `"zero_cost": "on"` or `"only"`):
     score_source(source, in_shape, classes, class_name=None, batch=64, seed=0, x=None, y=None) -> dict
       builds the network in this process and returns the proxies plus `params` and `flops`
       (random N(0, 1) images and labels drawn from `seed` unless a batch x, y is given).
@@ -225,13 +224,3 @@ def score_source(source: str, in_shape, classes: int, class_name: str | None = N
         pass
     row.update(scores(model, x, y, seed))
     return row
-
-
-def score_payload(payload: dict) -> dict:
-    """Sandbox-worker handler: `score_source(**payload)`; a failure is a row with status and error."""
-    from mutator.worker import short_error
-
-    try:
-        return {"status": "ok", **score_source(**payload)}
-    except BaseException as exc:  # model code: anything
-        return {"status": "build_error", "error": short_error(exc)}

@@ -200,7 +200,7 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     spaces = {r[1].evaluator for r in runs}
     bench = None
     if len(spaces) == 1 and next(iter(spaces)).startswith("table:"):
-        from corpus.table import TableEvaluator, expected_best_rank, load_table, table_path
+        from corpus.table import expected_best_rank, load_table, table_path
 
         space = next(iter(spaces)).split(":", 1)[1]
         tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
