@@ -533,6 +533,21 @@ def grammar_for(fmt: str, slots=None) -> str | None:
     return None
 
 
+def grammar_logits_processor(tokenizer, grammar: str, vocab_size: int | None = None):
+    """A transformers logits processor that admits only `grammar` (GBNF), for an in-process model
+    (`model.generate(..., logits_processor=[p])`; one processor per generate call, it keeps the
+    parse state). Backed by xgrammar, which runs on CPU (`pip install --no-deps xgrammar
+    apache-tvm-ffi`: its triton requirement is for CUDA kernels only). `vocab_size`: the model's
+    (`model.config.vocab_size`), which may exceed the tokenizer's. ImportError without xgrammar."""
+    try:
+        import xgrammar as xgr
+        from xgrammar.contrib.hf import LogitsProcessor
+    except ImportError as exc:
+        raise ImportError(f"constrained decoding in process needs xgrammar ({exc})") from None
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+    return LogitsProcessor(xgr.GrammarCompiler(info).compile_grammar(grammar))
+
+
 def demo(seed: str = "cbm-resnet") -> None:
     """Print the widths prompt with summary context for a built-in seed (builds it in the sandbox)."""
     from corpus.table import SPACES, SPEC

@@ -268,3 +268,29 @@ def test_slot_is_a_frozen_record():
     s = WidthSlot("w0", 8, (8, 16))
     with pytest.raises(Exception):
         s.value = 9
+
+
+def test_grammars_compile_in_xgrammar(slots):
+    xgr = pytest.importorskip("xgrammar")
+    xgr.Grammar.from_ebnf(widths_gbnf(slots))
+    xgr.Grammar.from_ebnf(diff_gbnf())
+
+
+@pytest.mark.slow
+def test_in_process_generation_under_the_grammar(slots):
+    pytest.importorskip("xgrammar")
+    import torch
+
+    from finetune.formats import grammar_logits_processor
+    from finetune.models import load_model, load_tokenizer, resolve_model
+
+    path = resolve_model("smollm2-135m")
+    tok, model = load_tokenizer(path), load_model(path)
+    ids = tok(tok.apply_chat_template(widths_messages(slots), tokenize=False, add_generation_prompt=True),
+              return_tensors="pt")
+    torch.manual_seed(0)
+    proc = grammar_logits_processor(tok, widths_gbnf(slots), model.config.vocab_size)
+    out = model.generate(**ids, max_new_tokens=40, do_sample=True, temperature=0.7, logits_processor=[proc],
+                         pad_token_id=tok.eos_token_id)
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert parse_widths(text, slots).ok, text
