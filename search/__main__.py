@@ -20,7 +20,11 @@ import sys
 import warnings
 
 
-def make_parser() -> argparse.ArgumentParser:
+UNSET = object()  # the default of every `run` flag in make_parser(defaults=False)
+
+
+def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """defaults=False: `run` flags not written on the command line are left out (see `given_flags`)."""
     from search.loop import SearchConfig
 
     d = SearchConfig()
@@ -83,6 +87,16 @@ def make_parser() -> argparse.ArgumentParser:
                    help="profile (train and measure) | table:cbm-resnet | table:cbm-mobilenet (Channel-Bench-Macro lookup)")
     r.add_argument("--benchmark-file", default=None, help="Channel-Bench-Macro JSON table for --evaluator table:...")
     r.add_argument("--table-noise", action="store_true", help="one training seed's accuracy instead of the mean")
+    r.add_argument("--llm-timeout-s", type=float, default=d.llm_timeout_s,
+                   help="seconds per request to --llm-url / --improver-url")
+    r.add_argument("--llm-retries", type=int, default=d.llm_retries,
+                   help="more tries after a failed request, waiting --llm-backoff-s, then twice as long each time; "
+                        "then the iteration is an llm_error and the run goes on")
+    r.add_argument("--llm-backoff-s", type=float, default=d.llm_backoff_s, help="first wait before a retry")
+    r.add_argument("--max-llm-errors", type=int, default=d.max_llm_errors,
+                   help="consecutive llm_error iterations that end the run (stored; continue with --resume)")
+    if not defaults:
+        r.set_defaults(**{f.name: UNSET for f in dataclasses.fields(SearchConfig)})
     p = sub.add_parser("report", help="plots and a markdown summary of one run")
     p.add_argument("dir")
     c = sub.add_parser("compare", help="compare runs grouped by configuration")
@@ -101,15 +115,20 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args) -> int:
-    from search.loop import SearchConfig, SearchError
+def given_flags(argv) -> set[str]:
+    """The config fields whose `run` flags are written in argv: `--resume` changes only those (a flag
+    left at its argparse default must not count as a change of the stored run)."""
+    ns = make_parser(defaults=False).parse_args(argv)
+    return {k for k, v in vars(ns).items() if v is not UNSET}
+
+
+def cmd_run(args, argv=None) -> int:
+    from search.loop import SearchConfig
     from search.runner import run
 
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     cfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if args.iterations < 0 or args.memory < 1:
-        raise SearchError("--iterations must be >= 0 and --memory >= 1")
-    res = run(cfg, resume=args.resume)
+    res = run(cfg, resume=args.resume, given=given_flags(argv) & fields)
     best, seed = res["best"], res["seed"]
     print(f"{res['iterations']} iterations in {cfg.out}; seed accuracy {100 * seed['accuracy']:.2f}%, "
           f"best {100 * best['accuracy']:.2f}%")
@@ -140,6 +159,18 @@ def cmd_export(args) -> int:
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export}
 
 
+# Libraries whose deprecation and usage notes are noise here; RuntimeWarnings (the sandbox naming
+# what it cannot contain, numerical problems) are never silenced.
+NOISY = r"(transformers|torch|peft|trl|datasets|huggingface_hub|fvcore|iopath|tqdm|matplotlib)(\.|$)"
+
+
+def quiet_library_warnings() -> None:
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=NOISY)
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+
+
 def main(argv=None) -> int:
     from corpus.build import CorpusError
     from corpus.data import DataError
@@ -148,10 +179,11 @@ def main(argv=None) -> int:
     from search.loop import SearchError
     from search.store import StoreError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = make_parser().parse_args(argv)
-    warnings.simplefilter("ignore")
+    quiet_library_warnings()
     try:
-        return COMMANDS[args.command](args)
+        return cmd_run(args, argv) if args.command == "run" else COMMANDS[args.command](args)
     except (SearchError, LLMError, StoreError, CorpusError, DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,10 @@ Interchangeable backends:
 - `OpenAILLM(url, model)`: any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp's server,
   `python -m llama_cpp.server`); an adapter is chosen by model name, as those servers do.
 - `ScriptedLLM(answers)`: a test double that replays answers (a list, or a function of the prompt).
+
+A server that fails a request (HTTP error, dropped connection, time-out, malformed answer) is
+asked again `retries` times, waiting `backoff_s`, then twice as long each time; then `generate`
+raises `LLMServerError`, which the search records as an `llm_error` iteration (the run goes on).
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ import urllib.request
 
 class LLMError(Exception):
     """The backend cannot be used (unknown model, unreachable server): one-line error, exit 2."""
+
+
+class LLMServerError(LLMError):
+    """A request to a working backend failed after its retries: an outcome of one call, not a bad setup."""
 
 
 class ScriptedLLM:
@@ -72,19 +80,25 @@ class TransformersLLM:
         return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-class OpenAILLM:
-    """Chat completions over HTTP (stdlib only). Retries once on a dropped connection."""
+# client errors that asking again cannot fix (a prompt longer than the context, a wrong model name)
+_FINAL_HTTP = frozenset(range(400, 500)) - {408, 429}
 
-    def __init__(self, url: str, model: str, timeout_s: float = 600.0, check: bool = True):
+
+class OpenAILLM:
+    """Chat completions over HTTP (stdlib only): `timeout_s` per request, `retries` more tries after a
+    failure with exponential back-off from `backoff_s` (4xx answers other than 408/429 are not retried)."""
+
+    def __init__(self, url: str, model: str, timeout_s: float = 600.0, check: bool = True, retries: int = 3,
+                 backoff_s: float = 2.0):
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
         self.model = model
-        self.timeout_s = timeout_s
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.name = f"{model}@{url}"
         if check:
             try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=10) as r:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=min(10.0, timeout_s)) as r:
                     json.loads(r.read())
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", exc)
@@ -95,19 +109,44 @@ class OpenAILLM:
                            "max_tokens": max_new_tokens, "seed": seed}).encode()
         req = urllib.request.Request(f"{self.url}/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
-        for attempt in range(2):
+        for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                     data = json.loads(r.read())
                 return data["choices"][0]["message"]["content"] or ""
-            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
-                if attempt == 1:
-                    raise LLMError(f"LLM server error: {type(exc).__name__}: {str(exc)[:160]}") from None
-                time.sleep(1)
+            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+                final = isinstance(exc, urllib.error.HTTPError) and exc.code in _FINAL_HTTP
+                if final or attempt == self.retries:
+                    why = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else \
+                        f"{type(exc).__name__}: {exc}"
+                    raise LLMServerError(f"LLM server {self.url} failed after {attempt + 1} "
+                                         f"tr{'y' if attempt == 0 else 'ies'}: {' '.join(why.split())[:160]}") from None
+                time.sleep(self.backoff_s * 2 ** attempt)
         return ""
 
 
-def make_llm(model: str, adapter: str | None = None, url: str | None = None):
+def check_backend(model: str, adapter: str | None = None, url: str | None = None) -> None:
+    """Cheap checks before a run folder is created: names and folders, nothing loaded."""
+    from pathlib import Path
+
     if url:
-        return OpenAILLM(url, adapter or model)
+        if not url.startswith(("http://", "https://")):
+            raise LLMError(f"--llm-url must start with http:// or https://, not {url!r}")
+        return
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise LLMError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    from finetune.models import ALIASES
+
+    p = Path(model).expanduser()
+    if model in ALIASES or (p.is_dir() and (p / "config.json").is_file()):
+        return
+    if p.exists() or model.startswith((".", "/", "~")) or not (model.count("/") == 1 and all(model.split("/"))):
+        raise LLMError(f"unknown model {model!r}: use {', '.join(ALIASES)}, a local model folder "
+                       "or a Hub id like org/name")
+
+
+def make_llm(model: str, adapter: str | None = None, url: str | None = None, timeout_s: float = 600.0,
+             retries: int = 3, backoff_s: float = 2.0):
+    if url:
+        return OpenAILLM(url, adapter or model, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
     return TransformersLLM(model, adapter)

@@ -91,6 +91,10 @@ class SearchConfig:
     round_size: int = 4
     screen: str = "none"
     screen_keep: float = 0.25
+    llm_timeout_s: float = 600.0  # per request to --llm-url / --improver-url
+    llm_retries: int = 3  # more tries after a failed request, waiting llm_backoff_s, then twice as long each time
+    llm_backoff_s: float = 2.0
+    max_llm_errors: int = 3  # consecutive llm_error iterations that end the run (continue it with --resume)
 
     @property
     def partition_metric(self) -> str:
@@ -113,6 +117,11 @@ class SearchConfig:
         if self.llm == "random":
             return "random"
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"
+
+
+# What `--resume` may change: budgets and where things are, never what decides the search's results.
+RESUMABLE = frozenset({"iterations", "time_budget_s", "benchmark_file", "data_dir", "llm_url", "improver_url",
+                       "llm_timeout_s", "llm_retries", "llm_backoff_s", "max_llm_errors"})
 
 
 def goal_of(cfg: SearchConfig) -> dict:
@@ -143,6 +152,20 @@ PRE_KEYS = ("flops", "params", "latency_ms", "latency_device", "zc_score", "zc_s
 def check_config(cfg: SearchConfig) -> None:
     from search.pareto import HW_METRICS
 
+    if cfg.iterations < 0 or cfg.memory < 1:
+        raise SearchError("--iterations must be >= 0 and --memory >= 1")
+    if cfg.evaluator != "profile" and not cfg.evaluator.startswith("table:"):
+        raise SearchError(f"--evaluator must be profile or table:SPACE, not {cfg.evaluator!r}")
+    table = cfg.evaluator.startswith("table:")
+    for name, value in (("--benchmark-file", cfg.benchmark_file), ("--table-noise", cfg.table_noise)):
+        if value and not table:
+            raise SearchError(f"{name} belongs to a benchmark table: it needs --evaluator table:SPACE")
+    if cfg.latency_column and not cfg.latency_table:
+        raise SearchError("--latency-column names a column of --latency-table, which is not given")
+    if cfg.llm == "random" and (cfg.adapter or cfg.llm_url):
+        raise SearchError("--llm random proposes without an LLM: drop --adapter / --llm-url")
+    if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
+        raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):
         raise SearchError(f"--objective must be accuracy or pareto, not {cfg.objective!r}")
     if cfg.hw_metric not in HW_METRICS or cfg.partition_metric not in HW_METRICS:
@@ -155,6 +178,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError("--screen must be none or zero-cost, and 0 < --screen-keep <= 1")
     if cfg.bins == 1 or cfg.bins < 0 or cfg.round_size < 1:
         raise SearchError("--bins must be 0 (off) or >= 2, and --round-size >= 1")
+    if cfg.bin_edges and len(cfg.bin_edges) != cfg.bins - 1:
+        raise SearchError(f"--bins {cfg.bins} needs {max(cfg.bins - 1, 0)} --bin-edges, not {len(cfg.bin_edges)}")
 
 
 def _pre_failure(pre: dict | None, cfg: SearchConfig) -> dict | None:
@@ -272,7 +297,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
         if rec["status"] == "ok" and cost_of(m, cfg.hw_metric) is not None:
             archive.add({"accuracy": m["accuracy"], "cost": cost_of(m, cfg.hw_metric), "code": rec["code"], "row": m,
                          "pcost": cost_of(m, cfg.partition_metric), "it": rec["it"]})
-        memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
+        if rec["status"] != "llm_error":
+            memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
         if kb_hist and rec["it"] > kb_hist[-1]["after_it"]:
             round_records.append({**x, **m, "status": rec["status"], "error": rec["error"]})
     seen = {fingerprint(seed_code): "the seed network"}  # a repeated network is not trained again
@@ -281,7 +307,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             seen.setdefault(fingerprint(rec["code"]), f"iteration {rec['it']}")
     if done:
         pending = (done[-1]["next_problem"], done[-1]["modification"])
-    start = time.time()
+    start, llm_errors = time.time(), 0
     bar = tqdm(total=cfg.iterations, initial=len(done), desc=f"search {cfg.group}", unit="it", disable=not progress)
     try:
         for it in range(len(done), cfg.iterations):
@@ -312,8 +338,9 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             pick = max(range(len(cands)), key=lambda j: (_rank(cands[j], cfg, b, edges), -j))
             for j, c in enumerate(cands):
                 if j != pick:
-                    why = "screened" if _rank(c, cfg, b, edges)[1] else (_duplicate(c) or _pre_failure(c["pre"], cfg)
-                                                                          or {"status": "no_code"})
+                    why = "screened" if _rank(c, cfg, b, edges)[1] else (
+                        _duplicate(c) or _pre_failure(c["pre"], cfg) or
+                        {"status": c.get("status") or "no_code", "error": c.get("error")})
                     store.add_screened(it, j, {"code": c.get("code"), "raw": c.get("raw"),
                                                "status": why if isinstance(why, str) else why["status"],
                                                "error": None if isinstance(why, str) else why.get("error"),
@@ -321,7 +348,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             prop, pre = cands[pick], cands[pick]["pre"]
             code, profile_s = prop.get("code"), 0.0
             if code is None:
-                row = {"status": "no_code", "error": prop.get("error") or "the answer contains no parseable Python code"}
+                row = {"status": prop.get("status") or "no_code",
+                       "error": prop.get("error") or "the answer contains no parseable Python code"}
             elif _duplicate(prop):
                 row = _duplicate(prop)  # never trained again
             elif _pre_failure(pre, cfg):
@@ -349,14 +377,21 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                 outcome += "; entered the Pareto archive" if entered else "; dominated"
             if b is not None and in_bin is False and row.get("status") == "ok":
                 outcome += f"; outside target bin {b + 1}"
-            memory.add(Triple(problem, instruction, outcome))
-            diag = improver.diagnose(row, parent_row, memory, seed)
+            lost = row.get("status") == "llm_error"
+            llm_errors = llm_errors + 1 if lost else 0
+            if lost:  # nothing was tried: the memory and the pending instruction stay as they are
+                diag = {"problem": problem, "modification": instruction, "raw": None, "source": None}
+            else:
+                memory.add(Triple(problem, instruction, outcome))
+                diag = improver.diagnose(row, parent_row, memory, seed)
             if is_best:
                 best_code, best_row = code, row
             extra = {"bin": b, "in_bin": in_bin, "parent_it": parent["it"], "parent_accuracy": parent_row.get("accuracy"),
                      "parent_cost": cost_of(parent_row, cfg.hw_metric), "parent_params": parent_row.get("params"),
                      "cost": cost, "archive": bool(entered), "kb_version": kb_version if kb is not None else None,
                      "proposals": len(cands)}
+            if diag.get("error"):  # the Prompt Improver's server failed: the rule's diagnosis was used
+                extra["improver_error"] = diag["error"]
             store.add({"it": it, "started": t0, "prompt": prop.get("prompt"), "raw_answer": prop.get("raw"),
                        "code": code, "status": row.get("status"), "error": row.get("error"), "metrics": metrics,
                        "problem": problem, "modification": diag["modification"], "outcome": outcome,
@@ -373,6 +408,9 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             bar.update(1)
             bar.set_postfix(best=f"{100 * best_row['accuracy']:.2f}%", archive=len(archive.entries),
                             last=row.get("status"))
+            if llm_errors >= cfg.max_llm_errors and it + 1 < cfg.iterations:
+                raise SearchError(f"the LLM failed {llm_errors} iterations in a row (last: {row.get('error')}); "
+                                  f"{it + 1} iterations are stored in {cfg.out}: continue with --resume")
     finally:
         bar.close()
     return {"iterations": len(store.iterations()), "best": best_row, "seed": seed_row,

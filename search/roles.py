@@ -73,8 +73,13 @@ class CodeGenerator:
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
 
     def propose(self, best_code, best_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+        from search.llm import LLMServerError
+
         msgs = generator_messages(best_code, best_row, goal, instruction, memory, extra)
-        raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        try:
+            raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        except LLMServerError as exc:  # an outcome of this iteration, not the end of the run
+            return {"prompt": msgs, "raw": None, "code": None, "status": "llm_error", "error": str(exc)}
         return {"prompt": msgs, "raw": raw, "code": extract_code(raw)}
 
 
@@ -159,8 +164,14 @@ class PromptImprover:
         if self.llm is None:
             p, m = rule_diagnosis(row, best)
             return {"problem": p, "modification": m, "raw": None, "source": "rule"}
-        raw = self.llm.generate(self.diagnose_messages(row, best, memory),
-                                temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        from search.llm import LLMServerError
+
+        try:
+            raw = self.llm.generate(self.diagnose_messages(row, best, memory),
+                                    temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+        except LLMServerError as exc:  # no diagnosis this time: the rule's, recorded as such
+            p, m = rule_diagnosis(row, best)
+            return {"problem": p, "modification": m, "raw": None, "source": "llm_error", "error": str(exc)}
         parsed = parse_diagnosis(raw)
         if parsed is None:
             p, m = rule_diagnosis(row, best)
@@ -178,8 +189,14 @@ class PromptImprover:
         user = (f"Current design heuristics:\n{current}\n\nThis round's candidates (change vs their parent):\n"
                 f"{summary}\n\nRewrite the heuristics: keep what the results support, drop or correct what they "
                 f"contradict, add what they show per complexity bin. At most {MAX_ITEMS} lines, each starting with '- '.")
-        raw = self.llm.generate([{"role": "system", "content": KB_SYSTEM}, {"role": "user", "content": user}],
-                                temperature=self.temperature, max_new_tokens=2 * self.max_new_tokens, seed=seed)
+        from search.llm import LLMServerError
+
+        try:
+            raw = self.llm.generate([{"role": "system", "content": KB_SYSTEM}, {"role": "user", "content": user}],
+                                    temperature=self.temperature, max_new_tokens=2 * self.max_new_tokens, seed=seed)
+        except LLMServerError as exc:
+            return {"items": rule_rewrite(items, records), "raw": None, "source": "llm_error", "summary": summary,
+                    "error": str(exc)}
         parsed = parse(raw)
         if parsed is None:
             return {"items": rule_rewrite(items, records), "raw": raw, "source": "rule-fallback", "summary": summary}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from search.loop import SearchConfig, SearchError, check_config, config_dict, run_loop
-from search.store import RunStore
+from search.loop import RESUMABLE, SearchConfig, SearchError, check_config, config_dict, run_loop
+from search.store import RunStore, StoreError
 
 
 def input_spec(dataset: str) -> dict:
@@ -21,21 +21,117 @@ def input_spec(dataset: str) -> dict:
     return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": None}
 
 
-def open_store(cfg: SearchConfig, resume: bool) -> tuple[RunStore, SearchConfig]:
-    out = Path(cfg.out)
-    if resume:
-        store = RunStore(out, create=False)
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def stored_config(saved: dict) -> SearchConfig:
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    cfg = {k: v for k, v in saved.items() if k in fields}
+    if cfg.get("bin_edges") is not None:  # a JSON list in the store
+        cfg["bin_edges"] = tuple(cfg["bin_edges"])
+    return SearchConfig(**cfg)
+
+
+def resume_store(cfg: SearchConfig, given: set[str] | None = None) -> tuple[RunStore, SearchConfig]:
+    """The stored run in cfg.out and its config with the given fields applied.
+
+    given: the fields the user set (the CLI's flags written on the command line, not argparse's
+    defaults); None: every field of cfg. A given field that differs from the stored config is applied
+    if it is in RESUMABLE, or if the run never got past its start (nothing depends on the old value
+    yet); otherwise the resume is refused, naming the flag and both values. The store keeps the result."""
+    store = RunStore(cfg.out, create=False)
+    try:
         saved = store.meta("config")
         if saved is None:
-            raise SearchError(f"{out} is not a search run (no stored config)")
-        saved["iterations"] = max(saved["iterations"], cfg.iterations) if cfg.iterations != SearchConfig().iterations \
-            else saved["iterations"]
-        return store, SearchConfig(**saved)
-    if (out / "run.sqlite").exists():
+            raise SearchError(f"{cfg.out} is not a search run (no stored config)")
+        old = stored_config(saved)
+        started = store.started()
+        names = [f.name for f in dataclasses.fields(SearchConfig)] if given is None else sorted(given)
+        changes = {"out": cfg.out}
+        for name in names:
+            if name == "out" or not hasattr(old, name) or getattr(cfg, name) == getattr(old, name):
+                continue
+            if started and name not in RESUMABLE:
+                raise SearchError(f"{_flag(name)} {getattr(cfg, name)} differs from the stored run's "
+                                  f"{getattr(old, name)}: a resumed run keeps it (resume without it, or start "
+                                  f"another --out)")
+            changes[name] = getattr(cfg, name)
+        new = dataclasses.replace(old, **changes)
+        check_config(new)
+        store.set_meta("config", config_dict(new))
+        return store, new
+    except BaseException:
+        store.close()
+        raise
+
+
+def check_new_out(out: Path) -> None:
+    """A new run may go into a missing or empty-of-runs folder; a store that never got past its start
+    (a failed start before this check existed) is replaced."""
+    if out.exists() and not out.is_dir():
+        raise SearchError(f"--out {out} is a file, not a folder")
+    if not (out / "run.sqlite").exists():
+        return
+    try:
+        store = RunStore(out, create=False)
+    except StoreError as exc:
+        raise SearchError(f"{out} holds a corrupt run store: {exc}; move it away or pick another --out") from None
+    try:
+        started = store.started()
+    finally:
+        store.close()
+    if started:
         raise SearchError(f"{out} already holds a run: add --resume to continue it, or pick another --out")
-    store = RunStore(out)
+    (out / "run.sqlite").unlink()
+
+
+def new_store(cfg: SearchConfig) -> RunStore:
+    store = RunStore(cfg.out)
     store.set_meta("config", config_dict(cfg))
-    return store, cfg
+    return store
+
+
+def discard_unstarted(store: RunStore, made_folder: bool) -> None:
+    """Remove the store of a start that failed (nothing profiled, nothing stored): the fixed command can
+    use the same --out."""
+    if store.started():
+        return
+    store.close()
+    store.path.unlink(missing_ok=True)
+    if made_folder:
+        try:
+            store.folder.rmdir()  # only if empty
+        except OSError:
+            pass
+
+
+def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
+    """Cheap checks of everything a start needs, before any folder exists (errors: one line each)."""
+    from search.llm import check_backend
+
+    input_spec(cfg.dataset)
+    if cfg.evaluator.startswith("table:"):
+        from corpus.table import TableError, load_table, table_path
+
+        try:
+            load_table(str(table_path(cfg.evaluator.split(":", 1)[1], cfg.benchmark_file)))
+            if cfg.latency_table:
+                from corpus.latency_table import load as load_latency
+
+                load_latency(cfg.latency_table, cfg.latency_column)
+        except TableError as exc:
+            raise SearchError(str(exc)) from None
+    if cfg.latency_device == "cuda" and cfg.needs_precheck:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SearchError("--latency-device cuda, but CUDA is not available here")
+    if cfg.llm != "random" and not llm_given:
+        check_backend(cfg.llm, cfg.adapter, cfg.llm_url)
+    if cfg.llm != "random" and cfg.improver_llm != "rule" and not improver_given and \
+            (cfg.improver_llm or cfg.improver_adapter or cfg.improver_url):
+        check_backend(cfg.improver_llm or cfg.llm, cfg.improver_adapter, cfg.improver_url or cfg.llm_url)
 
 
 def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, precheck, width_choices=None) -> list[float]:
@@ -74,27 +170,37 @@ def _with_table_latency(check, ev):
 
 
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
-        progress: bool = True, precheck=None) -> dict:
-    """precheck: a function source -> pre-check row (tests pass a fake); built here when needed."""
+        progress: bool = True, precheck=None, given: set[str] | None = None) -> dict:
+    """precheck: a function source -> pre-check row (tests pass a fake); built here when needed.
+    given: on resume, the config fields the user set (see `resume_store`; None: all of cfg).
+
+    Everything a start needs is checked and built before the run folder is created; a start that
+    fails before the seed network is profiled removes the store it created, so the fixed command can
+    use the same --out."""
     from corpus.build import BuildConfig, Profiler, versions
     from mutator.generate import resolve_seed
     from search.llm import make_llm
     from search.roles import CodeGenerator, PromptImprover, RandomProposer
 
     check_config(cfg)
-    store, cfg = open_store(cfg, resume)
+    store, created = None, False
+    if resume:
+        store, cfg = resume_store(cfg, given)
+    else:
+        check_new_out(Path(cfg.out))
+    made_folder = not Path(cfg.out).exists()
     closers = []
     try:
+        validate(cfg, llm is not None, improver_llm is not None)
         table_space = cfg.evaluator.split(":", 1)[1] if cfg.evaluator.startswith("table:") else None
-        if cfg.evaluator != "profile" and table_space is None:
-            raise SearchError(f"--evaluator must be profile or table:SPACE, not {cfg.evaluator!r}")
-        seed_name = cfg.seed
-        if table_space and cfg.seed == SearchConfig().seed:
-            from corpus.table import SPACES
+        seed_code = store.meta("seed_code") if store else None
+        if seed_code is None:
+            seed_name = cfg.seed
+            if table_space and cfg.seed == SearchConfig().seed:
+                from corpus.table import SPACES
 
-            seed_name = SPACES.get(table_space, {}).get("seed", cfg.seed)
-        _, seed_code = resolve_seed(seed_name)
-        seed_code = store.meta("seed_code", seed_code)
+                seed_name = SPACES.get(table_space, {}).get("seed", cfg.seed)
+            _, seed_code = resolve_seed(seed_name)
         spec = input_spec(cfg.dataset)
         width_choices, ev = None, None
         if evaluate is None and table_space:
@@ -116,18 +222,14 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                                         seed=cfg.rng_seed))
             closers.append(prof.close)
             evaluate = prof.profile
+        stored_edges = store.meta("bin_edges") if store else None
         pool = None
-        if cfg.llm == "random" or (cfg.bins >= 2 and store.meta("bin_edges") is None and not cfg.bin_edges):
+        if cfg.llm == "random" or (cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges):
             from mutator.sandbox import WorkerPool
 
             pool = WorkerPool(1, timeout_s=300)
             closers.append(pool.close)
         if precheck is None and cfg.needs_precheck:
-            if cfg.latency_device == "cuda":
-                import torch
-
-                if not torch.cuda.is_available():
-                    raise SearchError("--latency-device cuda, but CUDA is not available here")
             from search.precheck import PreChecker
 
             timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
@@ -137,34 +239,43 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             precheck = pc.check
             if cfg.latency_table and ev is not None:  # looked up, not measured here
                 precheck = _with_table_latency(pc.check, ev)
-        edges = store.meta("bin_edges")
+        edges = stored_edges
         if edges is None and cfg.bins >= 2:
             edges = sorted(cfg.bin_edges) if cfg.bin_edges else \
                 seed_variant_edges(cfg, seed_code, spec, pool, precheck, width_choices)
             if len(edges) != cfg.bins - 1:
                 raise SearchError(f"--bins {cfg.bins} needs {cfg.bins - 1} --bin-edges, not {len(edges)}")
-            store.set_meta("bin_edges", edges)
         if cfg.llm == "random":
             proposer = RandomProposer(spec, pool, cfg.rng_seed, width_choices)
             improver = PromptImprover(None)
         else:
-            llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url)
+            server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}
+            llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
             proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens)
             if cfg.improver_llm == "rule":
                 improver = PromptImprover(None)
             elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter or cfg.improver_url:
                 improver = PromptImprover(improver_llm or make_llm(cfg.improver_llm or cfg.llm, cfg.improver_adapter,
-                                                                   cfg.improver_url or cfg.llm_url),
+                                                                   cfg.improver_url or cfg.llm_url, **server),
                                           shot=cfg.improver_example)
             else:
                 improver = PromptImprover(llm, shot=cfg.improver_example)
-        if not resume:
+        if store is None:
+            store, created = new_store(cfg), True
+        if edges is not None and stored_edges is None:
+            store.set_meta("bin_edges", edges)
+        if not store.started():
             store.set_meta("versions", versions())
         return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges)
+    except BaseException:
+        if created:
+            discard_unstarted(store, made_folder)
+        raise
     finally:
         for close in closers:
             close()
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def load_extras(folder: str) -> dict:
@@ -182,8 +293,6 @@ def load_run(folder: str) -> tuple[SearchConfig, list[dict], dict]:
         saved = store.meta("config")
         if saved is None:
             raise SearchError(f"{folder} is not a search run (no stored config)")
-        fields = {f.name for f in dataclasses.fields(SearchConfig)}
-        cfg = SearchConfig(**{k: v for k, v in saved.items() if k in fields})
-        return cfg, store.iterations(), store.meta("seed_row") or {}
+        return stored_config(saved), store.iterations(), store.meta("seed_row") or {}
     finally:
         store.close()

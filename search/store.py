@@ -43,21 +43,52 @@ class StoreError(Exception):
 
 
 class RunStore:
+    """create=False opens an existing store only: a missing, empty (0-byte) or foreign SQLite file
+    (no `meta` table, or tables of another shape) is a StoreError, and the file is left untouched."""
+
     def __init__(self, folder: str | Path, create: bool = True):
         self.folder = Path(folder)
         self.path = self.folder / "run.sqlite"
-        if not create and not self.path.exists():
-            raise StoreError(f"{folder} is not a search run (no run.sqlite)")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise StoreError(f"{folder} is a file, not a run folder")
+        if not create:
+            if not self.path.is_file():
+                raise StoreError(f"{folder} is not a search run (no run.sqlite)")
+            if self.path.stat().st_size == 0:
+                raise StoreError(f"{self.path} is empty (0 bytes): not a run store")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path)
+            if not create:
+                self._check_shape()
             self.db.executescript(SCHEMA)
             have = {r[1] for r in self.db.execute("PRAGMA table_info(iterations)")}
             if "extra" not in have:  # a store from before the multi-objective search
                 with self.db:
                     self.db.execute("ALTER TABLE iterations ADD COLUMN extra TEXT")
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "db"):
+                self.db.close()
             raise StoreError(f"{self.path} is not a readable run store ({exc})") from None
+
+    def _check_shape(self) -> None:
+        """Every store has `meta` (key, value); its other tables are added when missing (older stores)."""
+        def columns(table: str) -> set[str]:
+            return {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+
+        meta = columns("meta")
+        problem = "no meta table" if not meta else \
+            "its meta table has other columns" if not {"key", "value"} <= meta else \
+            "its iterations table has other columns" if columns("iterations") and \
+            not set(COLUMNS) - {"extra"} <= columns("iterations") else None
+        if problem:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a run store ({problem})")
+
+    def started(self) -> bool:
+        """Whether the run got past its start: the seed network is profiled, or an iteration is stored."""
+        return self.meta("seed_row") is not None or \
+            self.db.execute("SELECT 1 FROM iterations LIMIT 1").fetchone() is not None
 
     def set_meta(self, key: str, value) -> None:
         with self.db:

@@ -1,5 +1,6 @@
 """The search loop with scripted test doubles (LLM, evaluator), its store, report and compare,
 and the CLI against a real HTTP server process on loopback."""
+import dataclasses
 import json
 import re
 import subprocess
@@ -215,3 +216,238 @@ def test_cli_run_over_http_server_with_real_profiler(tmp_path):
     broken.write_text(TINY_VGG.replace("nn.Linear(32,", "nn.Linear(31,"))
     assert_one_line_error(run_module("search", "run", "--llm", "random", "--seed", broken, "--out", tmp_path / "z",
                                      "--train-limit", 256), "seed network does not profile")
+
+
+# -- a failed start leaves nothing behind; --resume applies or refuses changed flags --------------
+
+def test_failed_start_leaves_no_folder_and_the_fixed_command_runs(tmp_path, seed_file):
+    from mutator.generate import UserError
+    from search.loop import SearchError
+
+    out = tmp_path / "r"
+    with pytest.raises(UserError, match="no such file or built-in seed"):  # a typo'd seed
+        run(cfg_for(tmp_path, seed=str(tmp_path / "sed.py")), llm=ScriptedLLM([code_with(24)]),
+            evaluate=fake_evaluate, progress=False)
+    assert not out.exists()
+    with pytest.raises(SearchError, match="no Channel-Bench-Macro table"):  # a missing benchmark table
+        run(cfg_for(tmp_path, evaluator="table:cbm-resnet", benchmark_file=str(tmp_path / "none.json")),
+            llm=ScriptedLLM([code_with(24)]), progress=False)
+    assert not out.exists()
+    (tmp_path / "bad.py").write_text(SEED.replace("WIDTH", "BROKEN"))
+    with pytest.raises(SearchError, match="seed network does not profile"):  # found only after the store exists
+        run(cfg_for(tmp_path, seed=str(tmp_path / "bad.py")), llm=ScriptedLLM([code_with(24)]),
+            evaluate=fake_evaluate, progress=False)
+    assert not out.exists()
+    out.mkdir()  # a folder the user made keeps existing, without a store
+    with pytest.raises(SearchError, match="seed network does not profile"):
+        run(cfg_for(tmp_path, seed=str(tmp_path / "bad.py")), llm=ScriptedLLM([code_with(24)]),
+            evaluate=fake_evaluate, progress=False)
+    assert out.is_dir() and not (out / "run.sqlite").exists()
+    res = run(cfg_for(tmp_path, iterations=2), llm=ScriptedLLM([code_with(24), code_with(32)]),
+              evaluate=fake_evaluate, progress=False)
+    assert res["iterations"] == 2 and load_run(str(out))[0].seed == str(tmp_path / "seed.py")
+
+
+def test_store_of_a_start_that_failed_earlier_is_replaced_or_resumed_with_the_new_flags(tmp_path, seed_file):
+    from search.loop import config_dict
+
+    out = tmp_path / "r"  # what a failed start of an older version left: a config, nothing profiled
+    store = RunStore(out)
+    store.set_meta("config", config_dict(cfg_for(tmp_path, seed="lenett", iterations=5)))
+    store.close()
+    # --resume applies every changed flag: nothing depends on the stored values yet
+    run(cfg_for(tmp_path, iterations=1), resume=True, given={"seed", "iterations"},
+        llm=ScriptedLLM([code_with(24)]), evaluate=fake_evaluate, progress=False)
+    cfg, iters, seed = load_run(str(out))
+    assert cfg.seed == str(tmp_path / "seed.py") and len(iters) == 1 and seed["accuracy"] == 0.16
+    # and a never-started store is replaced by a new run without --resume
+    out2 = tmp_path / "r2"
+    store = RunStore(out2)
+    store.set_meta("config", config_dict(cfg_for(tmp_path, "r2", seed="lenett")))
+    store.close()
+    run(cfg_for(tmp_path, "r2", iterations=1), llm=ScriptedLLM([code_with(24)]), evaluate=fake_evaluate,
+        progress=False)
+    assert load_run(str(out2))[0].seed == str(tmp_path / "seed.py")
+
+
+def test_resume_applies_budget_and_paths_and_refuses_other_changes(tmp_path, seed_file):
+    from search.loop import SearchError
+
+    run(cfg_for(tmp_path, iterations=2), llm=ScriptedLLM([code_with(20), code_with(24)]), evaluate=fake_evaluate,
+        progress=False)
+    with pytest.raises(SearchError, match=r"^--memory 3 differs from the stored run's 5: a resumed run keeps it"):
+        run(cfg_for(tmp_path, iterations=4, memory=3), resume=True, llm=ScriptedLLM([code_with(28)]),
+            evaluate=fake_evaluate, progress=False)
+    # the CLI passes only the flags written on the command line: SearchConfig defaults elsewhere (llm,
+    # seed, memory 5...) are not changes; --iterations 4 and --time-budget-s are applied and stored
+    cli = SearchConfig(out=str(tmp_path / "r"), iterations=4, time_budget_s=3600.0)
+    run(cli, resume=True, given={"out", "iterations", "time_budget_s"}, llm=ScriptedLLM([code_with(28)]),
+        evaluate=fake_evaluate, progress=False)
+    cfg, iters, _ = load_run(str(tmp_path / "r"))
+    assert len(iters) == 4 and cfg.iterations == 4 and cfg.time_budget_s == 3600.0 and cfg.llm == "scripted"
+
+
+def test_cli_resume_names_the_refused_flag_and_counts_only_written_flags(tmp_path, seed_file):
+    from search.__main__ import given_flags
+
+    # --iterations 10 is argparse's default, but written: it counts; unwritten flags never do
+    assert given_flags(["run", "--out", "x", "--resume", "--iterations", "10"]) & {"iterations", "seed", "llm"} \
+        == {"iterations"}
+    run(cfg_for(tmp_path, iterations=1), llm=ScriptedLLM([code_with(20)]), evaluate=fake_evaluate, progress=False)
+    assert_one_line_error(run_module("search", "run", "--out", tmp_path / "r", "--resume", "--seed", "lenet"),
+                          f"--seed lenet differs from the stored run's {tmp_path / 'seed.py'}")
+    assert_one_line_error(run_module("search", "run", "--out", tmp_path / "r", "--llm", "random"),
+                          "already holds a run")
+
+
+def test_cli_out_file_and_corrupt_stores_are_one_line_errors(tmp_path):
+    import sqlite3
+
+    (tmp_path / "afile").write_text("not a folder")
+    assert_one_line_error(run_module("search", "run", "--out", tmp_path / "afile"), "is a file, not a folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "run.sqlite").write_bytes(b"")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    db = sqlite3.connect(foreign / "run.sqlite")
+    db.execute("CREATE TABLE meta (key TEXT)")
+    db.commit()
+    db.close()
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "run.sqlite").write_bytes(b"garbage " * 200)
+    for folder, needle in ((empty, "empty (0 bytes)"), (foreign, "not a run store"), (garbage, "not a")):
+        before = (folder / "run.sqlite").read_bytes()
+        assert_one_line_error(run_module("search", "run", "--out", folder, "--resume"), needle)
+        res = run_module("search", "run", "--out", folder)
+        assert_one_line_error(res, "corrupt run store")
+        assert "already holds a run" not in res.stderr
+        assert (folder / "run.sqlite").read_bytes() == before  # left as it was
+    assert_one_line_error(run_module("search", "report", empty), "empty (0 bytes)")
+
+
+def test_search_cli_silences_library_noise_but_never_runtime_warnings(tmp_path):
+    code = textwrap.dedent("""
+        import sys, warnings
+        import search.__main__ as m
+        def fake_run(args, argv=None):
+            warnings.warn_explicit("sandbox: bubblewrap unavailable; fallback does not contain: x", RuntimeWarning,
+                                   "sandbox.py", 1, module="mutator.sandbox")
+            warnings.warn_explicit("old API", FutureWarning, "modeling.py", 1, module="transformers.modeling_utils")
+            return 0
+        m.cmd_run = m.COMMANDS["run"] = fake_run
+        sys.exit(m.main(["run", "--out", sys.argv[1]]))
+    """)
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "warning: sandbox: bubblewrap unavailable" in res.stderr and "old API" not in res.stderr
+
+
+# -- LLM outages: an iteration outcome, retried with back-off; the run goes on ---------------------
+
+class ScriptedServer:
+    """An OpenAI-compatible server on loopback, in a thread. Each chat request takes the next entry of
+    `script` (the last one repeats): '500' answers HTTP 500, 'close' drops the connection, 'hang'
+    answers nothing until the server closes, anything else is the answer's content."""
+
+    def __init__(self, script):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script, self.times, self.stop = list(script), [], threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "scripted"}]})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.times.append(time.monotonic())
+                step = server.script[min(len(server.times), len(server.script)) - 1]
+                if step == "500":
+                    self._send(500, {"error": "internal"})
+                elif step == "close":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                elif step == "hang":
+                    server.stop.wait(30)
+                else:
+                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": step}}]})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def servers():
+    made = []
+    yield lambda script: made.append(ScriptedServer(script)) or made[-1]
+    for s in made:
+        s.close()
+
+
+FAST = {"llm_timeout_s": 0.5, "llm_retries": 1, "llm_backoff_s": 0.05}
+
+
+def test_failed_requests_are_retried_with_exponential_back_off(tmp_path, seed_file, servers):
+    srv = servers(["500", "close", code_with(24), code_with(32)])
+    cfg = cfg_for(tmp_path, iterations=2, llm_url=srv.url, llm_timeout_s=2.0, llm_retries=2, llm_backoff_s=0.1)
+    run(cfg, evaluate=fake_evaluate, progress=False)
+    _, iters, _ = load_run(str(tmp_path / "r"))
+    assert [r["status"] for r in iters] == ["ok", "ok"] and len(srv.times) == 4
+    assert srv.times[1] - srv.times[0] >= 0.1 and srv.times[2] - srv.times[1] >= 0.2  # doubled
+
+
+@pytest.mark.parametrize("failure", ["500", "close", "hang"])
+def test_lost_llm_server_is_an_iteration_outcome_and_resume_continues(tmp_path, seed_file, servers, failure):
+    from search.loop import SearchError
+
+    dead = servers([code_with(24), failure])
+    cfg = cfg_for(tmp_path, iterations=5, llm_url=dead.url, max_llm_errors=2, **FAST)
+    with pytest.raises(SearchError, match=r"the LLM failed 2 iterations in a row .*3 iterations are stored"):
+        run(cfg, evaluate=fake_evaluate, progress=False)
+    _, iters, seed = load_run(str(tmp_path / "r"))
+    assert [r["status"] for r in iters] == ["ok", "llm_error", "llm_error"] and seed["status"] == "ok"
+    assert "failed after 2 tries" in iters[1]["error"] and iters[1]["prompt"] is not None
+    assert len(dead.times) == 1 + 2 * 2  # one answer, then 2 iterations of 1 try + 1 retry
+    # the instruction and the memory are kept for the next real attempt; the new server is applied on resume
+    assert iters[2]["instruction"] == iters[1]["instruction"] == iters[0]["modification"]
+    alive = servers([code_with(w) for w in (32, 40)])
+    gen = ScriptedLLM([code_with(w) for w in (32, 40)])
+    run(dataclasses.replace(cfg, llm_url=alive.url), resume=True, given={"llm_url"}, llm=gen,
+        evaluate=fake_evaluate, progress=False)
+    stored, iters, _ = load_run(str(tmp_path / "r"))
+    assert [r["status"] for r in iters] == ["ok", "llm_error", "llm_error", "ok", "ok"] and stored.llm_url == alive.url
+    shown = gen.calls[0][1]["content"]
+    assert len(re.findall(r"^\d\. problem: ", shown, re.M)) == 1 and "llm_error" not in shown
+
+
+def test_lost_improver_server_records_a_missing_diagnosis(tmp_path, seed_file, servers):
+    gen, imp = servers([code_with(24), code_with(32)]), servers(["500"])
+    cfg = cfg_for(tmp_path, iterations=2, llm_url=gen.url, improver_url=imp.url, improver_llm=None, **FAST)
+    res = run(cfg, evaluate=fake_evaluate, progress=False)
+    _, iters, _ = load_run(str(tmp_path / "r"))
+    assert res["iterations"] == 2 and [r["status"] for r in iters] == ["ok", "ok"]
+    assert [r["improver_source"] for r in iters] == ["llm_error", "llm_error"]
+    assert "HTTP 500" in iters[0]["extra"]["improver_error"] and iters[0]["improver_raw"] is None
+    assert iters[1]["instruction"] == iters[0]["modification"]  # the rule's diagnosis went on
