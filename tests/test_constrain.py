@@ -70,10 +70,11 @@ class Scripted:
         self.server.server_close()
 
 
-def _chat(url: str, messages, extra: dict) -> str:
-    body = json.dumps({"model": "m", "messages": messages, "temperature": 0.7, "max_tokens": 64, **extra}).encode()
+def _chat(url: str, messages, extra: dict, max_tokens: int = 64, timeout_s: float = 30) -> str:
+    body = json.dumps({"model": "m", "messages": messages, "temperature": 0.7, "max_tokens": max_tokens,
+                       **extra}).encode()
     req = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
         return json.loads(r.read())["choices"][0]["message"]["content"]
 
 
@@ -176,11 +177,16 @@ def test_real_llama_cpp_server_honours_the_grammar(tmp_path):
         req = ConstrainedRequests(url, mode="on")
         assert req.server.kind == "llama-cpp-python"
         slots = width_slots(GROUPS, choices=CHOICES)
-        answers = [_chat(url, widths_messages(slots), {**req.fields("widths", slots), "seed": s}) for s in range(3)]
+        answers = [_chat(url, widths_messages(slots), {**req.fields("widths", slots), "seed": s}, timeout_s=600)
+                   for s in range(3)]
         for a in answers:
             assert parse_answer("widths", a, slots=slots).ok, answers
-        diff = _chat(url, [{"role": "user", "content": "Change nothing in: x = 1"}], req.fields("diff"))
-        assert diff.startswith("<<<<<<< SEARCH\n") and diff.rstrip().endswith(">>>>>>> REPLACE"), diff
+        # the diff envelope: the answer starts with a block and no line but the markers starts with < = >
+        diff = _chat(url, [{"role": "user", "content": "Rename x to y in:\nx = 1\nprint(x)"}],
+                     {**req.fields("diff"), "seed": 0}, max_tokens=96, timeout_s=600)
+        assert diff.startswith("<<<<<<< SEARCH\n"), diff
+        markers = ("<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE")
+        assert all(l in markers or not l.startswith(("<", "=", ">")) for l in diff.splitlines()), diff
     finally:
         server.terminate()
         server.wait(timeout=30)
