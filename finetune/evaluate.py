@@ -1,14 +1,21 @@
-"""Frozen base model vs LoRA adapter on held-out prompts: does the answer hold code, does it run, does it meet the goal?
+"""Frozen base model vs LoRA adapter on held-out prompts: does the answer parse, does it run, does it meet the goal?
 
     python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --corpus corpus_fm --n 10 --out eval.json
+    python -m finetune eval --model smollm2-135m --corpus corpus_fm --answer-format widths,diff,code --n 10
 
 The prompts are the eval split of the corpus pairs (source networks no training prompt showed),
 made with the adapter's own pair settings from its `run_card.json` (seed, eval fraction, pairs per
-parent) so the split matches the one it was trained with. Each model answers greedily; an answer
-may run to `--max-new-tokens` (default: 1.5x the prompt's source tokens + 64, at most 2048).
+parent, answer format and context) so the split matches the one it was trained with.
+`--answer-format` (comma-separated) asks each model in each format named instead; `--context
+summary` applies to the `widths` prompts (the other formats need the source). Each model answers
+greedily; an answer may run to `--max-new-tokens` (default: `widths` 8 tokens per slot + 16; `diff`
+half the prompt's tokens + 128, at most 1024; `code` 1.5x the prompt's tokens + 64, at most 2048).
 
-Three shares per model, each of the prompts asked:
-- code: `extract_code` found Python that parses;
+Shares per model and format, each of the prompts asked (valid-rate = runs, goal-met rate = goal):
+- parsed: the format's parser (`finetune.formats.parse_answer`) accepted the answer, and it became a
+  source file: a `widths` list realised by the mutator from the source network
+  (`mutator.calls.realize`, every coupled layer updated), `diff` blocks applied to the source, a
+  `code` answer's Python that parses (`extract_code`); a failure keeps the parser's reason;
 - runs: that code builds and runs forward at the data set's input shape with the right number of
   classes, in a sandboxed worker (`mutator.analysis:validate`: memory and time limits, no network
   where bubblewrap is available; see `mutator.sandbox` for what it does not cover);
@@ -49,6 +56,8 @@ class EvalConfig:
     eval_fraction: float = 0.1
     seed: int = 0
     timeout_s: float = 600.0
+    answer_format: str = ""  # comma-separated; "": the adapter's (run_card.json), else widths
+    context: str = ""  # "": the adapter's, else source
 
 
 def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
@@ -68,8 +77,18 @@ def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
             "seed": recipe.get("seed", 0), "same_recipe_as_corpus": same}
 
 
-def generate(model, tok, prompts: list[list[dict]], cfg: EvalConfig, desc: str) -> list[str]:
-    """Greedy answers, batched with left padding."""
+def answer_budget(fmt: str, prompt_tokens: int, slots: int = 0) -> int:
+    """New tokens an answer in `fmt` may need (see the module docstring)."""
+    if fmt == "widths":
+        return 8 * slots + 16
+    if fmt == "diff":
+        return min(1024, prompt_tokens // 2 + 128)
+    return min(2048, int(1.5 * prompt_tokens) + 64)
+
+
+def generate(model, tok, prompts: list[list[dict]], cfg: EvalConfig, desc: str, fmt: str = "code",
+             slots: list[int] | None = None) -> list[str]:
+    """Greedy answers, batched with left padding; `slots`: each prompt's number of width slots."""
     import torch
     from tqdm import tqdm
 
@@ -82,9 +101,9 @@ def generate(model, tok, prompts: list[list[dict]], cfg: EvalConfig, desc: str) 
                for m in batch]
         if cfg.max_new_tokens:
             budget = cfg.max_new_tokens
-        else:  # the answer is a whole source file: about as long as the one in the prompt
-            src_tokens = max(len(tok(m[-1]["content"])["input_ids"]) for m in batch)
-            budget = min(2048, int(1.5 * src_tokens) + 64)
+        else:  # a whole file is about as long as the one in the prompt; a width list is short
+            n_slots = max((slots or [0] * len(prompts))[i:i + cfg.batch_size])
+            budget = max(answer_budget(fmt, len(tok(m[-1]["content"])["input_ids"]), n_slots) for m in batch)
         padded = tok.pad({"input_ids": enc}, return_tensors="pt", padding=True)
         with torch.no_grad():
             gen = model.generate(**padded.to(model.device), max_new_tokens=budget, do_sample=False,
@@ -96,39 +115,56 @@ def generate(model, tok, prompts: list[list[dict]], cfg: EvalConfig, desc: str) 
     return out
 
 
+def candidate(fmt: str, text: str, src: dict, net, pool, spec: dict) -> tuple[str | None, str, str | None]:
+    """(source code, status, error) of one answer: parsed with the format's parser, a width list
+    realised from the source network, a diff applied to the source."""
+    from finetune.formats import parse_answer
+    from mutator.calls import realize
+
+    if fmt == "widths":
+        if net is None or not net.ok:
+            return None, "no_slots", f"the source network has no width slots ({net.status if net else 'not analysed'})"
+        ans = parse_answer("widths", text, slots=net.slots)
+        if not ans.ok:
+            return None, ans.status, ans.error
+        v = realize(pool, src["code"], spec, net.analysis, [list(ans.widths)])[0]
+        return (v.source, "ok", None) if v.ok else (None, f"realize_{v.status}", v.error)
+    ans = parse_answer(fmt, text, parent=src["code"])
+    return (ans.code, "ok", None) if ans.ok else (None, ans.status, ans.error)
+
+
 def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, settings: dict, cfg: EvalConfig,
-          desc: str) -> list[dict]:
-    """One record per answer: code found, sandbox check, profile, goal met."""
+          desc: str, fmt: str = "code", nets: dict | None = None) -> list[dict]:
+    """One record per answer: parsed into a candidate, sandbox check, profile, goal met."""
     from tqdm import tqdm
 
     from corpus.build import BuildConfig, Profiler
-    from corpus.data import info
-    from finetune.prompts import extract_code, goal_met
+    from finetune.pairs import spec_for
+    from finetune.prompts import goal_met
     from mutator.calls import validate
     from mutator.sandbox import WorkerPool
 
-    size = IMAGE_SIZE[settings["dataset"]]
-    spec = {"in_shape": [1, info(settings["dataset"])["channels"], size, size],
-            "classes": info(settings["dataset"])["classes"], "class_name": None}
+    spec = spec_for(settings["dataset"])
     recs = []
     profiler = None
     pool = WorkerPool(1, timeout_s=120, memory_mb=6144)
     try:
         for ans, pair in tqdm(list(zip(answers, pairs)), desc=desc, unit="answer"):
             rec = {"source_id": pair["source_id"], "target_id": pair["target_id"], "goal": pair["goal"],
-                   "answer": ans, "code": False, "runs": False, "goal_met": False}
+                   "format": fmt, "answer": ans, "parsed": False, "runs": False, "goal_met": False}
             recs.append(rec)
-            code = extract_code(ans)
+            src = by_id[pair["source_id"]]
+            code, rec["status"], error = candidate(fmt, ans, src, (nets or {}).get(pair["source_id"]), pool, spec)
             if code is None:
-                rec["error"] = "no code in the answer"
+                rec["error"] = f"{rec['status']}: {error or ''}"[:300]
                 continue
-            rec["code"] = True
+            rec["parsed"] = True
             sha = hashlib.sha256(code.encode()).hexdigest()
             rec["sha256"] = sha
-            rec["same_as_source"] = sha == by_id[pair["source_id"]].get("sha256")
+            rec["same_as_source"] = sha == src.get("sha256")
             v = validate(pool, code, spec)
             if not v.ok:
-                rec["error"] = f"{v.status}: {v.error or ''}"[:300]
+                rec["status"], rec["error"] = v.status, f"{v.status}: {v.error or ''}"[:300]
                 continue
             rec["runs"] = True
             known = by_sha.get(sha) if settings["same_recipe_as_corpus"] else None
@@ -142,7 +178,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
                                                     timeout_s=cfg.timeout_s))
                 row, rec["metrics_from"] = profiler.profile(code), "profiled"
             rec["profile"] = {k: row.get(k) for k in ("status", "error", "accuracy", "flops", "params", "latency_ms")}
-            rec["goal_met"] = goal_met(pair["goal"], by_id[pair["source_id"]], row)
+            rec["goal_met"] = goal_met(pair["goal"], src, row)
     finally:
         pool.close()
         if profiler is not None:
@@ -152,21 +188,30 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
 
 def summary(recs: list[dict]) -> dict:
     n = len(recs)
-    return {"prompts": n, **{k: sum(r[k] for r in recs) for k in ("code", "runs", "goal_met")},
-            "copied_source": sum(bool(r.get("same_as_source")) for r in recs)}
+    out = {"prompts": n, **{k: sum(r[k] for r in recs) for k in ("parsed", "runs", "goal_met")},
+           "copied_source": sum(bool(r.get("same_as_source")) for r in recs)}
+    out["valid_rate"] = round(out["runs"] / max(n, 1), 4)
+    out["goal_rate"] = round(out["goal_met"] / max(n, 1), 4)
+    fails: dict[str, int] = {}
+    for r in recs:
+        if not r["runs"]:
+            fails[r["status"]] = fails.get(r["status"], 0) + 1
+    out["failures"] = fails
+    return out
 
 
 def table(results: dict) -> str:
     names = list(results)
-    lines = [f"{'':<22}" + "".join(f"{n:>18}" for n in names)]
+    width = max(18, *(len(n) + 2 for n in names))
+    lines = [f"{'':<22}" + "".join(f"{n:>{width}}" for n in names)]
     n = {k: results[k]["summary"]["prompts"] for k in names}
-    for key, label in (("code", "code extracted"), ("runs", "builds and runs"), ("goal_met", "meets the goal"),
+    for key, label in (("parsed", "answer parsed"), ("runs", "valid (runs)"), ("goal_met", "meets the goal"),
                        ("copied_source", "source copied as is")):
         cells = []
         for k in names:
             v = results[k]["summary"][key]
             cells.append(f"{v}/{n[k]} ({100 * v / max(n[k], 1):.0f}%)")
-        lines.append(f"{label:<22}" + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"{label:<22}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 
@@ -177,41 +222,57 @@ def main_eval(cfg: EvalConfig) -> int:
     if cfg.out and Path(cfg.out).is_dir():
         raise FinetuneError(f"--out {cfg.out} is a folder; give a .json file path")
     from finetune.models import check_adapter_base, load_model, load_tokenizer, read_adapter, resolve_model
-    from finetune.pairs import load_rows
+    from finetune.pairs import check_format, describe_all, load_rows
     from finetune.train import load_pairs
 
     acfg, card = read_adapter(cfg.adapter) if cfg.adapter else ({}, {})
     pc = card.get("config", {})
     pairs_cfg = {k: pc.get(k, getattr(cfg, k)) for k in ("pairs_per_parent", "eval_fraction", "seed")}
+    formats = [f.strip() for f in cfg.answer_format.split(",") if f.strip()] or \
+        [card.get("answer_format") or ("code" if card else "widths")]  # adapters before formats: code
+    context = cfg.context or card.get("context") or "source"
+    for fmt in formats:
+        check_format(fmt, context if fmt == "widths" else "source")
     rows = load_rows(cfg.corpus)
     settings = profile_settings(rows, cfg)
     base = resolve_model(cfg.model)
     if cfg.adapter:
         check_adapter_base(acfg, card, cfg.model, base, cfg.adapter)
-    dd, _ = load_pairs(cfg.corpus, **pairs_cfg)
-    held = dd["eval"]
-    if len(held) == 0:
-        raise FinetuneError(f"corpus {cfg.corpus} gives no held-out eval pairs (too few source networks)")
-    held = held.select(range(min(cfg.n, len(held))))
-    pairs = [{"source_id": r["source_id"], "target_id": r["target_id"], "goal": json.loads(r["goal"])} for r in held]
-    prompts = [r["messages"][:-1] for r in held]
     by_id = {r["id"]: r for r in rows}
     by_sha = {r["sha256"]: r for r in rows if r.get("status") == "ok" and r.get("sha256")}
+    asked = {}  # format -> (pairs, prompts, networks)
+    for fmt in formats:
+        ctx = context if fmt == "widths" else "source"
+        dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx)
+        held = dd["eval"]
+        if len(held) == 0:
+            raise FinetuneError(f"corpus {cfg.corpus} gives no held-out {fmt} eval pairs (too few source networks)")
+        held = held.select(range(min(cfg.n, len(held))))
+        pairs = [{"source_id": r["source_id"], "target_id": r["target_id"], "goal": json.loads(r["goal"])}
+                 for r in held]
+        nets = describe_all([by_id[i] for i in sorted({p["source_id"] for p in pairs})]) if fmt == "widths" else {}
+        asked[fmt] = (pairs, [r["messages"][:-1] for r in held], nets)
 
     tok = load_tokenizer(base)
     model = load_model(base)
     model.eval()
-    answers = {"base": generate(model, tok, prompts, cfg, "base model")}
+    results = {}
+
+    def ask(name, m):
+        for fmt, (pairs, prompts, nets) in asked.items():
+            slots = [len(nets[p["source_id"]].slots) if p["source_id"] in nets else 0 for p in pairs]
+            ans = generate(m, tok, prompts, cfg, f"{name}, {fmt}", fmt, slots)
+            recs = judge(ans, pairs, by_id, by_sha, settings, cfg, f"checking {name} {fmt} answers", fmt, nets)
+            results[f"{name}/{fmt}"] = {"format": fmt, "context": context if fmt == "widths" else "source",
+                                        "summary": summary(recs), "answers": recs}
+
+    ask("base", model)
     if cfg.adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, cfg.adapter)
         model.eval()
-        answers["adapter"] = generate(model, tok, prompts, cfg, "with adapter")
-    results = {}
-    for name, ans in answers.items():
-        recs = judge(ans, pairs, by_id, by_sha, settings, cfg, f"checking {name} answers")
-        results[name] = {"summary": summary(recs), "answers": recs}
+        ask("adapter", model)
     print(table(results))
     if cfg.out:
         keys = ("base_model", "corpus", "steps", "train_loss")

@@ -19,6 +19,21 @@ the same pairs. The eval split holds out whole source networks (`eval_fraction` 
 one): no eval prompt shows a network that any training prompt shows. Eval *targets* may appear in
 training; they are answers there, never prompts.
 
+Answer formats (`--answer-format`, `finetune.formats`; the prompt is `finetune.prompts.prompt_messages`,
+the same function the search renders its prompts with):
+- `widths` (default): the prompt shows the source's width slots (its width analysis, run in the
+  sandbox once per distinct source network: what each slot drives, its value, its allowed values)
+  and the answer is the target's `widths` list (`[64, 128, ...]`). Allowed values are the table
+  space's choices for a Channel-Bench-Macro seed, else the mutator's rule around the built-in
+  seed's widths (`formats.allowed_values`), else around the source's own. With `--context summary`
+  the per-layer table (`formats.summary_text`) replaces the source in the prompt.
+- `diff`: the answer is SEARCH/REPLACE blocks turning the source into the target (`diff_blocks`:
+  only the changed lines, with the fewest context lines that make each SEARCH text unique).
+- `code`: the answer is the complete target file.
+A pair that has no true answer in the chosen format is dropped and counted in `skipped` (a source
+the sandbox cannot analyse, corpus widths that disagree with the analysis, a target width outside
+the allowed values, a diff that does not apply back to the target).
+
 The output is a `datasets.DatasetDict` (train / eval) with columns `messages` (system, user,
 assistant), `goal` (JSON), `source_id`, `target_id`, `seed`; plus `finetune_dataset.json` with the
 config, the corpus fingerprint and the counts.
@@ -26,11 +41,12 @@ config, the corpus fingerprint and the counts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -45,6 +61,31 @@ class DatasetConfig:
     pairs_per_parent: int = 4
     eval_fraction: float = 0.1
     seed: int = 0
+    answer_format: str = "widths"
+    context: str = "source"
+
+
+def check_format(answer_format: str, context: str) -> None:
+    """FinetuneError for an unknown or impossible --answer-format / --context."""
+    from finetune.prompts import check_format as check
+
+    try:
+        check(answer_format, context)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
+
+
+def spec_for(dataset: str | None) -> dict:
+    """The build spec (input shape, classes) of a corpus's data set, as the profiler used it."""
+    from corpus.data import DataError, info
+
+    if not dataset:
+        raise FinetuneError("the corpus does not say which data set it was profiled on")
+    try:
+        d = info(dataset)
+    except DataError as exc:
+        raise FinetuneError(str(exc)) from None
+    return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": None}
 
 
 # -- goals ------------------------------------------------------------------------------------------
@@ -157,13 +198,171 @@ def split_by_source(pairs: list[dict], eval_fraction: float, seed: int) -> tuple
     return ([p for p in pairs if p["source_id"] not in held], [p for p in pairs if p["source_id"] in held])
 
 
-def records(pairs: list[dict], by_id: dict[str, dict]) -> dict[str, list]:
-    from finetune.prompts import answer_message, build_messages
+# -- networks: what a widths prompt shows -------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Network:
+    """One source network as the widths format sees it: its width analysis (`mutator.calls.Analysis`,
+    what `realize` needs), its slots (`formats.WidthSlot`) and its summary table. `status` "ok", else
+    why not (the analysis's status, `widths_mismatch`, `layer_table_failed`)."""
+    status: str
+    error: str | None = None
+    analysis: object = field(default=None, repr=False)
+    slots: tuple = ()
+    summary: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def slot_basis(pool, parent: str | None, spec: dict) -> dict:
+    """What a seed's allowed widths are derived from: {"choices": ...} for a Channel-Bench-Macro seed,
+    {"values": the seed's widths} for another built-in seed (analysed once), {} otherwise (the
+    source's own widths are the basis)."""
+    from corpus.spaces import SPACES
+    from mutator import seeds
+    from mutator.calls import analyze
+
+    for space in SPACES.values():
+        if space["seed"] == parent:
+            return {"choices": space["choices"]}
+    if parent in seeds.SEEDS:
+        a = analyze(pool, seeds.seed_source(parent), spec)
+        if a.ok:
+            return {"values": a.seed_widths}
+    return {}
+
+
+def describe(pool, row: dict, spec: dict, basis: dict) -> Network:
+    """Analyse one network in the sandbox (width analysis + layer table): its slots and summary."""
+    from finetune.formats import summary_text, width_slots
+    from mutator.calls import analyze
+
+    a = analyze(pool, row["code"], spec)
+    if not a.ok:
+        return Network(a.status, a.error)
+    widths = [int(w) for w in row.get("widths") or a.seed_widths]
+    if widths != [int(w) for w in a.seed_widths]:
+        return Network("widths_mismatch", f"corpus widths {widths}, the analysis finds {a.seed_widths}")
+    lt = pool.call("finetune.formats:layer_table", {"source": row["code"], "spec": spec})
+    if lt.get("status") != "ok":
+        return Network("layer_table_failed", lt.get("error") or lt.get("status"))
+    layers = lt["layers"]
+    groups = a.groups
+    values = basis.get("values")
+    if values and len(values) == len(groups):
+        groups = [{**g, "value": int(v)} for g, v in zip(groups, values)]
+    choices = basis.get("choices") if len(basis.get("choices") or ()) == len(groups) else None
+    slots = width_slots(groups, choices=choices, layers=layers, values=a.seed_widths)
+    return Network("ok", None, a, slots, summary_text(layers, a.groups))
+
+
+def describe_all(rows: list[dict], progress: bool = False) -> dict[str, Network]:
+    """{row id: Network} for each row (distinct networks, one sandbox analysis each)."""
+    from tqdm import tqdm
+
+    from mutator.sandbox import WorkerPool
+
+    out: dict[str, Network] = {}
+    bases: dict[tuple, dict] = {}
+    with WorkerPool(1, timeout_s=300) as pool:
+        for r in tqdm(rows, desc="width analysis", unit="net", disable=not progress):
+            spec = spec_for(r.get("dataset"))
+            key = (r.get("parent"), json.dumps(spec))
+            if key not in bases:
+                bases[key] = slot_basis(pool, r.get("parent"), spec)
+            out[r["id"]] = describe(pool, r, spec, bases[key])
+    return out
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+def diff_blocks(source: str, target: str) -> list[tuple[str, str]]:
+    """Minimal SEARCH/REPLACE blocks turning `source` into `target`, in order: each changed run of
+    lines, plus the fewest neighbouring lines (below first, then above) that make its SEARCH text
+    occur exactly once in the text it is applied to (earlier blocks already applied) and keep it
+    from starting or ending on a blank line (trailing blank lines of a part do not survive
+    `formats.diff_text` and parsing); a run whose context would reach the next change is merged
+    with it."""
+    a, b = source.rstrip("\n").split("\n"), target.rstrip("\n").split("\n")
+    hunks = [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in
+             difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if tag != "equal"]
+    blocks, cur, shift, k = [], list(a), 0, 0  # cur: `a` with the blocks so far applied
+
+    def unique(lines):
+        n = len(lines)
+        return sum(cur[i:i + n] == lines for i in range(len(cur) - n + 1)) == 1
+
+    while k < len(hunks):
+        i1, i2, j1, j2 = hunks[k]
+        k += 1
+        p, up, down = i1 + shift, 0, 0  # p: where the change starts in cur
+        while True:
+            search = cur[p - up:p] + a[i1:i2 + down]
+            replace = cur[p - up:p] + b[j1:j2] + a[i2:i2 + down]
+            fine = any(l.strip() for l in search) and unique(search)
+            ends = bool(search) and bool(search[-1].strip()) and (not replace or bool(replace[-1].strip()))
+            if fine and ends and search[0].strip():
+                break
+            go_up = fine and ends  # only the first line is blank: look above
+            if k < len(hunks) and i2 + down == hunks[k][0] and not go_up:  # the next change: merge it
+                i2, j2, down = hunks[k][1], hunks[k][3], 0
+                k += 1
+            elif i2 + down < len(a) and not go_up:
+                down += 1
+            elif p - up > 0:
+                up += 1
+            elif i2 + down < len(a):
+                down += 1
+            else:
+                break
+        search = cur[p - up:p] + a[i1:i2 + down]
+        replace = cur[p - up:p] + b[j1:j2] + a[i2:i2 + down]
+        blocks.append(("\n".join(search), "\n".join(replace)))
+        cur[p - up:p + (i2 - i1) + down] = replace
+        shift += (j2 - j1) - (i2 - i1)
+    return blocks
+
+
+def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Network | None = None):
+    """(messages, None) for a pair in a format, or (None, why it has no true answer in it)."""
+    from finetune.formats import apply_diff, diff_text, widths_answer
+    from finetune.prompts import answer_message, prompt_messages
+
+    slots = summary = None
+    if fmt == "widths":
+        if net is None or not net.ok:
+            return None, f"source {net.status if net else 'not analysed'}"
+        slots, summary = net.slots, net.summary
+        want = [int(w) for w in tgt.get("widths") or ()]
+        if len(want) != len(slots):
+            return None, "target widths do not match the source's slots"
+        if any(w not in s.allowed for w, s in zip(want, slots)):
+            return None, "target width not allowed"
+        answer = widths_answer(want)
+    elif fmt == "diff":
+        text = diff_text(diff_blocks(src["code"], tgt["code"]))
+        back = apply_diff(src["code"], text)
+        if not back.ok or back.code != tgt["code"]:
+            return None, "diff does not apply back to the target"
+        answer = {"role": "assistant", "content": text}
+    else:
+        answer = answer_message(tgt["code"])
+    return prompt_messages(fmt, context, src["code"], src, goal, slots=slots, summary=summary) + [answer], None
+
+
+def records(pairs: list[dict], by_id: dict[str, dict], fmt: str = "code", context: str = "source",
+            nets: dict[str, Network] | None = None, skipped: dict | None = None) -> dict[str, list]:
     cols = {"messages": [], "goal": [], "source_id": [], "target_id": [], "seed": []}
     for p in pairs:
         src, tgt = by_id[p["source_id"]], by_id[p["target_id"]]
-        cols["messages"].append(build_messages(src["code"], src, p["goal"]) + [answer_message(tgt["code"])])
+        msgs, why = example(fmt, context, src, tgt, p["goal"], (nets or {}).get(p["source_id"]))
+        if msgs is None:
+            if skipped is not None:
+                skipped[why] = skipped.get(why, 0) + 1
+            continue
+        cols["messages"].append(msgs)
         cols["goal"].append(json.dumps(p["goal"], sort_keys=True))
         cols["source_id"].append(p["source_id"])
         cols["target_id"].append(p["target_id"])
@@ -171,10 +370,11 @@ def records(pairs: list[dict], by_id: dict[str, dict]) -> dict[str, list]:
     return cols
 
 
-def build_pairs(cfg: DatasetConfig):
+def build_pairs(cfg: DatasetConfig, progress: bool = False):
     """(DatasetDict with train/eval, info dict) for a corpus; raises FinetuneError on bad input."""
     import datasets
 
+    check_format(cfg.answer_format, cfg.context)
     if cfg.pairs_per_parent < 1:
         raise FinetuneError("--pairs-per-parent must be at least 1")
     if not 0 <= cfg.eval_fraction < 1:
@@ -189,19 +389,33 @@ def build_pairs(cfg: DatasetConfig):
                             "variants of the same seed with a measurable difference")
     train, held = split_by_source(pairs, cfg.eval_fraction, cfg.seed)
     by_id = {r["id"]: r for r in ok}
+    nets = None
+    if cfg.answer_format == "widths":
+        nets = describe_all([by_id[i] for i in sorted({p["source_id"] for p in pairs})], progress)
+    skipped: dict[str, int] = {}
+    cols = {name: records(part, by_id, cfg.answer_format, cfg.context, nets, skipped)
+            for name, part in (("train", train), ("eval", held))}
+    if not cols["train"]["messages"]:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+        bad = next((n.error for n in (nets or {}).values() if not n.ok and n.error), None)
+        raise FinetuneError(f"no training pair has a true answer in the {cfg.answer_format} format ({why})"
+                            + (f"; e.g. {' '.join(str(bad).split())[:160]}" if bad else ""))
     features = datasets.Features({
         "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
         **{c: datasets.Value("string") for c in ("goal", "source_id", "target_id", "seed")}})
     dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict(records(train, by_id), features=features),
-        "eval": datasets.Dataset.from_dict(records(held, by_id), features=features)})
+        "train": datasets.Dataset.from_dict(cols["train"], features=features),
+        "eval": datasets.Dataset.from_dict(cols["eval"], features=features)})
     kinds: dict[str, int] = {}
-    for p in pairs:
-        kinds[p["goal"]["kind"]] = kinds.get(p["goal"]["kind"], 0) + 1
+    for split in cols.values():
+        for g in split["goal"]:
+            kind = json.loads(g)["kind"]
+            kinds[kind] = kinds.get(kind, 0) + 1
     info = {"config": dataclasses.asdict(cfg), "corpus": str(Path(cfg.corpus).resolve()),
             "corpus_fingerprint": corpus_fingerprint(rows), "corpus_rows": len(rows), "ok_rows": len(ok),
-            "train": len(train), "eval": len(held), "goal_kinds": kinds,
-            "eval_sources": sorted({p["source_id"] for p in held})}
+            "answer_format": cfg.answer_format, "context": cfg.context,
+            "train": len(dd["train"]), "eval": len(dd["eval"]), "goal_kinds": kinds, "skipped": skipped,
+            "eval_sources": sorted(set(cols["eval"]["source_id"]))}
     return dd, info
 
 
@@ -214,11 +428,13 @@ def main_dataset(cfg: DatasetConfig) -> int:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FinetuneError(f"--out {out} exists and is not a folder")
-    dd, info = build_pairs(cfg)
+    dd, info = build_pairs(cfg, progress=True)
     datasets.disable_progress_bars()
     dd.save_to_disk(str(out))
     (out / "finetune_dataset.json").write_text(json.dumps(info, indent=2) + "\n")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(info["goal_kinds"].items()))
-    print(f"wrote {info['train']} train and {info['eval']} eval pairs ({kinds}) from {info['ok_rows']} ok rows "
-          f"of {cfg.corpus} to {out}; eval holds out {len(info['eval_sources'])} source networks")
+    skipped = "".join(f"; skipped {v} ({k})" for k, v in sorted(info["skipped"].items()))
+    print(f"wrote {info['train']} train and {info['eval']} eval {cfg.answer_format}/{cfg.context} pairs ({kinds}) "
+          f"from {info['ok_rows']} ok rows of {cfg.corpus} to {out}; eval holds out {len(info['eval_sources'])} "
+          f"source networks{skipped}")
     return 0
