@@ -113,10 +113,9 @@ def op_label(layer: dict) -> str:
     if t == "Linear":
         return "linear"
     k = layer.get("kernel") or []
-    ks = "x".join(map(str, k)) if k and len(set(k)) > 1 else (str(k[0]) + ("x" + str(k[0])) * (len(k) - 1) if k else "")
     base = "conv" if t.startswith("Conv") else t.lower()
     dw = layer.get("groups", 1) > 1 and layer.get("groups") == layer.get("in")
-    return ("dw" if dw else "") + base + ks
+    return ("dw" if dw else "") + base + "x".join(map(str, k))
 
 
 def _compress(names: list[str]) -> str:
