@@ -18,8 +18,11 @@ import warnings
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="fashion-mnist | cifar10 | cifar100 | mnist")
     p.add_argument("--data-dir", default=None, help="folder with the data set's files (offline use)")
-    p.add_argument("--epochs", type=float, default=1.0, help="proxy-training epochs (default 1)")
-    p.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    p.add_argument("--epochs", type=float, default=1.0, help="proxy-training epochs (default 1; at least --min-steps)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="training batch size (default 0: the largest power of two <= images/64 within [32, 256])")
+    p.add_argument("--min-steps", type=int, default=150,
+                   help="at least this many optimizer steps: a small --train-limit is repeated (default 150)")
     p.add_argument("--train-limit", type=int, default=0, help="train on a stratified subset of N images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="time limit per network")
@@ -85,7 +88,8 @@ def cmd_build(args) -> int:
     from corpus.build import BuildConfig, main_build
 
     cfg = BuildConfig(variants=args.variants, dataset=args.dataset, out=args.out, epochs=args.epochs,
-                      batch_size=args.batch_size, train_limit=args.train_limit, workers=args.workers,
+                      batch_size=args.batch_size, min_steps=args.min_steps, train_limit=args.train_limit,
+                      workers=args.workers,
                       device=args.device, timeout_s=args.timeout_s, executor=args.executor,
                       data_dir=args.data_dir, use_model_recipe=args.use_model_recipe, seed=args.seed,
                       latency_batch=args.latency_batch, push_to_hub=args.push_to_hub,

@@ -47,7 +47,8 @@ class BuildConfig:
     dataset: str
     out: str
     epochs: float = 1.0
-    batch_size: int = 256
+    batch_size: int = 0  # 0: corpus.train.auto_batch of the training-set size
+    min_steps: int = 150
     train_limit: int = 0
     workers: int = 1
     device: str = "auto"
@@ -96,8 +97,24 @@ def versions() -> dict:
 def recipe_of(cfg) -> dict:
     from corpus.train import Recipe
 
-    return Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, train_limit=cfg.train_limit,
-                  seed=cfg.seed, flip=info(cfg.dataset)["flip"]).to_dict()
+    if cfg.batch_size < 0 or cfg.min_steps < 0 or cfg.epochs < 0 or cfg.train_limit < 0:
+        raise CorpusError("--batch-size, --min-steps, --epochs and --train-limit must be >= 0")
+    return Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps,
+                  train_limit=cfg.train_limit, seed=cfg.seed, flip=info(cfg.dataset)["flip"]).to_dict()
+
+
+def schedule_note(recipe: dict, data_path: str) -> str:
+    """What `corpus.train.schedule` gives this build: images, batch size, optimizer steps, passes."""
+    import torch
+
+    from corpus.train import Recipe, schedule
+
+    r = Recipe(**recipe)
+    n = len(torch.load(data_path, mmap=True, weights_only=True)["y_train"])
+    n = min(n, r.train_limit) if r.train_limit > 0 else n
+    bs, steps = schedule(n, r)
+    return (f"{n:,} training images, batch {bs}, {steps} optimizer steps "
+            f"({steps * bs / n:.2f} passes over the images)")
 
 
 def read_journal(path: Path) -> list[dict]:
@@ -168,6 +185,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     except DataError as exc:
         raise CorpusError(str(exc)) from None
     recipe = recipe_of(cfg)
+    note = schedule_note(recipe, data_path)
+    print(f"proxy training: {note}", file=sys.stderr)
     (out / "build_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     vers = versions()
     todo = [v for v in variants if v["id"] not in done]
@@ -210,7 +229,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         bar.close()
         rows = read_journal(journal)
         if rows:
-            write_dataset(out, rows, cfg, recipe, vers)
+            write_dataset(out, rows, cfg, recipe, vers, note)
     if cfg.push_to_hub:
         import datasets
 
@@ -275,7 +294,7 @@ full source code and what one fixed proxy-training recipe measured.
 
 ## Recipe
 {recipe_doc}
-
+{schedule}
 Recipe values: `{recipe}`
 
 ## Status counts
@@ -286,8 +305,9 @@ Recipe values: `{recipe}`
 """
 
 
-def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict) -> None:
-    """Rewrite the dataset in OUT from the journal rows (last row per id wins)."""
+def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, schedule: str = "") -> None:
+    """Rewrite the dataset in OUT from the journal rows (last row per id wins); `schedule`: what the
+    recipe's rule gave this corpus (`schedule_note`), stated in the card."""
     import datasets
 
     from corpus import train
@@ -321,6 +341,7 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict) ->
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     card = CARD.format(n=len(rows), dataset=cfg.dataset, config=json.dumps(dataclasses.asdict(cfg)),
                        recipe_doc=train.__doc__.split("\n\n", 1)[1].strip(), recipe=json.dumps(recipe),
+                       schedule=f"\nThis corpus: {schedule}.\n" if schedule else "",
                        runs=30, counts="\n".join(f"- {k}: {v}" for k, v in sorted(counts.items())),
                        versions="\n".join(f"- {k}: {v}" for k, v in vers.items()))
     (stage / "README.md").write_text(card)

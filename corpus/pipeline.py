@@ -176,15 +176,18 @@ def evaluate(payload: dict) -> dict:
 
 
 def _model_recipe(model, train_set, recipe, prm):
-    """A LEMUR model's own `train_setup(prm)` and `learn(batches)`, on our batches, one pass per epoch."""
+    """A LEMUR model's own `train_setup(prm)` and `learn(batches)`, on our batches (the recipe's batch size),
+    as many whole passes as the recipe's steps take."""
     from mutator.probe import PRM_DEFAULTS, PrmDict
 
     if not (hasattr(model, "train_setup") and hasattr(model, "learn")):
         raise AttributeError("--use-model-recipe needs train_setup() and learn() on the model")
     p = PrmDict({**PRM_DEFAULTS, **prm})
     model.train_setup(p)
-    bs = recipe.batch_size
+    from corpus.train import schedule
+
     n = len(train_set)
+    bs, steps = schedule(n, recipe)
 
     def batches():
         perm = torch.randperm(n, device=train_set.x.device)
@@ -193,7 +196,7 @@ def _model_recipe(model, train_set, recipe, prm):
             yield train_set.normalize(train_set.x[idx]), train_set.y[idx]
 
     t0 = time.perf_counter()
-    for _ in range(max(1, round(recipe.epochs))):
+    for _ in range(-(-steps // (n // bs))):  # whole passes, at least the recipe's steps
         model.train()
         model.learn(batches())
     return {"train_seconds": time.perf_counter() - t0, "final_loss": None}
@@ -218,7 +221,7 @@ def _warm(payload: dict) -> None:
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     warm = {k: v for k, v in payload.items() if k not in ("source", "spec", "class_name", "limits", "zero_cost")}
-    warm["recipe"] = dict(payload.get("recipe") or {}, train_limit=256, epochs=1)
+    warm["recipe"] = dict(payload.get("recipe") or {}, train_limit=256, epochs=1, min_steps=0)
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         torch.set_num_threads(1)

@@ -21,7 +21,8 @@ def profile_file(args) -> dict:
     except SourceError as exc:
         raise CorpusError(f"{args.file}: {exc}") from None
     cfg = BuildConfig(variants="", dataset=args.dataset, out="", epochs=args.epochs,
-                      batch_size=args.batch_size, train_limit=args.train_limit, device=args.device,
+                      batch_size=args.batch_size, min_steps=args.min_steps, train_limit=args.train_limit,
+                      device=args.device,
                       timeout_s=args.timeout_s, data_dir=args.data_dir,
                       use_model_recipe=args.use_model_recipe, seed=args.seed,
                       latency_batch=args.latency_batch)

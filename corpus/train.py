@@ -9,8 +9,16 @@ horizontal flip, both per sample and vectorised) and normalised with the trainin
 mean and standard deviation. No per-sample Python, no DataLoader. On CUDA: channels-last and bf16
 autocast. Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4 (not on BatchNorm/bias),
 label smoothing 0.1, peak learning rate 0.1 reached linearly over the first 20 % of steps, then
-linear decay to zero; batch 256. Seeds fix the initial weights and the batch order.
+linear decay to zero. Seeds fix the initial weights and the batch order.
 Accuracy is top-1 on the full test split, as a fraction in [0, 1].
+
+Batch size and number of steps (`schedule`), for a training set of n images: the batch is
+`batch_size`, or when that is 0 (the default) the largest power of two <= n / 64 within [32, 256]
+(n = 1,000 or 2,000: 32; 8,000: 64; 16,384 and more: 256), and never more than n; an epoch is
+n // batch steps (the last partial batch is dropped); training runs for `epochs` epochs but at least
+`min_steps` (default 150) optimizer steps, repeating the subset as often as that takes. So a small
+`train_limit` costs about min_steps x batch images and still trains (8 steps of batch 256 on 2,000
+images left every network at chance), and the full set trains exactly `epochs` epochs.
 """
 from __future__ import annotations
 
@@ -26,7 +34,8 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class Recipe:
     epochs: float = 1.0
-    batch_size: int = 256
+    batch_size: int = 0  # 0: auto_batch(n)
+    min_steps: int = 150
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -40,6 +49,24 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def auto_batch(n: int) -> int:
+    """The largest power of two <= n / 64 within [32, 256]: an epoch of a small subset has >= 32 steps."""
+    b = 32
+    while b < 256 and 2 * b * 64 <= n:
+        b *= 2
+    return b
+
+
+def schedule(n: int, recipe: Recipe) -> tuple[int, int]:
+    """(batch size, optimizer steps) of `recipe` on n training images: the rule in the module docstring."""
+    if n < 1:
+        raise ValueError("no training images")
+    if recipe.batch_size < 0 or recipe.min_steps < 0 or recipe.epochs < 0:
+        raise ValueError("batch_size, min_steps and epochs must be >= 0")
+    bs = min(recipe.batch_size or auto_batch(n), n)
+    return bs, max(1, round((n // bs) * recipe.epochs), recipe.min_steps)
 
 
 class NaNLoss(Exception):
@@ -99,15 +126,14 @@ def first_tensor(out):
 
 
 def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None) -> dict:
-    """Train in place; returns {"train_seconds", "steps", "final_loss"}. Raises NaNLoss."""
+    """Train in place; returns {"train_seconds", "steps", "batch_size", "final_loss"}. Raises NaNLoss."""
     cuda = torch.device(device).type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     n = len(train)
-    bs = min(recipe.batch_size, n)
-    steps_per_epoch = max(1, n // bs)  # drop the last partial batch: same step shapes every time
-    total = max(1, round(steps_per_epoch * recipe.epochs))
+    bs, total = schedule(n, recipe)
+    steps_per_epoch = n // bs  # drop the last partial batch: same step shapes every time
     warm = max(1, int(total * recipe.warmup))
     opt = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.lr,
                           momentum=recipe.momentum, nesterov=True)
@@ -142,7 +168,7 @@ def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None
                 on_step(step, total)
     if cuda:
         torch.cuda.synchronize()
-    return {"train_seconds": time.perf_counter() - t0, "steps": total,
+    return {"train_seconds": time.perf_counter() - t0, "steps": total, "batch_size": bs,
             "final_loss": None if loss is None else float(loss.item())}
 
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 from conftest import ROOT, TINY_VGG, assert_one_line_error, run_module
 from corpus.data import DataError, read_idx, read_raw, stratified_indices
 from corpus.measure import count_flops, count_params, latency_ms
-from corpus.train import GpuData, Recipe, augment, evaluate, train
+from corpus.train import GpuData, Recipe, augment, evaluate, schedule, train
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
@@ -121,9 +121,58 @@ def test_proxy_training_learns_a_separable_problem():
     x[y == 1, :, :, :4] = 200  # class 1: bright left half
     data = GpuData(x, y, "cpu")
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    res = train(model, data, Recipe(epochs=8, batch_size=64, flip=False, crop=False), "cpu")
+    res = train(model, data, Recipe(epochs=8, batch_size=64, min_steps=0, flip=False, crop=False), "cpu")
     assert res["steps"] == 64 and res["train_seconds"] > 0
     assert evaluate(model, data) > 0.95
+
+
+def test_default_recipe_trains_a_small_subset_for_enough_steps():
+    # the old default (batch 256, one epoch) gave 8 steps on --train-limit 2000: accuracy at chance
+    assert schedule(2000, Recipe()) == (32, 150)
+    assert schedule(1000, Recipe()) == (32, 150)
+    assert schedule(8000, Recipe()) == (64, 150)
+    assert schedule(60000, Recipe()) == (256, 234)  # the full set: exactly one epoch, as before
+    assert schedule(60000, Recipe(epochs=2)) == (256, 468)
+    assert schedule(2000, Recipe(batch_size=256)) == (256, 150)  # an explicit batch is kept
+    assert schedule(2000, Recipe(batch_size=256, min_steps=0)) == (256, 7)
+    assert schedule(20, Recipe()) == (20, 150)  # never a batch larger than the data
+    for n in (100, 500, 1000, 2000, 4000, 8000, 16000, 60000):
+        bs, steps = schedule(n, Recipe())
+        assert steps >= 150 and 32 <= bs <= 256 and bs * 32 <= max(n, 32 * 32) and bs & (bs - 1) == 0
+    with pytest.raises(ValueError):
+        schedule(100, Recipe(batch_size=-1))
+
+
+def test_default_recipe_beats_chance_on_a_tiny_ten_class_subset():
+    # 320 noisy images, 10 classes (a bright 2x2 square at a class-specific place), scored on 1,000 held-out
+    # ones: the default recipe learns it; one step of batch 256, the old default here, stays near chance (0.1)
+    def images(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.arange(n) % 10
+        x = torch.randint(0, 160, (n, 1, 12, 12), dtype=torch.uint8, generator=g)
+        for k in range(10):
+            r, c = 2 + 6 * (k // 5), 2 * (k % 5)
+            x[y == k, :, r:r + 2, c:c + 2] = 220
+        return x, y
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(8 * 6 * 6, 10))
+
+    data = GpuData(*images(320, 0), "cpu")
+    test = GpuData(*images(1000, 1), "cpu", data.mean, data.std)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: threads only contend on a shared machine
+    try:
+        model, old = net(), net()
+        res = train(model, data, Recipe(crop=False, flip=False), "cpu")
+        train(old, data, Recipe(batch_size=256, min_steps=0, crop=False, flip=False), "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert res["steps"] == 150 and res["batch_size"] == 32
+    assert evaluate(model, test) > 0.9
+    assert evaluate(old, test) < 0.4
 
 
 # -- the profiler, end to end -----------------------------------------------------------------------
@@ -179,7 +228,7 @@ def test_tiny_corpus_on_fashion_mnist_with_every_failure_status(tmp_path):
             f.write(json.dumps({"id": name, "parent": "bad", "file": f"{name}.py", "widths": [8]}) + "\n")
     out = tmp_path / "corpus"
     res = run_module("corpus", "build", "--variants", variants, "--dataset", "fashion-mnist", "--out", out,
-                     "--train-limit", 512, "--timeout-s", 40)
+                     "--train-limit", 512, "--timeout-s", 40, "--min-steps", 30)  # fast on a busy CPU
     assert res.returncode == 0, res.stderr[-3000:]
     ds = datasets.load_from_disk(str(out))
     rows = {r["id"]: r for r in ds}
@@ -196,6 +245,9 @@ def test_tiny_corpus_on_fashion_mnist_with_every_failure_status(tmp_path):
         assert json.loads(r["recipe"])["train_limit"] == 512 and "torch" in json.loads(r["versions"])
     card = (out / "README.md").read_text()
     assert "one fused multiply-add counts as one flop" in card
+    assert "at least\n`min_steps` (default 150) optimizer steps" in card
+    assert "This corpus: 512 training images, batch 32, 30 optimizer steps (1.88 passes" in card
+    assert "proxy training: 512 training images, batch 32, 30 optimizer steps" in res.stderr
     # show: summary + plot
     res = run_module("corpus", "show", out)
     assert res.returncode == 0 and "best rows" in res.stdout
