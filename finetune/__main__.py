@@ -51,7 +51,8 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(t, "--lora-alpha", TrainConfig, "LoRA alpha", type=int)
     _opt(t, "--lora-dropout", TrainConfig, "LoRA dropout", type=float)
     _opt(t, "--target-modules", TrainConfig, "all-linear, or comma-separated module names (q_proj,v_proj)")
-    _opt(t, "--max-length", TrainConfig, "pairs longer than this many tokens are dropped", type=int)
+    _opt(t, "--max-length", TrainConfig, "pairs longer than this many tokens are dropped; auto: the longest "
+         "pair rounded up to 64, capped by the model's context", type=_max_length)
     _opt(t, "--batch-size", TrainConfig, "sequences per device step", type=int)
     _opt(t, "--grad-accum", TrainConfig, "gradient accumulation steps", type=int)
     _opt(t, "--load-in-4bit", TrainConfig, "QLoRA: 4-bit NF4 base through bitsandbytes (CUDA only)",
@@ -90,6 +91,14 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--adapter", default=None, help="peft adapter folder (omit to export the base alone)")
     m.add_argument("--out", required=True, help="new folder to write")
     return parser
+
+
+def _max_length(text: str):
+    """A number of tokens, or the text as given (auto; anything else is refused by check_config)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _pairs_args(p, cls) -> None:

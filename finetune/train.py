@@ -23,7 +23,10 @@ from the `position_ids`, trl turns the KV cache off in training as that detectio
 the mask is dense over the whole concatenation, so on a CPU it is slower than short padded
 batches (`benchmarks/finetune_throughput.py` measures both). Examples longer than `--max-length`
 tokens are dropped beforehand and counted, in every mode (a truncated answer would teach the model
-to stop mid-file). Gradient checkpointing is off unless asked for (trl's default is on): for
+to stop mid-file). `--max-length auto` (the default) is the longest pair (train and eval), rounded up
+to a multiple of 64, capped by the model's context (`max_position_embeddings`): nothing is dropped
+unless a pair does not fit the model at all; it is an error only when none fits. Gradient
+checkpointing is off unless asked for (trl's default is on): for
 models of this size, memory is not what limits a step.
 
 Outputs in OUT: the peft adapter (`adapter_config.json`, `adapter_model.safetensors`) and the
@@ -56,7 +59,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"
-    max_length: int = 2048
+    max_length: int | str = "auto"  # or a number of tokens
     batch_size: int = 4
     grad_accum: int = 1
     load_in_4bit: bool = False
@@ -124,10 +127,9 @@ def to_trl_rows(ds, mode: str):
     return ds.select_columns(keep)
 
 
-def drop_long(ds, tokenizer, max_length: int):
-    """(rows whose whole conversation fits in max_length tokens, number dropped)."""
-    lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
-               for m in ds["messages"]]
+def drop_long(ds, tokenizer, max_length: int, lengths: list[int] | None = None):
+    """(rows whose whole conversation fits in max_length tokens, number dropped, every row's length)."""
+    lengths = token_lengths(ds, tokenizer) if lengths is None else lengths
     keep = [i for i, n in enumerate(lengths) if n <= max_length]
     return ds.select(keep), len(ds) - len(keep), lengths
 
@@ -136,10 +138,55 @@ def check_config(cfg: TrainConfig) -> None:
     """Input errors that need no model: raised before anything heavy is loaded."""
     if cfg.lora_r < 1 or cfg.lora_alpha < 1:
         raise FinetuneError("--lora-r and --lora-alpha must be positive")
+def token_lengths(ds, tokenizer) -> list[int]:
+    """Tokens of each row's whole conversation, through the chat template."""
+    return [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
+            for m in ds["messages"]]
+
+
+def model_context(path: str) -> int | None:
+    """The longest sequence the model's config allows (max_position_embeddings or its aliases), or None."""
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+    for c in (conf, getattr(conf, "text_config", None)):
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            v = getattr(c, name, None)
+            if isinstance(v, int) and v > 0:
+                return v
+    return None
+
+
+def resolve_max_length(max_length: int | str, lengths: list[int], context: int | None,
+                       eval_lengths: list[int] = ()) -> int:
+    """`--max-length` in tokens: as given, or for auto the longest pair (training or eval) rounded up to a
+    multiple of 64, capped by the model's context. One-line errors when no training pair can fit."""
+    ctx = f"the model's context of {context} tokens" if context else None
+    if max_length == "auto":
+        limit = -(-max([*lengths, *eval_lengths]) // 64) * 64
+        limit = min(limit, context) if context else limit
+        if min(lengths) > limit:
+            raise FinetuneError(f"every training pair is longer than {ctx} (shortest: {min(lengths)}); "
+                                f"use a model with a longer context")
+        return limit
+    if context and max_length > context:
+        raise FinetuneError(f"--max-length {max_length} is longer than {ctx}")
+    if min(lengths) > max_length:
+        raise FinetuneError(f"every training pair is longer than --max-length {max_length} tokens "
+                            f"(shortest: {min(lengths)}); raise --max-length or leave it at auto")
+    return max_length
+
+
     if not 0 <= cfg.lora_dropout < 1:
         raise FinetuneError("--lora-dropout must be in [0, 1)")
-    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 16:
-        raise FinetuneError("--batch-size and --grad-accum must be positive and --max-length at least 16")
+    if cfg.batch_size < 1 or cfg.grad_accum < 1:
+        raise FinetuneError("--batch-size and --grad-accum must be positive")
+    if cfg.max_length != "auto" and (isinstance(cfg.max_length, bool) or not isinstance(cfg.max_length, int)
+                                     or cfg.max_length < 16):
+        raise FinetuneError(f"--max-length must be auto or a number of tokens >= 16, not {cfg.max_length!r}")
     if cfg.max_steps == 0 or (cfg.max_steps < 0 and cfg.epochs <= 0):
         raise FinetuneError("nothing to train: give --max-steps > 0 or --epochs > 0")
     if cfg.lr <= 0:
@@ -259,19 +306,19 @@ def prepare(cfg: TrainConfig, progress: bool = True):
 
     datasets.disable_progress_bars()
     mode = loss_mode(tok)
-    train, dropped, lengths = drop_long(dd["train"], tok, cfg.max_length)
-    if len(train) == 0:
-        raise FinetuneError(f"every training pair is longer than --max-length {cfg.max_length} tokens "
-                            f"(shortest: {min(lengths)}); raise --max-length")
     evald = dd["eval"] if "eval" in dd else None
     if evald is not None:
-        evald, _, _ = drop_long(evald, tok, cfg.max_length)
+        evald, _, _ = drop_long(evald, tok, max_length, eval_lengths)
     model = load_model(base, **model_kwargs(cfg))
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
         [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    lengths = token_lengths(dd["train"], tok)
+    eval_lengths = token_lengths(evald, tok) if evald is not None else []
+    max_length = resolve_max_length(cfg.max_length, lengths, model_context(base), eval_lengths)
+    train, dropped, _ = drop_long(dd["train"], tok, max_length, lengths)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    args = sft_config(cfg, mode)
+    args = sft_config(dataclasses.replace(cfg, max_length=max_length), mode)
     if not progress:
         args.disable_tqdm = True
     try:
@@ -281,7 +328,8 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     except ValueError as exc:  # e.g. target modules the model does not have
         raise FinetuneError(f"cannot set up training: {str(exc).splitlines()[0][:200]}") from None
     facts = {"base": base, "mode": mode, "batching": resolve_batching(cfg), "data_info": data_info,
-             "dropped_long": dropped, "train_pairs": len(train), "eval_pairs": len(evald) if evald is not None else 0,
+             "dropped_long": dropped, "max_length": max_length,
+             "train_pairs": len(train), "eval_pairs": len(evald) if evald is not None else 0,
              "tokens_per_pair": {"min": min(lengths), "max": max(lengths),
                                  "mean": round(sum(lengths) / len(lengths), 1)}}
     return trainer, facts
@@ -293,7 +341,7 @@ def main_train(cfg: TrainConfig) -> int:
     trainer, facts = prepare(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    print(f"{facts['train_pairs']} training pairs ({facts['dropped_long']} longer than {cfg.max_length} tokens "
+    print(f"{facts['train_pairs']} training pairs ({facts['dropped_long']} longer than {facts['max_length']} tokens "
           f"dropped), loss: {facts['mode'].replace('_', '-')}, batching: {facts['batching']}, "
           f"base: {facts['base']}", file=sys.stderr)
     from transformers.trainer_utils import get_last_checkpoint
@@ -317,7 +365,7 @@ def main_train(cfg: TrainConfig) -> int:
                    "fingerprint": facts["data_info"].get("corpus_fingerprint"),
                    "rows": facts["data_info"].get("corpus_rows"), "ok_rows": facts["data_info"].get("ok_rows")},
         "pairs": {"train": facts["train_pairs"], "eval": facts["eval_pairs"],
-                  "dropped_longer_than_max_length": facts["dropped_long"],
+                  "max_length": facts["max_length"], "dropped_longer_than_max_length": facts["dropped_long"],
                   "tokens_per_pair": facts["tokens_per_pair"],
                   "eval_sources": facts["data_info"].get("eval_sources")},
         "loss": facts["mode"],

@@ -3,6 +3,7 @@ import ast
 import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,56 @@ def test_loss_is_on_answer_tokens_only_and_padding_free_matches_padded(tiny_mode
 
 
 # -- CLI --------------------------------------------------------------------------------------------
+def test_max_length_auto_is_the_longest_pair_capped_by_the_context():
+    from finetune.pairs import FinetuneError
+    from finetune.train import resolve_max_length
+
+    assert resolve_max_length("auto", [1500, 2137, 2400], 8192) == 2432  # rounded up to 64, nothing dropped
+    assert resolve_max_length("auto", [1500, 2137, 9000], 8192) == 8192  # capped: only the 9,000 is dropped
+    assert resolve_max_length("auto", [100], None) == 128  # no context in the config: the data decides
+    assert resolve_max_length("auto", [100], 2048, [300]) == 320  # held-out pairs are not dropped either
+    assert resolve_max_length(2560, [2137], 8192) == 2560
+    with pytest.raises(FinetuneError, match="longer than the model's context of 2048 tokens .shortest: 2137"):
+        resolve_max_length("auto", [2137, 2200], 2048)
+    with pytest.raises(FinetuneError, match="shortest: 2137.; raise --max-length or leave it at auto"):
+        resolve_max_length(2048, [2137], 8192)
+    with pytest.raises(FinetuneError, match="--max-length 4096 is longer than the model's context of 2048"):
+        resolve_max_length(4096, [100], 2048)
+
+
+def long_rows(n_seeds=1, per_seed=4, lines=36):
+    """Rows whose source is a few thousand tokens long, like the built-in seeds' files."""
+    rows = random_rows(n_seeds, per_seed)
+    for r in rows:
+        r["code"] += "".join(f"# layer {i}: widths chosen by the mutator, kept {r['widths'][0]}\n" for i in range(lines))
+        r["sha256"] = hashlib.sha256(r["code"].encode()).hexdigest()
+    return rows
+
+
+def test_default_max_length_trains_pairs_longer_than_2048_tokens(tiny_model, tmp_path):
+    # the old default (2048) rejected every pair of a corpus of the default seed
+    from finetune.pairs import FinetuneError
+    from finetune.train import TrainConfig, prepare
+
+    corpus = write_corpus(tmp_path / "long", long_rows())
+    wide = tmp_path / "tiny-8k"
+    shutil.copytree(tiny_model, wide)
+    conf = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps(dict(conf, max_position_embeddings=8192)))
+    trainer, facts = prepare(TrainConfig(corpus=str(corpus), model=str(wide), out=str(tmp_path / "run"),
+                                         max_steps=1), progress=False)
+    assert facts["tokens_per_pair"]["min"] > 2048  # the case the old default refused
+    assert facts["dropped_long"] == 0 and facts["max_length"] % 64 == 0
+    assert facts["tokens_per_pair"]["max"] <= facts["max_length"] < 8192  # the longest pair, train or eval
+    assert trainer.args.max_length == facts["max_length"]
+    # a model whose context is shorter than every pair: one clear error, before any training
+    with pytest.raises(FinetuneError, match="longer than the model's context of 2048 tokens"):
+        prepare(TrainConfig(corpus=str(corpus), model=str(tiny_model), out=str(tmp_path / "run2"), max_steps=1),
+                progress=False)
+    assert_one_line_error(run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model,
+                                     "--out", tmp_path / "o", "--max-length", "lots"), "auto or a number of tokens")
+
+
 
 def test_dataset_cli_writes_train_and_eval_splits(corpus, tmp_path):
     import datasets
