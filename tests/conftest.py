@@ -64,3 +64,61 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def write_cbm_tables(folder: Path, n: int = 40, seed: int = 0) -> Path:
+    """Small tables in Channel-Bench-Macro's published format (`{key: {"acc": [3 seeds], "mean", "std",
+    "flops", "params"}}`), one per space, as `NASFORGE_CBM_DIR` holds them (`resnet.json`,
+    `mobilenet.json`): the seeds' configuration 2222222 plus `n` random keys. `params` are real (each
+    space's seed built at the key's widths on the meta device: the table evaluator checks them);
+    accuracies are synthetic (distinct, growing with the widths) and `flops` a stand-in (256 x params),
+    enough to test lookups, ranks and comparisons without the 16,384-entry files."""
+    import hashlib
+    import json
+    import random
+    import re
+
+    import torch
+
+    from corpus.spaces import SPACES, widths_of
+    from mutator.probe import build, load
+    from mutator.seeds import seed_source
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for space, info in SPACES.items():
+        rng = random.Random(seed)
+        keys = {"2222222"} | {"".join(rng.choice("1234") for _ in info["choices"]) for _ in range(n)}
+        table = {}
+        for key in sorted(keys):
+            src = re.sub(r"^WIDTHS = \[[^\]]*\]$", f"WIDTHS = {widths_of(key, space)}", seed_source(info["seed"]),
+                         count=1, flags=re.M)
+            model = build(load(src), {"in_shape": [1, 3, 32, 32], "classes": 10}, "meta")
+            params = sum(p.numel() for p in model.parameters())
+            jitter = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) / 16 ** 6  # distinct means
+            mean = 85 + sum(map(int, key)) / 4 + jitter / 10
+            acc = [mean - 0.1, mean, mean + 0.1]
+            table[key] = {"acc": acc, "mean": mean, "std": float(torch.tensor(acc).std()), "flops": 256 * params,
+                          "params": params}
+        (folder / info["file"]).write_text(json.dumps(table))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cbm_dir(tmp_path_factory) -> Path:
+    return write_cbm_tables(tmp_path_factory.mktemp("cbm"))
+
+
+def real_cbm_dir() -> Path:
+    """The published tables (`NASFORGE_CBM_DIR`, else where `corpus.table` looks); skips without them."""
+    from corpus.table import TableError, table_path
+
+    try:
+        return table_path("cbm-resnet").parent
+    except TableError as exc:
+        pytest.skip(f"real Channel-Bench-Macro tables: {exc}")
+
+
+@pytest.fixture(scope="module", params=["tiny", "real"])
+def cbm_dir(request, tiny_cbm_dir) -> Path:
+    """Each table test runs on the small built table, and on the published one where it is present."""
+    return tiny_cbm_dir if request.param == "tiny" else real_cbm_dir()

@@ -10,9 +10,7 @@ from corpus.table import TableError, table_path, widths_of
 from search.llm import ScriptedLLM
 from search.loop import SearchConfig
 from search.runner import load_run, run
-from test_table import HAVE, with_widths
-
-needs_table = pytest.mark.skipif(not HAVE, reason="needs ../shared/data/channel-bench-macro")
+from test_table import table_file, with_widths
 
 
 def test_load_json_csv_columns_and_malformed_files(tmp_path):
@@ -42,7 +40,6 @@ def test_load_json_csv_columns_and_malformed_files(tmp_path):
         load(str(tmp_path / "missing.json"))
 
 
-@needs_table
 def test_latency_table_command_measures_resumes_and_includes_the_seed(tmp_path):
     out = tmp_path / "lat.json"
     res = run_module("corpus", "latency-table", "--space", "cbm-mobilenet", "--sample", 1, "--runs", 2,
@@ -66,16 +63,16 @@ def test_latency_table_command_measures_resumes_and_includes_the_seed(tmp_path):
     assert json.loads(out.read_text()) == table
 
 
-@needs_table
-def test_search_looks_latency_up_instead_of_measuring(tmp_path):
+def test_search_looks_latency_up_instead_of_measuring(tmp_path, cbm_dir):
     space = "cbm-mobilenet"
-    keys = random.Random(3).sample(sorted(json.loads(table_path(space).read_text())), 3)
+    keys = random.Random(3).sample(sorted(k for k in json.loads(table_path(space, table_file(cbm_dir, space))
+                                                                .read_text()) if k != "2222222"), 3)
     lat = {"2222222": {"board": 10.0}, keys[0]: {"board": 4.0}, keys[1]: {"board": 25.0}}  # keys[2] missing
     (tmp_path / "lat.json").write_text(json.dumps(lat))
     answers = [f"```python\n{with_widths(space, widths_of(k, space))}```" for k in keys]
     cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=3, improver_llm="rule",
                        objective="pareto", hw_metric="latency_ms", latency_table=str(tmp_path / "lat.json"),
-                       latency_column="board", out=str(tmp_path / "r"))
+                       latency_column="board", benchmark_file=table_file(cbm_dir, space), out=str(tmp_path / "r"))
     run(cfg, llm=ScriptedLLM(answers), progress=False)
     _, iters, seed = load_run(str(tmp_path / "r"))
     assert seed["latency_ms"] == 10.0 and seed["pre_latency_ms"] == 10.0 and seed["pre_latency_device"] == "board"
