@@ -1,24 +1,49 @@
-"""Seconds per search iteration, split into LLM time and profiling time.
+"""Seconds per search iteration (LLM/proposal + pre-check, and evaluation), optionally against an
+older commit on the same machine in the same run.
 
     python benchmarks/search_iteration.py --llm smollm2-135m --iterations 3
-    python benchmarks/search_iteration.py --llm smollm2-135m --adapter adapters/lenet --iterations 3
-    python benchmarks/search_iteration.py --llm random --iterations 3
+    python benchmarks/search_iteration.py --llm random --objective pareto --hw-metric flops --iterations 6 \
+        --train-limit 2000 --ref 9bfc5ed                      # before/after, interleaved
 
 Runs a real search (seed `lenet` on a Fashion-MNIST subset by default, the corpus profiler, one
-epoch) into a temporary folder and prints, per iteration and on average, the seconds spent in the
-LLM (Code Generator + Prompt Improver) and in profiling. Target on a 2-core CPU: <= 60 s/iteration.
+epoch) into a temporary folder and prints, per iteration and on average, the seconds spent proposing
+(the LLM or random mutation, plus any sandboxed pre-check) and evaluating (profiling). With `--ref`,
+the same search also runs on that commit's code (extracted beside this checkout, removed afterwards),
+both sides alternating over `--rounds`, and the table gives both. Target on a 2-core CPU:
+<= 60 s/iteration with an LLM.
 """
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = r'''
+import json, sys, tempfile, time
+from search.loop import SearchConfig
+from search.runner import load_run, run
+kw = json.loads(sys.argv[1])
+with tempfile.TemporaryDirectory() as d:
+    cfg = SearchConfig(out=d, **kw)
+    t0 = time.time()
+    run(cfg, progress=False)
+    wall = time.time() - t0
+    _, iters, seed = load_run(d)
+print(json.dumps({"wall": wall, "iters": [{k: r[k] for k in ("it", "status", "llm_seconds", "profile_seconds")}
+                                            for r in iters]}))
+'''
 
-from search.loop import SearchConfig  # noqa: E402
-from search.runner import load_run, run  # noqa: E402
+
+def measure(tree: Path, kw: dict) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kw)], capture_output=True, text=True, cwd=tree,
+                         env={**os.environ, "PYTHONPATH": str(tree)}, timeout=7200)
+    if res.returncode != 0:
+        sys.exit(f"error: the search in {tree} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -31,25 +56,39 @@ def main():
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--max-new-tokens", type=int, default=1536)
+    p.add_argument("--objective", default="accuracy", choices=["accuracy", "pareto"])
+    p.add_argument("--hw-metric", default="latency_ms", choices=["latency_ms", "flops", "params"])
+    p.add_argument("--ref", default=None, help="also run the search on this git commit's code, for comparison")
+    p.add_argument("--rounds", type=int, default=1, help="runs per side (alternating) with --ref")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        cfg = SearchConfig(llm=args.llm, adapter=args.adapter, llm_url=args.llm_url, seed=args.seed,
-                           dataset=args.dataset, iterations=args.iterations, train_limit=args.train_limit,
-                           max_new_tokens=args.max_new_tokens, out=d)
-        t0 = time.time()
-        run(cfg, progress=False)
-        wall = time.time() - t0
-        _, iters, seed = load_run(d)
-    print(f"{args.llm}{'+' + args.adapter if args.adapter else ''} on {args.seed}/{args.dataset} "
-          f"(train limit {args.train_limit}); wall {wall:.0f} s incl. model load and seed profiling")
-    print(f"{'it':>3} {'status':<12} {'LLM s':>8} {'profile s':>10} {'total s':>8}")
-    for r in iters:
-        print(f"{r['it']:>3} {r['status']:<12} {r['llm_seconds']:>8.1f} {r['profile_seconds']:>10.1f} "
-              f"{r['llm_seconds'] + r['profile_seconds']:>8.1f}")
-    llm = [r["llm_seconds"] for r in iters]
-    prof = [r["profile_seconds"] for r in iters]
-    print(f"mean {'':<12} {statistics.mean(llm):>8.1f} {statistics.mean(prof):>10.1f} "
-          f"{statistics.mean(l + q for l, q in zip(llm, prof)):>8.1f}   (target <= 60 s on CPU)")
+    kw = {"llm": args.llm, "adapter": args.adapter, "llm_url": args.llm_url, "seed": args.seed,
+          "dataset": args.dataset, "iterations": args.iterations, "train_limit": args.train_limit,
+          "max_new_tokens": args.max_new_tokens, "objective": args.objective, "hw_metric": args.hw_metric}
+    sides = {"now": ROOT}
+    # not under /tmp: older sandboxes hid a checkout there behind their private /tmp
+    with tempfile.TemporaryDirectory(prefix=".search-before-", dir=ROOT) as tmp:
+        if args.ref:
+            arch = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", tmp], input=arch.stdout, check=True)
+            sides = {f"before ({args.ref})": Path(tmp), "now": ROOT}
+        got = {k: [] for k in sides}
+        for r in range(args.rounds):
+            for name, tree in (list(sides.items()) if r % 2 == 0 else list(reversed(sides.items()))):
+                got[name].append(measure(tree, kw))
+                print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr, flush=True)
+    print(f"{args.llm}{'+' + args.adapter if args.adapter else ''} on {args.seed}/{args.dataset} (train limit "
+          f"{args.train_limit}, objective {args.objective}, {args.iterations} iterations x {args.rounds} rounds)\n")
+    print("| code | propose + pre-check s/it | evaluate s/it | total s/it | wall s (incl. seed) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, runs in got.items():
+        its = [i for run in runs for i in run["iters"]]
+        llm = statistics.mean(i["llm_seconds"] for i in its)
+        prof = statistics.mean(i["profile_seconds"] for i in its)
+        print(f"| {name} | {llm:.2f} | {prof:.2f} | {llm + prof:.2f} | {statistics.mean(r['wall'] for r in runs):.0f} |")
+    if len(got) == 1:
+        print("\nper iteration:")
+        for i in got["now"][0]["iters"]:
+            print(f"  {i['it']:>3} {i['status']:<12} propose {i['llm_seconds']:.1f} s, evaluate {i['profile_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,30 @@
-"""The closed loop: propose, validate and profile, diagnose, remember; for a fixed budget.
+"""The closed loop: pick a parent, propose, evaluate, remember, store; for a fixed budget.
 
     python -m search run --llm smollm2-135m --seed lenet --dataset fashion-mnist --iterations 10 --out runs/frozen-0
     python -m search run --llm random --objective pareto --hw-metric latency_ms --bins 4 --knowledge-base \
         --screen zero-cost --screen-keep 0.25 --max-latency-ms 2 --out runs/pareto-0
 
-Each iteration: the proposer (Code Generator LLM, or random mutation) gets a parent network's
-source and telemetry, the Prompt Improver's instruction and the feedback memory, and writes a
-network; it is profiled (the corpus profiler: sandboxed, same recipe); the improver reads the
-outcome and writes the next (problem, modification); the memory keeps the last K triples (problem
-found, modification suggested, outcome), failures included. Every iteration is committed to
-`OUT/run.sqlite` as it ends.
+Each iteration (`run_loop`): the plan (`search.plan`) picks the network to start from and the
+complexity bin to aim at; the proposer (Code Generator LLM, or random mutation) gets its source and
+telemetry, the Prompt Improver's instruction and the feedback memory, and writes a network
+(`search.screening.propose`; with screening several, pre-checked and voted down to one); it is
+evaluated in one sandboxed request (`corpus.pipeline`: build, measure, limits, training) unless it
+is a duplicate, has no code or failed its pre-check; the improver reads the outcome and writes the
+next (problem, modification); the memory keeps the last K triples (problem found, modification
+suggested, outcome), failures included; the iteration is committed to `OUT/run.sqlite`. The state
+between iterations is one `search.state.SearchState`, rebuilt from the store on `--resume`.
 
 Multi-objective options (all off by default; `--objective accuracy` is the plain loop):
-- `--objective pareto`: a Pareto archive over (accuracy, hw metric) replaces "the best": the
-  parent of each proposal is picked from the archive by `ParetoArchive.pick` (the most accurate
-  member inside the iteration's bin, else the member nearest to it; without bins, round-robin over
-  the archive sorted by cost). The hw metric (`--hw-metric`) is measured by the pre-check on
-  `--latency-device`.
+- `--objective pareto`: a Pareto archive over (accuracy, hw metric) replaces "the best" as the
+  source of parents (`search.plan`); the hw metric (`--hw-metric`) is measured on `--latency-device`.
 - `--bins N`: complexity bins from quantiles of the seed's random variants (or `--bin-edges`);
   iteration `it` targets bin `it % N`, and the bin's budget is stated in the prompt.
 - `--knowledge-base`: design heuristics rewritten by the Prompt Improver after every round (N
   iterations with bins, else `--round-size`), stored per version, shown in the prompt.
-- The pre-check (sandboxed build + FLOPs, params, batch-1 latency; `search.precheck`) runs before
-  training whenever a constraint, Pareto mode, bins or screening need it; a candidate over a limit
-  is a `constraint` failure with the measured value and is never trained.
-- `--screen zero-cost --screen-keep f`: each iteration asks for M = round(1/f) proposals,
-  pre-checks and scores them with the zero-cost proxies (a vote of their ranks among the M,
-  `search.precheck.vote`), and trains one: the first by (builds, within the limits, inside the
-  bin, zero-cost vote). The others go to the `screened` table with status `screened` (or their
-  pre-check failure); the iteration budget counts trained candidates only.
+- `--max-flops/params/latency-ms`: a candidate over a limit is a `constraint` failure with the
+  measured value and is never trained (the pipeline checks before training).
+- `--screen zero-cost --screen-keep f`: see `search.screening`; the iteration budget counts
+  evaluated candidates only.
 """
 from __future__ import annotations
 
@@ -36,11 +32,12 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from search.roles import FeedbackMemory, Triple, outcome_text
+from search.pareto import cost_of
+from search.plan import Plan
+from search.roles import Triple, outcome_text
+from search.screening import failure, propose, screen, violation
+from search.state import SearchState
 from search.store import RunStore
-
-INITIAL_PROBLEM = "baseline network, nothing tried yet"
-INITIAL_MODIFICATION = "change the widths of a few layers moderately to raise accuracy"
 
 
 class SearchError(Exception):
@@ -130,21 +127,8 @@ def goal_of(cfg: SearchConfig) -> dict:
     return {"kind": "raise_accuracy"}
 
 
-def violation(cfg: SearchConfig, row: dict) -> str | None:
-    for key, limit, unit in (("flops", cfg.max_flops, "FLOPs"), ("params", cfg.max_params, "parameters"),
-                             ("latency_ms", cfg.max_latency_ms, "ms latency")):
-        if limit is not None and row.get(key) is not None and row[key] > limit:
-            return f"{row[key]:,.4g} {unit} > limit {limit:,.4g}"
-    return None
-
-
-def _better(row: dict, best: dict | None) -> bool:
-    return row.get("status") == "ok" and row.get("accuracy") is not None and \
-        (best is None or row["accuracy"] > best["accuracy"])
-
-
 METRIC_KEYS = ("accuracy", "flops", "params", "latency_ms", "latency_batch_ms", "train_seconds",
-               "peak_memory_mb", "device_name", "widths", "table_key", "table_rank")
+               "peak_memory_mb", "device_name", "widths", "table_key", "table_rank")  # in every stored row
 PRE_KEYS = ("flops", "params", "latency_ms", "latency_device", "zc_score", "zc_synflow", "zc_naswot",
             "zc_snip", "zc_grad_norm", "zc_grasp")
 
@@ -182,239 +166,112 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--bins {cfg.bins} needs {max(cfg.bins - 1, 0)} --bin-edges, not {len(cfg.bin_edges)}")
 
 
-def _pre_failure(pre: dict | None, cfg: SearchConfig) -> dict | None:
-    """The row of a candidate the pre-check rejects (does not build, or over a limit), else None."""
-    if pre is None:
-        return None
-    if pre.get("status") != "ok":
-        return {"status": pre.get("status") or "crash", "error": pre.get("error")}
-    why = violation(cfg, pre)
-    if why:
-        return {**{k: pre.get(k) for k in ("flops", "params", "latency_ms")}, "status": "constraint", "error": why}
-    return None
-
-
-def fingerprint(code: str) -> str:
-    """Identity of a network's source up to formatting and comments (its AST), for duplicate checks."""
-    import ast
-    import hashlib
-
-    try:
-        text = ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        text = " ".join(code.split())
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _duplicate(cand: dict) -> dict | None:
-    """The failure row of a candidate identical to a network already tried, else None."""
-    if cand.get("dup") is None:
-        return None
-    return {"status": "duplicate", "error": f"the same network as {cand['dup']} (not trained again)"}
-
-
-def _rank(cand: dict, cfg: SearchConfig, b, edges) -> tuple:
-    """Screening order (higher first): has code, new and passes the pre-check, inside the bin, zero-cost score."""
-    from search.pareto import bin_of
-
-    pre = cand.get("pre")
-    if cand.get("code") is None:
-        return (0, 0, 0, 0.0)
-    if cand.get("dup") is not None:
-        return (1, 0, 0, 0.0)
-    if pre is None:
-        return (1, 1, 1, 0.0)
-    if _pre_failure(pre, cfg):
-        return (1, 0, 0, 0.0)
-    inside = b is None or bin_of(pre.get(cfg.partition_metric), edges) == b
-    return (1, 1, int(inside), float(pre.get("zc_score") or 0.0))
-
-
-def _notes(cfg: SearchConfig, b, edges, parent_row: dict, kb: list[str] | None, kb_version: int) -> str:
-    from search.knowledge import render
-    from search.pareto import _fmt, bin_text, cost_of
-
-    text = ""
-    if b is not None:
-        m = cfg.partition_metric
-        now = cost_of(parent_row, m)
-        text += (f"Target complexity bin {b + 1} of {len(edges) + 1}: {bin_text(b, edges, m)}"
-                 f"{f' (the network below: {_fmt(now, m)})' if now is not None else ''}. "
-                 f"Write a network inside this range, as accurate as possible.\n")
-    if kb is not None:
-        text += render(kb, kb_version)
-    return text
-
-
 def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, store: RunStore,
-             progress: bool = True, precheck=None, edges: list[float] | None = None) -> dict:
+             progress: bool = True, precheck=None, edges: list[float] | None = None, evaluate_seed=None) -> dict:
     """Run (or continue) the search until cfg.iterations iterations are stored or time runs out.
 
-    precheck(code) -> row: the cheap measurements before training (status, flops, params,
-    latency_ms on the latency device, zc_score when screening); None: no pre-check.
-    edges: inner edges of the complexity bins on cfg.partition_metric (None or []: no bins).
-    """
+    evaluate(code) -> row: one candidate, limits included (the pipeline stops a candidate over a limit
+    before training; for an evaluator that does not, the loop checks them on its row). precheck(code)
+    -> row: measurements without training, for screening or what the evaluator cannot measure; None:
+    no pre-check. edges: inner edges of the complexity bins (None or []: no bins). evaluate_seed: the
+    seed's evaluation without the limits (default: evaluate)."""
     from tqdm import tqdm
 
-    from search.knowledge import INITIAL
-    from search.pareto import ParetoArchive, bin_of, bin_range, cost_of
-    from search.precheck import vote
-
-    seed_row = store.meta("seed_row")
-    if seed_row is None:
-        seed_row = {k: v for k, v in evaluate(seed_code).items() if k != "code"}
-        if seed_row.get("status") != "ok":
-            raise SearchError(f"the seed network does not profile: {seed_row.get('status')}: {seed_row.get('error')}")
-        if precheck is not None:
-            pre = precheck(seed_code)
-            if pre.get("status") != "ok":
-                raise SearchError(f"the seed network fails the pre-check: {pre.get('status')}: {pre.get('error')}")
-            seed_row.update({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None})
-        store.set_meta("seed_row", seed_row)
-        store.set_meta("seed_code", seed_code)
-    goal = goal_of(cfg)
-    edges = list(edges or [])
-    pareto = cfg.objective == "pareto"
-    best_code, best_row = seed_code, seed_row
-    archive = ParetoArchive()
-    archive.add({"accuracy": seed_row["accuracy"], "cost": cost_of(seed_row, cfg.hw_metric), "code": seed_code,
-                 "pcost": cost_of(seed_row, cfg.partition_metric), "row": seed_row, "it": None})
-    memory = FeedbackMemory(cfg.memory)
-    pending = (INITIAL_PROBLEM, INITIAL_MODIFICATION)
-    kb_hist = store.kb_versions()
-    if cfg.knowledge_base and not kb_hist:
-        store.add_kb(0, -1, INITIAL, "initial")
-        kb_hist = store.kb_versions()
-    kb = kb_hist[-1]["items"] if cfg.knowledge_base else None
-    kb_version = kb_hist[-1]["version"] if kb_hist else 0
-    round_size = len(edges) + 1 if edges else cfg.round_size
-    round_records: list[dict] = []
-    done = store.iterations()
-    for rec in done:  # resume: rebuild best, archive, memory, the round so far and the pending instruction
-        m, x = rec["metrics"] or {}, rec["extra"] or {}
-        if rec["is_best"]:
-            best_code, best_row = rec["code"], m
-        if rec["status"] == "ok" and cost_of(m, cfg.hw_metric) is not None:
-            archive.add({"accuracy": m["accuracy"], "cost": cost_of(m, cfg.hw_metric), "code": rec["code"], "row": m,
-                         "pcost": cost_of(m, cfg.partition_metric), "it": rec["it"]})
-        if rec["status"] != "llm_error":
-            memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
-        if kb_hist and rec["it"] > kb_hist[-1]["after_it"]:
-            round_records.append({**x, **m, "status": rec["status"], "error": rec["error"]})
-    seen = {fingerprint(seed_code): "the seed network"}  # a repeated network is not trained again
-    for rec in done:
-        if rec["code"]:
-            seen.setdefault(fingerprint(rec["code"]), f"iteration {rec['it']}")
-    if done:
-        pending = (done[-1]["next_problem"], done[-1]["modification"])
-    start, llm_errors = time.time(), 0
-    bar = tqdm(total=cfg.iterations, initial=len(done), desc=f"search {cfg.group}", unit="it", disable=not progress)
+    state = SearchState.restore(cfg, store, seed_code, seed_row(cfg, store, seed_code, evaluate_seed or evaluate,
+                                                                precheck))
+    plan, goal, start = Plan(cfg, edges), goal_of(cfg), time.time()
+    bar = tqdm(total=cfg.iterations, initial=state.done, desc=f"search {cfg.group}", unit="it", disable=not progress)
     try:
-        for it in range(len(done), cfg.iterations):
+        for it in range(state.done, cfg.iterations):
             if cfg.time_budget_s and time.time() - start > cfg.time_budget_s:
                 break
-            seed = cfg.rng_seed * 100_003 + it
-            problem, instruction = pending
-            b = it % (len(edges) + 1) if edges else None
-            parent = archive.pick(*bin_range(b, edges), it, key="pcost") if pareto and b is not None else \
-                archive.pick(None, None, it) if pareto else {"code": best_code, "row": best_row, "it": None}
-            parent_code, parent_row = parent["code"], parent["row"]
-            extra_text = _notes(cfg, b, edges, parent_row, kb, kb_version)
+            seed, b = cfg.rng_seed * 100_003 + it, plan.bin(it)
+            parent = plan.parent(state, it, b)
             t0 = time.time()
-            cands = []
-            for j in range(cfg.proposals_per_iteration):
-                prop = proposer.propose(parent_code, parent_row, goal, instruction, memory, seed + 1_000_003 * j,
-                                        extra=extra_text)
-                prop["fp"] = fingerprint(prop["code"]) if prop.get("code") else None
-                prop["dup"] = seen.get(prop["fp"]) if prop["fp"] else None
-                prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") and \
-                    prop["dup"] is None else None
-                cands.append(prop)
+            cands = propose(cfg, proposer, state, parent, goal, plan.notes(b, parent["row"], state), seed, precheck)
             llm_s = time.time() - t0
-            if len(cands) > 1:  # screening: vote of the zero-cost proxies among this iteration's proposals
-                for c, v in zip(cands, vote([c["pre"] for c in cands])):
-                    if c["pre"] is not None:
-                        c["pre"]["zc_score"] = v
-            pick = max(range(len(cands)), key=lambda j: (_rank(cands[j], cfg, b, edges), -j))
-            for j, c in enumerate(cands):
-                if j != pick:
-                    why = "screened" if _rank(c, cfg, b, edges)[1] else (
-                        _duplicate(c) or _pre_failure(c["pre"], cfg) or
-                        {"status": c.get("status") or "no_code", "error": c.get("error")})
-                    store.add_screened(it, j, {"code": c.get("code"), "raw": c.get("raw"),
-                                               "status": why if isinstance(why, str) else why["status"],
-                                               "error": None if isinstance(why, str) else why.get("error"),
-                                               "metrics": c["pre"]})
-            prop, pre = cands[pick], cands[pick]["pre"]
-            code, profile_s = prop.get("code"), 0.0
-            if code is None:
-                row = {"status": prop.get("status") or "no_code",
-                       "error": prop.get("error") or "the answer contains no parseable Python code"}
-            elif _duplicate(prop):
-                row = _duplicate(prop)  # never trained again
-            elif _pre_failure(pre, cfg):
-                row = _pre_failure(pre, cfg)  # never trained
-            else:
-                t1 = time.time()
-                row = {k: v for k, v in evaluate(code).items() if k != "code"}
-                profile_s = time.time() - t1
-                why = violation(cfg, row) if row.get("status") == "ok" and pre is None else None
-                if why:
-                    row = {**row, "status": "constraint", "error": why}
-            if code is not None:
-                seen.setdefault(prop["fp"], f"iteration {it}")
-            metrics = {k: row.get(k) for k in METRIC_KEYS} | {"status": row.get("status")}
-            if pre is not None:
-                metrics |= {f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None}
-            cost = cost_of(metrics, cfg.hw_metric)
-            entered = row.get("status") == "ok" and cost is not None and archive.add(
-                {"accuracy": row["accuracy"], "cost": cost, "code": code, "row": metrics, "it": it,
-                 "pcost": cost_of(metrics, cfg.partition_metric)})
-            in_bin = None if b is None else bin_of(cost_of(metrics, cfg.partition_metric), edges) == b
-            is_best = _better(row, best_row)
-            outcome = outcome_text(row, parent_row)
-            if pareto and row.get("status") == "ok":
-                outcome += "; entered the Pareto archive" if entered else "; dominated"
-            if b is not None and in_bin is False and row.get("status") == "ok":
-                outcome += f"; outside target bin {b + 1}"
-            lost = row.get("status") == "llm_error"
-            llm_errors = llm_errors + 1 if lost else 0
-            if lost:  # nothing was tried: the memory and the pending instruction stay as they are
-                diag = {"problem": problem, "modification": instruction, "raw": None, "source": None}
-            else:
-                memory.add(Triple(problem, instruction, outcome))
-                diag = improver.diagnose(row, parent_row, memory, seed)
-            if is_best:
-                best_code, best_row = code, row
-            extra = {"bin": b, "in_bin": in_bin, "parent_it": parent["it"], "parent_accuracy": parent_row.get("accuracy"),
-                     "parent_cost": cost_of(parent_row, cfg.hw_metric), "parent_params": parent_row.get("params"),
-                     "cost": cost, "archive": bool(entered), "kb_version": kb_version if kb is not None else None,
-                     "proposals": len(cands)}
-            if diag.get("error"):  # the Prompt Improver's server failed: the rule's diagnosis was used
-                extra["improver_error"] = diag["error"]
-            store.add({"it": it, "started": t0, "prompt": prop.get("prompt"), "raw_answer": prop.get("raw"),
-                       "code": code, "status": row.get("status"), "error": row.get("error"), "metrics": metrics,
-                       "problem": problem, "modification": diag["modification"], "outcome": outcome,
-                       "instruction": instruction, "improver_raw": diag.get("raw"),
-                       "improver_source": diag.get("source"), "llm_seconds": llm_s,
-                       "profile_seconds": profile_s, "best_accuracy": best_row["accuracy"],
-                       "is_best": int(is_best), "next_problem": diag["problem"], "extra": extra})
-            pending = (diag["problem"], diag["modification"])
-            round_records.append({**extra, **metrics, "error": row.get("error")})
-            if kb is not None and (it + 1) % round_size == 0:
-                res = improver.rewrite_knowledge(kb, round_records, seed)
-                kb, kb_version, round_records = res["items"], kb_version + 1, []
-                store.add_kb(kb_version, it, kb, res["source"], res.get("summary"), res.get("raw"))
+            row, profile_s = assess(cfg, cand := screen(cfg, cands, plan, b, store, it), evaluate)
+            timing = {"started": t0, "llm_seconds": llm_s, "profile_seconds": profile_s, "proposals": len(cands)}
+            conclude(cfg, state, plan, improver, store, it, b, parent, cand, row, seed, timing)
             bar.update(1)
-            bar.set_postfix(best=f"{100 * best_row['accuracy']:.2f}%", archive=len(archive.entries),
+            bar.set_postfix(best=f"{100 * state.best_row['accuracy']:.2f}%", archive=len(state.archive.entries),
                             last=row.get("status"))
-            if llm_errors >= cfg.max_llm_errors and it + 1 < cfg.iterations:
-                raise SearchError(f"the LLM failed {llm_errors} iterations in a row (last: {row.get('error')}); "
+            if state.llm_errors >= cfg.max_llm_errors and it + 1 < cfg.iterations:
+                raise SearchError(f"the LLM failed {state.llm_errors} iterations in a row (last: {row.get('error')}); "
                                   f"{it + 1} iterations are stored in {cfg.out}: continue with --resume")
     finally:
         bar.close()
-    return {"iterations": len(store.iterations()), "best": best_row, "seed": seed_row,
-            "archive": [{k: e[k] for k in ("accuracy", "cost", "it")} for e in archive.entries]}
+    return {"iterations": len(store.iterations()), "best": state.best_row, "seed": state.seed_row,
+            "archive": [{k: e[k] for k in ("accuracy", "cost", "it")} for e in state.archive.entries]}
+
+
+def seed_row(cfg: SearchConfig, store: RunStore, seed_code: str, evaluate, precheck) -> dict:
+    """The seed network's row: stored, or evaluated (and pre-checked) once and stored."""
+    row = store.meta("seed_row")
+    if row is not None:
+        return row
+    row = {k: v for k, v in evaluate(seed_code).items() if k != "code"}
+    if row.get("status") != "ok":
+        raise SearchError(f"the seed network does not profile: {row.get('status')}: {row.get('error')}")
+    if precheck is not None:
+        pre = precheck(seed_code)
+        if pre.get("status") != "ok":
+            raise SearchError(f"the seed network fails the pre-check: {pre.get('status')}: {pre.get('error')}")
+        row.update({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None})
+    store.set_meta("seed_row", row)
+    store.set_meta("seed_code", seed_code)
+    return row
+
+
+def assess(cfg: SearchConfig, cand: dict, evaluate) -> tuple[dict, float]:
+    """(row, seconds evaluating) of the chosen candidate: its failure (no code, LLM error, duplicate,
+    pre-check) in no time, or its evaluation."""
+    row = failure(cand, cfg)
+    if row is not None:
+        return row, 0.0
+    t0 = time.time()
+    row = {k: v for k, v in evaluate(cand["code"]).items() if k != "code"}
+    why = violation(cfg, row) if row.get("status") == "ok" and cand.get("pre") is None else None
+    return ({**row, "status": "constraint", "error": why} if why else row), time.time() - t0
+
+
+def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store: RunStore, it: int, b, parent: dict,
+             cand: dict, row: dict, seed: int, timing: dict) -> None:
+    """Remember the iteration (archive, best, memory, diagnosis, knowledge base) and store it."""
+    code, pre, parent_row = cand.get("code"), cand.get("pre"), parent["row"]
+    metrics = {**dict.fromkeys(METRIC_KEYS), **row,
+               **({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None} if pre else {})}
+    entered, is_best = state.admit(it, code, metrics)
+    in_bin, ok = plan.in_bin(metrics, b), row.get("status") == "ok"
+    outcome = outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else
+                                               "; entered the Pareto archive" if entered else "; dominated")
+    if in_bin is False and ok:
+        outcome += f"; outside target bin {b + 1}"
+    problem, instruction = state.pending
+    if row.get("status") == "llm_error":  # nothing was tried: the memory and the pending instruction stay
+        triple, diag = None, {"problem": problem, "modification": instruction, "raw": None, "source": None}
+    else:
+        triple = Triple(problem, instruction, outcome)
+        state.memory.add(triple)  # the improver diagnoses with this iteration's triple in the memory
+        diag = improver.diagnose(row, parent_row, state.memory, seed)
+    state.advance(it, tried=triple is not None, diagnosis=(diag["problem"], diag["modification"]))
+    extra = {"bin": b, "in_bin": in_bin, "parent_it": parent["it"], "parent_accuracy": parent_row.get("accuracy"),
+             "parent_cost": cost_of(parent_row, cfg.hw_metric), "parent_params": parent_row.get("params"),
+             "cost": cost_of(metrics, cfg.hw_metric), "archive": bool(entered),
+             "kb_version": state.kb_version if state.kb is not None else None, "proposals": timing["proposals"],
+             **({"improver_error": diag["error"]} if diag.get("error") else {})}
+    store.add({"it": it, "started": timing["started"], "prompt": cand.get("prompt"), "raw_answer": cand.get("raw"),
+               "code": code, "status": row.get("status"), "error": row.get("error"), "metrics": metrics,
+               "problem": problem, "modification": diag["modification"], "outcome": outcome,
+               "instruction": instruction, "improver_raw": diag.get("raw"), "improver_source": diag.get("source"),
+               "llm_seconds": timing["llm_seconds"], "profile_seconds": timing["profile_seconds"],
+               "best_accuracy": state.best_row["accuracy"], "is_best": int(is_best), "next_problem": diag["problem"],
+               "extra": extra})
+    state.round_records.append({**extra, **metrics, "error": row.get("error")})
+    if state.kb is not None and (it + 1) % plan.round_size == 0:
+        res = improver.rewrite_knowledge(state.kb, state.round_records, seed)
+        state.kb, state.kb_version, state.round_records = res["items"], state.kb_version + 1, []
+        store.add_kb(state.kb_version, it, state.kb, res["source"], res.get("summary"), res.get("raw"))
 
 
 def config_dict(cfg: SearchConfig) -> dict:

@@ -143,7 +143,7 @@ def bin_range(b: int, edges: list[float]) -> tuple[float | None, float | None]:
     return (edges[b - 1] if b > 0 else None, edges[b] if b < len(edges) else None)
 
 
-def _fmt(v: float, metric: str) -> str:
+def fmt(v: float, metric: str) -> str:
     return f"{v:.3g} ms" if metric == "latency_ms" else (f"{v / 1e6:.3g} M" if v >= 1e5 else f"{v:,.0f}")
 
 
@@ -152,10 +152,10 @@ def bin_text(b: int, edges: list[float], metric: str) -> str:
     lo, hi = bin_range(b, edges)
     name = {"latency_ms": "batch-1 latency", "flops": "FLOPs per sample", "params": "parameters"}[metric]
     if lo is None:
-        return f"{name} below {_fmt(hi, metric)}"
+        return f"{name} below {fmt(hi, metric)}"
     if hi is None:
-        return f"{name} of {_fmt(lo, metric)} or more"
-    return f"{name} from {_fmt(lo, metric)} to {_fmt(hi, metric)}"
+        return f"{name} of {fmt(lo, metric)} or more"
+    return f"{name} from {fmt(lo, metric)} to {fmt(hi, metric)}"
 
 
 def run_points(iters: list[dict], seed: dict, metric: str) -> list[tuple[float, float]]:

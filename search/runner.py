@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from search.loop import RESUMABLE, SearchConfig, SearchError, check_config, config_dict, run_loop
+from search.screening import limits
 from search.store import RunStore, StoreError
 
 
@@ -159,14 +160,43 @@ def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, prec
     return edges
 
 
-def _with_table_latency(check, ev):
-    def checked(code: str) -> dict:
-        pre = check(code)
+def profile_evaluator(cfg: SearchConfig):
+    """The corpus evaluator for `--evaluator profile`: the proxy recipe, the limits, latency on --latency-device."""
+    from corpus.errors import CorpusError
+    from corpus.evaluator import Evaluator
+    from corpus.train import Recipe
+    from corpus.data import info
+
+    recipe = Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, train_limit=cfg.train_limit, seed=cfg.rng_seed,
+                    flip=info(cfg.dataset)["flip"]).to_dict()
+    try:
+        return Evaluator(cfg.dataset, recipe, data_dir=cfg.data_dir, device=cfg.device,
+                         latency_device=cfg.latency_device, limits=limits(cfg), timeout_s=cfg.timeout_s)
+    except CorpusError as exc:
+        raise SearchError(str(exc)) from None
+
+
+def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
+    """Measurements without training (screening, bin edges, a table's networks), on --latency-device."""
+    timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
+    zero_cost = cfg.screen == "zero-cost"
+    if profiler is not None:
+        return lambda code: profiler.check(code, zero_cost=zero_cost, latency=timed, seed=cfg.rng_seed)
+    from corpus.evaluator import Checker
+
+    checker = Checker(spec, cfg.latency_device, zero_cost=zero_cost, latency=timed and not cfg.latency_table,
+                      seed=cfg.rng_seed)
+    closers.append(checker.close)
+    if not (cfg.latency_table and ev is not None):
+        return checker.check
+
+    def looked_up(code: str) -> dict:  # latency from the table measured on the target device, not here
+        pre = checker.check(code)
         if pre.get("status") == "ok":
             pre["latency_ms"], pre["latency_device"] = ev.lookup_latency(code), ev.latency_device
         return pre
 
-    return checked
+    return looked_up
 
 
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
@@ -177,7 +207,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     Everything a start needs is checked and built before the run folder is created; a start that
     fails before the seed network is profiled removes the store it created, so the fixed command can
     use the same --out."""
-    from corpus.build import BuildConfig, Profiler, versions
+    from corpus.build import versions
     from mutator.generate import resolve_seed
     from search.llm import make_llm
     from search.roles import CodeGenerator, PromptImprover, RandomProposer
@@ -202,7 +232,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                 seed_name = SPACES.get(table_space, {}).get("seed", cfg.seed)
             _, seed_code = resolve_seed(seed_name)
         spec = input_spec(cfg.dataset)
-        width_choices, ev = None, None
+        width_choices, ev, evaluate_seed = None, None, None
         if evaluate is None and table_space:
             from corpus.table import SPACES, TableError, TableEvaluator
 
@@ -215,34 +245,28 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             evaluate = ev.evaluate
             spec = {"in_shape": [1, 3, 32, 32], "classes": 10, "class_name": None}
             width_choices = SPACES[table_space]["choices"]
-        if evaluate is None:
-            prof = Profiler(BuildConfig(variants="", dataset=cfg.dataset, out="", epochs=cfg.epochs,
-                                        batch_size=cfg.batch_size, train_limit=cfg.train_limit,
-                                        device=cfg.device, timeout_s=cfg.timeout_s, data_dir=cfg.data_dir,
-                                        seed=cfg.rng_seed))
-            closers.append(prof.close)
-            evaluate = prof.profile
+        profiler = None
+        if evaluate is None:  # one sandboxed request per candidate: measured, checked, trained
+            profiler = profile_evaluator(cfg)
+            closers.append(profiler.close)
+            evaluate, evaluate_seed = profiler.evaluate, lambda code: profiler.evaluate(code, limits={})
         stored_edges = store.meta("bin_edges") if store else None
+        need_edges = cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges
         pool = None
-        if cfg.llm == "random" or (cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges):
+        if cfg.llm == "random" or need_edges:
             from mutator.sandbox import WorkerPool
 
             pool = WorkerPool(1, timeout_s=300)
             closers.append(pool.close)
-        if precheck is None and cfg.needs_precheck:
-            from search.precheck import PreChecker
-
-            timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
-            pc = PreChecker(spec, cfg.latency_device, zero_cost=cfg.screen == "zero-cost", seed=cfg.rng_seed,
-                            latency=timed and not cfg.latency_table)
-            closers.append(pc.close)
-            precheck = pc.check
-            if cfg.latency_table and ev is not None:  # looked up, not measured here
-                precheck = _with_table_latency(pc.check, ev)
+        measure = precheck
+        if precheck is None and (cfg.screen != "none" or need_edges or (ev is not None and cfg.needs_precheck)):
+            measure = pre_checker(cfg, spec, profiler, ev, closers)
+            # screening votes on pre-checks; a table cannot time a network, so it is pre-checked too
+            precheck = measure if cfg.screen != "none" or ev is not None else None
         edges = stored_edges
         if edges is None and cfg.bins >= 2:
             edges = sorted(cfg.bin_edges) if cfg.bin_edges else \
-                seed_variant_edges(cfg, seed_code, spec, pool, precheck, width_choices)
+                seed_variant_edges(cfg, seed_code, spec, pool, measure, width_choices)
             if len(edges) != cfg.bins - 1:
                 raise SearchError(f"--bins {cfg.bins} needs {cfg.bins - 1} --bin-edges, not {len(edges)}")
         if cfg.llm == "random":
@@ -266,7 +290,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             store.set_meta("bin_edges", edges)
         if not store.started():
             store.set_meta("versions", versions())
-        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges)
+        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges, evaluate_seed)
     except BaseException:
         if created:
             discard_unstarted(store, made_folder)

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_VGG
 from search.compare import compare
 from search.llm import ScriptedLLM
-from search.precheck import vote
+from search.screening import vote
 from search.loop import SearchConfig
 from search.pareto import (ParetoArchive, bin_of, coverage, hypervolume, igd, nondominated, normalise,
                            quantile_edges)
@@ -258,7 +258,11 @@ def test_compare_reports_hv_igd_budgets_and_reduction_vs_baseline(tmp_path, seed
 
 
 def test_precheck_handler_measures_a_real_network():
-    from search.precheck import precheck
+    from corpus.pipeline import evaluate
+
+    def precheck(payload):  # the pipeline without training, as corpus.evaluator.Checker calls it
+        return evaluate({"train": False, "latency": "batch1", "zero_cost_data": "random",
+                         "zero_cost": "on" if payload.pop("zero_cost", False) else "off", **payload})
 
     row = precheck({"source": TINY_VGG, "spec": {"in_shape": [1, 1, 28, 28], "classes": 10}, "device": "cpu",
                     "latency_runs": 5})
@@ -268,5 +272,5 @@ def test_precheck_handler_measures_a_real_network():
                     "spec": {"in_shape": [1, 1, 28, 28], "classes": 10}})
     assert bad["status"] == "shape_error" and bad["latency_ms"] is None
     zc = precheck({"source": TINY_VGG, "spec": {"in_shape": [1, 1, 28, 28], "classes": 10}, "zero_cost": True,
-                   "latency_runs": 5, "zc_batch": 16})
+                   "latency_runs": 5, "zero_cost_batch": 16})
     assert zc["status"] == "ok" and all(zc[k] is not None for k in ("zc_synflow", "zc_naswot", "zc_snip"))

@@ -1,0 +1,118 @@
+"""The parent's side of the evaluation pipeline: one sandboxed request per candidate.
+
+    with Evaluator("fashion-mnist", Recipe(train_limit=2000).to_dict(), limits={"flops": 2e6}) as ev:
+        row = ev.evaluate(source)   # build, measure, check the limits, train, test: one request
+        pre = ev.check(source)      # the same pipeline without training (screening, bin edges)
+    with Checker({"in_shape": [1, 3, 32, 32], "classes": 10}) as c:   # no data set: build and measure only
+        pre = c.check(source)
+
+Every row is `corpus.pipeline.evaluate`'s (statuses and conventions there) plus what makes it
+reproducible: the source's `sha256`, the data set, the recipe (JSON) and the zero-cost mode. A request
+that crashed or timed out in the sandbox is a row with that status, never an exception. Used by
+`search run` (its evaluator and pre-check) and `python -m corpus profile`; `corpus build` sends the
+same requests through its own pool of workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from corpus.data import info, prepare
+from corpus.errors import CorpusError, DataError
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class Evaluator:
+    def __init__(self, dataset: str, recipe: dict, *, data_dir: str | None = None, device: str = "auto",
+                 latency_device: str | None = None, limits: dict | None = None, zero_cost: str = "off",
+                 zero_cost_batch: int = 64, zero_cost_data: str = "train", latency_batch: int = 64,
+                 use_model_recipe: bool = False, class_name: str | None = None, timeout_s: float = 900.0,
+                 memory_mb: int = 6144):
+        """limits: {"flops", "params", "latency_ms"} maxima checked before training (status `constraint`).
+        latency_device: where latency is timed (default: the training device)."""
+        from mutator.sandbox import WorkerPool
+
+        try:
+            meta = info(dataset)
+            self.data_path = str(prepare(dataset, data_dir))
+        except DataError as exc:
+            raise CorpusError(str(exc)) from None
+        self.dataset, self.recipe = dataset, recipe
+        self.device = resolve_device(device)
+        self.payload = {"data_path": self.data_path, "classes": meta["classes"], "class_name": class_name,
+                        "recipe": recipe, "device": self.device, "latency_device": latency_device,
+                        "limits": limits or {}, "zero_cost": zero_cost, "zero_cost_batch": zero_cost_batch,
+                        "zero_cost_data": zero_cost_data, "latency_batch": latency_batch,
+                        "use_model_recipe": use_model_recipe}
+        gpu = "cuda" in (self.device, latency_device)
+        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
+                               threads_per_worker=os.cpu_count() or 1, gpu=gpu)
+
+    def _row(self, code: str, res: dict, **extra) -> dict:
+        return {**res, "status": res.get("status") or "crash", "code": code,
+                "sha256": hashlib.sha256(code.encode()).hexdigest(), "dataset": self.dataset,
+                "recipe": json.dumps(self.recipe, sort_keys=True), "zero_cost": self.payload["zero_cost"], **extra}
+
+    def evaluate(self, code: str, class_name: str | None = None, limits: dict | None = None) -> dict:
+        """The whole pipeline; a candidate over a limit stops before training (`constraint`).
+        limits: instead of the evaluator's ({} for none, e.g. for a search's seed)."""
+        payload = {**self.payload, "source": code}
+        if limits is not None:
+            payload["limits"] = limits
+        if class_name:
+            payload["class_name"] = class_name
+        return self._row(code, self.pool.call("corpus.pipeline:evaluate", payload))
+
+    __call__ = evaluate
+
+    def check(self, code: str, zero_cost: bool = False, latency: bool = True, seed: int = 0) -> dict:
+        """The pipeline without training: build, shape, params, FLOPs, batch-1 latency, and the zero-cost
+        proxies on N(0, 1) images drawn from `seed` when asked (screening votes on them)."""
+        payload = {**self.payload, "source": code, "train": False, "latency": "batch1" if latency else "none",
+                   "limits": {}, "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
+        return self._row(code, self.pool.call("corpus.pipeline:evaluate", payload))
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Checker:
+    """The pipeline without training and without a data set: a network at `spec` (in_shape, classes)."""
+
+    def __init__(self, spec: dict, device: str = "cpu", zero_cost: bool = False, latency: bool = True, seed: int = 0,
+                 timeout_s: float = 300.0, memory_mb: int = 6144):
+        from mutator.sandbox import WorkerPool
+
+        self.payload = {"spec": spec, "device": device, "train": False, "latency": "batch1" if latency else "none",
+                        "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
+        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if device != "cpu" else memory_mb,
+                               threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
+
+    def check(self, code: str) -> dict:
+        res = self.pool.call("corpus.pipeline:evaluate", {**self.payload, "source": code})
+        return {**res, "status": res.get("status") or "crash"}
+
+    __call__ = check
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
