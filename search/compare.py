@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from search.loop import SearchError
@@ -177,6 +178,9 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
 
     runs = []
     for d in dirs:
+        if not (Path(d) / "run.sqlite").is_file():  # e.g. an earlier compare's --out matched by runs/cbm-*
+            print(f"note: skipping {d}: not a search run (no run.sqlite)", file=sys.stderr)
+            continue
         cfg, iters, seed = load_run(d)
         if iters:
             runs.append((d, cfg, iters, seed, load_extras(d)["bin_edges"]))

@@ -44,9 +44,43 @@ def best_curve(iters: list[dict], seed_acc: float) -> list[float]:
     return out
 
 
-def report(folder: str) -> str:
+def clip(text: str | None, width: int = 90) -> str:
+    """One table cell: `|` and newlines neutralised, cut at a word boundary with an ellipsis past `width`."""
+    text = " ".join((text or "").replace("|", "/").split())
+    if len(text) <= width:
+        return text
+    cut = text[:width]
+    if " " in cut and not text[width].isspace():
+        cut = cut[:cut.rfind(" ")]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
+def searched(cfg) -> tuple[str, str]:
+    """(short, long) description of what a run searched: a benchmark space looked up in its table, or a
+    seed trained on a data set. In benchmark mode the default seed is the space's own (as `search run`
+    does), never the data-set seed the config still names."""
+    if cfg.evaluator.startswith("table:"):
+        from corpus.spaces import SPACES
+        from search.loop import SearchConfig
+
+        space = cfg.evaluator.split(":", 1)[1]
+        seed = SPACES.get(space, {}).get("seed", cfg.seed) if cfg.seed == SearchConfig().seed else cfg.seed
+        acc = "one training seed's accuracy" if cfg.table_noise else "mean accuracy of 3 seeds"
+        return (f"space {space} (table), seed {seed}",
+                f"space `{space}`: Channel-Bench-Macro table lookups ({acc}, CIFAR-10), seed `{seed}`")
+    return (f"seed {cfg.seed} on {cfg.dataset}",
+            f"seed `{cfg.seed}` on {cfg.dataset} (train limit {cfg.train_limit}, {cfg.epochs} epoch)")
+
+
+def front_with_seed(pts: list[tuple], seed_point: tuple | None) -> list[tuple]:
+    """The (cost, accuracy) Pareto front of the candidates and the seed together, by cost."""
     from corpus.show import pareto_front
 
+    allp = list(pts) + ([seed_point] if seed_point and None not in seed_point else [])
+    return sorted(allp[i] for i in pareto_front(allp))
+
+
+def report(folder: str) -> str:
     cfg, iters, seed = load_run(folder)
     out = Path(folder)
     plt = _plt()
@@ -71,14 +105,15 @@ def report(folder: str) -> str:
         axes[2].scatter([seed["flops"] / 1e6], [100 * seed_acc], c="k", marker="*", s=120, label="seed")
     if pts:
         axes[2].scatter([p[0] / 1e6 for p in pts], [100 * p[1] for p in pts], s=16, alpha=0.7, label="candidates")
-        fp = sorted(pts[i] for i in pareto_front(pts))
+        fp = front_with_seed(pts, (seed.get("flops"), seed.get("accuracy")))
         axes[2].plot([p[0] / 1e6 for p in fp], [100 * p[1] for p in fp], "r.-", label="Pareto front")
     log = log_x_if_spread(axes[2], [p[0] / 1e6 for p in pts] + [(seed.get("flops") or 0) / 1e6])
     axes[2].set(xlabel=f"MFLOPs per sample{log}", ylabel="accuracy (%)", title="accuracy vs FLOPs")
     axes[2].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{cfg.group} on {cfg.dataset}, seed {cfg.seed}, rng {cfg.rng_seed}")
+    short, long = searched(cfg)
+    fig.suptitle(f"{cfg.group}: {short}, rng {cfg.rng_seed}")
     fig.tight_layout()
     fig.savefig(out / "report.png")
     plt.close(fig)
@@ -86,7 +121,7 @@ def report(folder: str) -> str:
     prof_s = [r["profile_seconds"] or 0 for r in iters]
     lines = [f"# Search run {folder}", "",
              f"- configuration: `{cfg.group}` (llm `{cfg.llm}`, adapter `{cfg.adapter}`, improver `{cfg.improver_llm or 'same'}`{' at ' + cfg.improver_url if cfg.improver_url else ''})",
-             f"- seed `{cfg.seed}` on {cfg.dataset} (train limit {cfg.train_limit}, {cfg.epochs} epoch), rng seed {cfg.rng_seed}, memory K={cfg.memory}",
+             f"- {long}, rng seed {cfg.rng_seed}, memory K={cfg.memory}",
              f"- iterations: {n}; statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
              f"- seed accuracy {100 * seed_acc:.2f}%, best {100 * (curve[-1] if curve else seed_acc):.2f}%",
              f"- mean seconds per iteration: LLM {sum(llm_s) / max(1, n):.1f}, profiling {sum(prof_s) / max(1, n):.1f}",
@@ -97,8 +132,8 @@ def report(folder: str) -> str:
         m = r["metrics"] or {}
         acc = f"{100 * m['accuracy']:.2f}" if m.get("accuracy") is not None else ""
         fl = f"{m['flops'] / 1e6:.3f}" if m.get("flops") is not None else ""
-        cell = lambda s: (s or "").replace("|", "/").replace("\n", " ")[:90]  # noqa: E731
-        lines.append(f"| {r['it']} | {r['status']} | {acc} | {fl} | {cell(r['problem'])} | {cell(r['instruction'])} | {cell(r['outcome'])} |")
+        lines.append(f"| {r['it']} | {r['status']} | {acc} | {fl} | {clip(r['problem'])} | {clip(r['instruction'])} "
+                     f"| {clip(r['outcome'])} |")
     lines += pareto_section(folder, cfg, iters, seed)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     extra = " and pareto.png" if (out / "pareto.png").exists() else ""

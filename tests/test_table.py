@@ -89,6 +89,16 @@ def test_compare_reports_ranks_on_a_scripted_llm(tmp_path, evaluators, cbm_dir):
     assert max(data["groups"]["strong"]["ranks"]) <= len(good)
     assert data["baseline"] == "random-ish" and data["groups"]["strong"]["p_vs_baseline"] < 0.05
     assert "median best rank" in res.stdout
+    # `compare runs/cbm-*` also matches the earlier compare's own folder: skipped with a note
+    res = run_module("search", "compare", *sorted(tmp_path.glob("*")), "--out", tmp_path / "cmp2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"note: skipping {tmp_path / 'cmp'}: not a search run (no run.sqlite)" in res.stderr
+    # the report names the space and its seed, not the data-set seed the config still holds
+    res = run_module("search", "report", tmp_path / "strong-0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    md = (tmp_path / "strong-0" / "report.md").read_text()
+    assert "- space `cbm-mobilenet`: Channel-Bench-Macro table lookups" in md and "seed `cbm-mobilenet`" in md
+    assert not re.search(r"\blenet\b", md) and "fashion-mnist" not in md
 
 
 def test_from_table_materialises_a_corpus(tmp_path, cbm_dir):
