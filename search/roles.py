@@ -1,7 +1,7 @@
 """The roles of one search iteration: feedback memory, Code Generator, Prompt Improver, proposers.
 
     memory = FeedbackMemory(k=5)                   # last k (problem, modification, outcome) triples
-    gen = CodeGenerator(llm)                        # best source + telemetry + instruction + memory -> code
+    gen = CodeGenerator(llm)                        # parent source + telemetry + instruction + memory -> code
     imp = PromptImprover(llm)                       # outcome -> (problem, modification) = next instruction
 
 The Code Generator's prompt is `finetune.prompts.build_messages` (the template adapters are
@@ -43,22 +43,22 @@ class FeedbackMemory:
                          for i, t in enumerate(self.items, 1))
 
 
-def outcome_text(row: dict, best: dict | None) -> str:
-    """Short outcome of a candidate for the memory: metrics and change vs best, or the failure."""
+def outcome_text(row: dict, parent: dict | None) -> str:
+    """Short outcome of a candidate for the memory: metrics and change vs parent, or the failure."""
     if row.get("status") != "ok":
         err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
         return f"FAILED {row.get('status')}: {err}".strip()
     text = telemetry_text(row)
-    if best and best.get("accuracy") is not None and row.get("accuracy") is not None:
-        text += f"; {100 * (row['accuracy'] - best['accuracy']):+.2f} points vs best"
+    if parent and parent.get("accuracy") is not None and row.get("accuracy") is not None:
+        text += f"; {100 * (row['accuracy'] - parent['accuracy']):+.2f} points vs the network it started from"
     return text
 
 
-def generator_messages(best_code: str, best_row: dict, goal: dict, instruction: str, memory: FeedbackMemory,
+def generator_messages(parent_code: str, parent_row: dict, goal: dict, instruction: str, memory: FeedbackMemory,
                        extra: str = ""):
     """The finetune template with notes before the source: `extra` (the bin's budget, the knowledge
     base), the improver's suggested change and the memory."""
-    msgs = build_messages(best_code, best_row, goal)
+    msgs = build_messages(parent_code, parent_row, goal)
     notes = (f"{extra}"
              f"Suggested change: {instruction}\n"
              f"Recent attempts (most recent last):\n{memory.render()}\n\n")
@@ -72,10 +72,10 @@ class CodeGenerator:
     def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536):
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
 
-    def propose(self, best_code, best_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "") -> dict:
         from search.llm import LLMServerError
 
-        msgs = generator_messages(best_code, best_row, goal, instruction, memory, extra)
+        msgs = generator_messages(parent_code, parent_row, goal, instruction, memory, extra)
         try:
             raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
         except LLMServerError as exc:  # an outcome of this iteration, not the end of the run
@@ -83,8 +83,8 @@ class CodeGenerator:
         return {"prompt": msgs, "raw": raw, "code": extract_code(raw)}
 
 
-IMPROVER_SYSTEM = ("You review experiments of a neural-architecture search. Given the best network so "
-                   "far, the latest candidate's outcome and recent attempts, name the problem and one "
+IMPROVER_SYSTEM = ("You review experiments of a neural-architecture search. Given the network a candidate "
+                   "started from, the candidate's outcome and recent attempts, name the problem and one "
                    "concrete change to the network's source to try next. Reply with exactly two lines:\n"
                    "PROBLEM: <one sentence>\nMODIFICATION: <one sentence>")
 
@@ -102,7 +102,7 @@ def parse_diagnosis(text: str) -> tuple[str, str] | None:
     return None
 
 
-def rule_diagnosis(row: dict, best: dict | None) -> tuple[str, str]:
+def rule_diagnosis(row: dict, parent: dict | None) -> tuple[str, str]:
     """A deterministic diagnosis (the no-LLM baseline, and the fallback for unparseable answers)."""
     status = row.get("status")
     if status == "no_code":
@@ -118,10 +118,10 @@ def rule_diagnosis(row: dict, best: dict | None) -> tuple[str, str]:
     if status != "ok":
         return (f"the candidate failed ({status}): {(row.get('error') or '')[:120]}",
                 "make a smaller, more conservative width change")
-    if best is None or best.get("accuracy") is None:
+    if parent is None or parent.get("accuracy") is None:
         return ("no baseline yet", "widen the narrowest layers moderately")
-    gain = row["accuracy"] - best["accuracy"]
-    bigger = (row.get("params") or 0) > (best.get("params") or 0)
+    gain = row["accuracy"] - parent["accuracy"]
+    bigger = (row.get("params") or 0) > (parent.get("params") or 0)
     if gain > 0:
         return (f"none: accuracy improved by {100 * gain:.2f} points",
                 f"continue in the same direction ({'widen' if bigger else 'narrow'} further)")
@@ -153,28 +153,28 @@ class PromptImprover:
     def __init__(self, llm=None, temperature: float = 0.3, max_new_tokens: int = 160, shot: bool = False):
         self.llm, self.temperature, self.max_new_tokens, self.shot = llm, temperature, max_new_tokens, shot
 
-    def diagnose_messages(self, row: dict, best: dict | None, memory: FeedbackMemory) -> list[dict]:
-        best_txt = telemetry_text(best) if best else "none yet"
-        user = (f"Best network so far: {best_txt}.\n"
-                f"Latest candidate: {outcome_text(row, best)}.\n"
+    def diagnose_messages(self, row: dict, parent: dict | None, memory: FeedbackMemory) -> list[dict]:
+        parent_txt = telemetry_text(parent) if parent else "none yet"
+        user = (f"The network the candidate started from: {parent_txt}.\n"
+                f"Latest candidate: {outcome_text(row, parent)}.\n"
                 f"Recent attempts:\n{memory.render()}\n")
         return improver_messages(user, self.shot)
 
-    def diagnose(self, row: dict, best: dict | None, memory: FeedbackMemory, seed: int) -> dict:
+    def diagnose(self, row: dict, parent: dict | None, memory: FeedbackMemory, seed: int) -> dict:
         if self.llm is None:
-            p, m = rule_diagnosis(row, best)
+            p, m = rule_diagnosis(row, parent)
             return {"problem": p, "modification": m, "raw": None, "source": "rule"}
         from search.llm import LLMServerError
 
         try:
-            raw = self.llm.generate(self.diagnose_messages(row, best, memory),
+            raw = self.llm.generate(self.diagnose_messages(row, parent, memory),
                                     temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
         except LLMServerError as exc:  # no diagnosis this time: the rule's, recorded as such
-            p, m = rule_diagnosis(row, best)
+            p, m = rule_diagnosis(row, parent)
             return {"problem": p, "modification": m, "raw": None, "source": "llm_error", "error": str(exc)}
         parsed = parse_diagnosis(raw)
         if parsed is None:
-            p, m = rule_diagnosis(row, best)
+            p, m = rule_diagnosis(row, parent)
             return {"problem": p, "modification": m, "raw": raw, "source": "rule-fallback"}
         return {"problem": parsed[0], "modification": parsed[1], "raw": raw, "source": "llm"}
 
@@ -209,7 +209,7 @@ KB_SYSTEM = ("You maintain a short list of design heuristics for a neural-archit
 
 
 class RandomProposer:
-    """The no-LLM baseline: a random mutator variant of the current best, same loop and profiler.
+    """The no-LLM baseline: a random mutator variant of the current parent, same loop and profiler.
 
     It reads no prompt: a bin's budget and the knowledge base do not steer it (in Pareto mode only
     the parent it mutates, and screening, depend on the bin)."""
@@ -218,16 +218,16 @@ class RandomProposer:
         self.spec, self.pool, self.rng_seed, self.width_choices = spec, pool, rng_seed, width_choices
         self._analysis: dict[str, dict] = {}
 
-    def propose(self, best_code, best_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "") -> dict:
         import hashlib
         import random
 
         from mutator.calls import analyze, realize
         from mutator.generate import GenerateConfig, sample_widths
 
-        key = hashlib.sha256(best_code.encode()).hexdigest()
+        key = hashlib.sha256(parent_code.encode()).hexdigest()
         if key not in self._analysis:
-            self._analysis[key] = analyze(self.pool, best_code, self.spec)
+            self._analysis[key] = analyze(self.pool, parent_code, self.spec)
         a = self._analysis[key]
         if not a.ok or not a.groups:
             return {"prompt": None, "raw": None, "code": None, "error": a.error or "no widths"}
@@ -241,7 +241,7 @@ class RandomProposer:
             widths = sample_widths(rng, a.groups, cfg)
             if widths == a.seed_widths:
                 continue
-            r = realize(self.pool, best_code, self.spec, a, [widths])[0]
+            r = realize(self.pool, parent_code, self.spec, a, [widths])[0]
             if r.ok:
                 return {"prompt": None, "raw": f"widths {widths}", "code": r.source}
         return {"prompt": None, "raw": None, "code": None, "error": "no valid random variant in 20 draws"}
