@@ -2,6 +2,7 @@
 
     python -m corpus build --variants variants --dataset fashion-mnist --out corpus_fm --train-limit 2000
     python -m corpus profile variants/resnet-small-0123abcd.py --dataset fashion-mnist --train-limit 2000
+    python -m corpus profile v.py --evaluator table:cbm-resnet                # a table lookup, no training
     python -m corpus show corpus_fm
     python -m corpus build --variants variants --dataset fashion-mnist --out corpus_zc --zero-cost-only
     python -m corpus predictor fit --corpus corpus_fm --out pred.joblib
@@ -15,8 +16,8 @@ import sys
 import warnings
 
 
-def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="fashion-mnist | cifar10 | cifar100 | mnist")
+def _profile_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
+    p.add_argument("--dataset", required=dataset_required, help="fashion-mnist | cifar10 | cifar100 | mnist")
     p.add_argument("--data-dir", default=None, help="folder with the data set's files (offline use)")
     p.add_argument("--epochs", type=float, default=1.0, help="proxy-training epochs (default 1; at least --min-steps)")
     p.add_argument("--batch-size", type=int, default=0,
@@ -49,7 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="profile one model file, print its row as one JSON line")
     p.add_argument("file", help="model .py file")
     p.add_argument("--class-name", default=None, help="class or factory that builds the network")
-    _profile_args(p)
+    p.add_argument("--evaluator", default="profile",
+                   help="profile (train and measure) or table:SPACE (look the network up in a Channel-Bench-Macro "
+                        "table: cbm-resnet | cbm-mobilenet)")
+    p.add_argument("--benchmark-file", default=None, help="the space's JSON table (default: see README)")
+    _profile_args(p, dataset_required=False)
     t = sub.add_parser("from-table", help="a corpus (code + metrics) from a Channel-Bench-Macro table")
     t.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
     t.add_argument("--out", required=True)

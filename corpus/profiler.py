@@ -1,4 +1,12 @@
-"""`python -m corpus profile FILE`: one model file, one JSON row (sandboxed, same recipe as build)."""
+"""`python -m corpus profile FILE`: one model file, one JSON row (sandboxed, same recipe as build).
+
+    python -m corpus profile v.py --dataset fashion-mnist --train-limit 2000
+    python -m corpus profile v.py --evaluator table:cbm-resnet     # Channel-Bench-Macro lookup (corpus.table)
+
+With `--evaluator table:SPACE` the network is not trained: its widths are found by building it
+(sandboxed) and its accuracy, FLOPs and params are the table's, as `search run --evaluator table:SPACE`
+does; a network outside the space is a row with status `out_of_space` saying why.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +28,20 @@ def profile_file(args) -> dict:
         parse(code)
     except SourceError as exc:
         raise CorpusError(f"{args.file}: {exc}") from None
+    evaluator = getattr(args, "evaluator", "profile")
+    if evaluator.startswith("table:"):
+        from corpus.table import TableEvaluator
+
+        ev = TableEvaluator(evaluator.split(":", 1)[1], getattr(args, "benchmark_file", None))
+        try:
+            row = ev.evaluate(code)
+        finally:
+            ev.close()
+        return {"id": path.stem, **row}
+    if evaluator != "profile":
+        raise CorpusError(f"--evaluator must be profile or table:SPACE, not {evaluator!r}")
+    if not args.dataset:
+        raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
     cfg = BuildConfig(variants="", dataset=args.dataset, out="", epochs=args.epochs,
                       batch_size=args.batch_size, min_steps=args.min_steps, train_limit=args.train_limit,
                       device=args.device,

@@ -120,3 +120,26 @@ def test_from_table_materialises_a_corpus(tmp_path, cbm_dir):
     pairs = datasets.load_from_disk(str(tmp_path / "p"))
     kinds = [json.loads(g)["kind"] for split in pairs.values() for g in split["goal"]]
     assert kinds and "cut_latency" not in kinds and "raise_accuracy" in kinds
+
+
+def test_profile_looks_a_file_up_in_the_table(tmp_path, cbm_dir):
+    from conftest import assert_one_line_error
+
+    space = "cbm-resnet"
+    tab = load_table(table_file(cbm_dir, space))
+    key = sorted(tab)[1]
+    f = tmp_path / "v.py"
+    f.write_text(with_widths(space, widths_of(key, space)))
+    res = run_module("corpus", "profile", f, "--evaluator", f"table:{space}", "--benchmark-file",
+                     table_file(cbm_dir, space))
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    assert row["id"] == "v" and row["status"] == "ok" and row["table_key"] == key
+    assert row["accuracy"] == pytest.approx(tab[key]["mean"] / 100) and row["params"] == tab[key]["params"]
+    f.write_text(with_widths(space, [128, 128, 128, 256, 300, 256, 256]))
+    res = run_module("corpus", "profile", f, "--evaluator", f"table:{space}", "--benchmark-file",
+                     table_file(cbm_dir, space))
+    assert res.returncode == 1 and json.loads(res.stdout.strip().splitlines()[-1])["status"] == "out_of_space"
+    assert_one_line_error(run_module("corpus", "profile", f, "--evaluator", "table:nb201"),
+                          "unknown benchmark space 'nb201'")
+    assert_one_line_error(run_module("corpus", "profile", f), "--dataset is needed to train")
