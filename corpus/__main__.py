@@ -152,13 +152,14 @@ def main(argv=None) -> int:
     from corpus.data import DataError
     from corpus.table import TableError
     from mutator.generate import UserError
+    from mutator.sandbox import SandboxError
 
     args = make_parser().parse_args(argv)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
         return COMMANDS[args.command](args)
-    except (CorpusError, DataError, UserError, TableError) as exc:
+    except (CorpusError, DataError, UserError, TableError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -198,13 +198,14 @@ COMMANDS = {"generate": cmd_generate, "apply": cmd_apply, "seeds": cmd_seeds, "c
 
 def main(argv=None) -> int:
     from mutator.generate import UserError
+    from mutator.sandbox import SandboxError
 
     args = make_parser().parse_args(argv)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
         return COMMANDS[args.command](args)
-    except UserError as exc:
+    except (UserError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

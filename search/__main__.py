@@ -49,6 +49,8 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--memory", type=int, default=d.memory, help="feedback-memory window K")
     r.add_argument("--out", default=d.out)
     r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    r.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run LLM-written code even where nothing can contain it (no bubblewrap, namespaces or Landlock)")
     r.add_argument("--objective", default="accuracy", choices=["accuracy", "pareto"],
                    help="accuracy: hill-climb the best network | pareto: archive over accuracy and --hw-metric")
     r.add_argument("--hw-metric", default=d.hw_metric, choices=["latency_ms", "flops", "params"],
@@ -126,6 +128,10 @@ def cmd_run(args, argv=None) -> int:
     from search.loop import SearchConfig
     from search.runner import run
 
+    from mutator import sandbox
+
+    # LLM-written code: refuse a machine where the sandbox can contain nothing, unless the user says so
+    sandbox.REQUIRE_CONTAINMENT = not args.unsafe_no_sandbox
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     cfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
     res = run(cfg, resume=args.resume, given=given_flags(argv) & fields)
@@ -175,6 +181,7 @@ def main(argv=None) -> int:
     from corpus.build import CorpusError
     from corpus.data import DataError
     from mutator.generate import UserError
+    from mutator.sandbox import SandboxError
     from search.llm import LLMError
     from search.loop import SearchError
     from search.store import StoreError
@@ -184,7 +191,7 @@ def main(argv=None) -> int:
     quiet_library_warnings()
     try:
         return cmd_run(args, argv) if args.command == "run" else COMMANDS[args.command](args)
-    except (SearchError, LLMError, StoreError, CorpusError, DataError, UserError) as exc:
+    except (SearchError, LLMError, StoreError, CorpusError, DataError, UserError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -229,3 +229,17 @@ def test_killing_the_parent_leaves_no_worker_and_no_scratch(tmp_path):
     assert not stale.exists()  # removed by the next pool's start-up (its pid is gone)
     WorkerPool(1).close()
     assert not list(Path(tempfile.gettempdir()).glob(f"nasforge-worker-{proc.pid}-*"))
+
+
+def test_search_run_needs_unsafe_no_sandbox_where_nothing_contains(tmp_path, tiny_cbm_dir):
+    """LLM-written code on a machine with no bubblewrap, namespaces or Landlock: refused, unless asked."""
+    from conftest import assert_one_line_error, run_module
+
+    env = {"NASFORGE_NO_NAMESPACES": "1", "NASFORGE_NO_LANDLOCK": "1", "NASFORGE_CBM_DIR": str(tiny_cbm_dir)}
+    args = ["run", "--llm", "random", "--evaluator", "table:cbm-resnet", "--iterations", 1]
+    res = run_module("search", *args, "--out", tmp_path / "refused", env=env)
+    assert_one_line_error(res, "--unsafe-no-sandbox")
+    assert not (tmp_path / "refused").exists()
+    res = run_module("search", *args, "--out", tmp_path / "accepted", "--unsafe-no-sandbox", env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "does not contain: files, network, signals, processes" in res.stderr
