@@ -242,7 +242,7 @@ def worker_processes() -> set[int]:
 def profile(pool, source: str, w: dict, timeout_s: float = 60) -> dict:
     from corpus.train import Recipe
 
-    recipe = Recipe(epochs=4, batch_size=64, crop=False, flip=False).to_dict()
+    recipe = Recipe(epochs=4, batch_size=64, min_steps=0, crop=False, flip=False).to_dict()  # 32 steps
     return pool.call("corpus.pipeline:evaluate", {"source": source, "data_path": w["data"], "classes": 4,
                                                 "class_name": None, "recipe": recipe, "device": "cpu"}, timeout_s)
 
