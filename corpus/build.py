@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -77,15 +76,9 @@ def _lacks(row: dict, mode: str) -> bool:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    from corpus.evaluator import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CorpusError("--device cuda asked for, but no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CorpusError(f"--device must be auto, cpu or cuda, not {device!r}")
-    return device
+    return resolve(device)
 
 
 def versions() -> dict:
@@ -95,12 +88,9 @@ def versions() -> dict:
 
 
 def recipe_of(cfg) -> dict:
-    from corpus.train import Recipe
+    from corpus.evaluator import recipe_for
 
-    if cfg.batch_size < 0 or cfg.min_steps < 0 or cfg.epochs < 0 or cfg.train_limit < 0:
-        raise CorpusError("--batch-size, --min-steps, --epochs and --train-limit must be >= 0")
-    return Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps,
-                  train_limit=cfg.train_limit, seed=cfg.seed, flip=info(cfg.dataset)["flip"]).to_dict()
+    return recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.seed, min_steps=cfg.min_steps)
 
 
 def schedule_note(recipe: dict, data_path: str) -> str:
@@ -362,50 +352,3 @@ def main_build(cfg: BuildConfig) -> int:
     print(f"profiled {res['profiled']} variants ({c}); {res['skipped']} already in the corpus; "
           f"{res['rows']} rows in {res['out']}")
     return 0
-
-
-class Profiler:
-    """Profile sources one at a time on a reusable sandbox pool (the search loop's evaluator).
-
-        with Profiler(BuildConfig(variants="", dataset="fashion-mnist", out="", train_limit=2000)) as p:
-            row = p.profile(source)
-    """
-
-    def __init__(self, cfg: BuildConfig):
-        from mutator.sandbox import WorkerPool
-
-        try:
-            info(cfg.dataset)
-            self.data_path = str(prepare(cfg.dataset, cfg.data_dir))
-        except DataError as exc:
-            raise CorpusError(str(exc)) from None
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.recipe = recipe_of(cfg)
-        self.classes = info(cfg.dataset)["classes"]
-        cores = os.cpu_count() or 1
-        self.pool = WorkerPool(1, timeout_s=cfg.timeout_s,
-                               memory_mb=0 if self.device != "cpu" else cfg.memory_mb,
-                               threads_per_worker=cores, gpu=self.device != "cpu")
-
-    def profile(self, code: str, class_name: str | None = None) -> dict:
-        payload = {"source": code, "data_path": self.data_path, "classes": self.classes,
-                   "class_name": class_name, "recipe": self.recipe, "device": self.device,
-                   "use_model_recipe": self.cfg.use_model_recipe, "latency_batch": self.cfg.latency_batch,
-                   "zero_cost": zero_cost_mode(self.cfg), "zero_cost_batch": self.cfg.zero_cost_batch}
-        res = self.pool.call("corpus.pipeline:evaluate", payload)
-        row = {"code": code, "sha256": hashlib.sha256(code.encode()).hexdigest(),
-               "dataset": self.cfg.dataset, "recipe": json.dumps(self.recipe, sort_keys=True),
-               "latency_batch": self.cfg.latency_batch, "zero_cost": zero_cost_mode(self.cfg)}
-        row.update({k: v for k, v in res.items() if k in COLUMNS})
-        row["status"] = res.get("status") or "crash"
-        return row
-
-    def close(self):
-        self.pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

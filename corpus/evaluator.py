@@ -23,11 +23,29 @@ from corpus.errors import CorpusError, DataError
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
+    import torch
 
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CorpusError("--device cuda asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CorpusError(f"--device must be auto, cpu or cuda, not {device!r}")
     return device
+
+
+def recipe_for(dataset: str, epochs: float = 1.0, batch_size: int = 0, train_limit: int = 0, seed: int = 0,
+               **more) -> dict:
+    """The proxy-training recipe (`corpus.train.Recipe`) for a data set, as the dict the pipeline takes."""
+    from corpus.train import Recipe
+
+    if min(batch_size, train_limit, *(v for v in more.values() if isinstance(v, int)), 0) < 0 or epochs < 0:
+        raise CorpusError("--batch-size, --min-steps, --epochs and --train-limit must be >= 0")
+    try:
+        flip = info(dataset)["flip"]
+    except DataError as exc:
+        raise CorpusError(str(exc)) from None
+    return Recipe(epochs=epochs, batch_size=batch_size, train_limit=train_limit, seed=seed, flip=flip, **more).to_dict()
 
 
 class Evaluator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corpus.build import BuildConfig, CorpusError, Profiler
+from corpus.errors import CorpusError
 
 
 def profile_file(args) -> dict:
@@ -42,14 +42,14 @@ def profile_file(args) -> dict:
         raise CorpusError(f"--evaluator must be profile or table:SPACE, not {evaluator!r}")
     if not args.dataset:
         raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
-    cfg = BuildConfig(variants="", dataset=args.dataset, out="", epochs=args.epochs,
-                      batch_size=args.batch_size, min_steps=args.min_steps, train_limit=args.train_limit,
-                      device=args.device,
-                      timeout_s=args.timeout_s, data_dir=args.data_dir,
-                      use_model_recipe=args.use_model_recipe, seed=args.seed,
-                      latency_batch=args.latency_batch)
-    with Profiler(cfg) as p:
-        row = p.profile(code, args.class_name)
+    from corpus.evaluator import Evaluator, recipe_for
+
+    recipe = recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
+                        min_steps=args.min_steps)
+    with Evaluator(args.dataset, recipe, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s,
+                   use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
+                   class_name=args.class_name) as ev:
+        row = ev.evaluate(code)
     row["id"] = path.stem
     row.pop("code", None)
     return row

@@ -74,6 +74,7 @@ def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
     return {"dataset": dataset,
             "train_limit": cfg.train_limit if cfg.train_limit is not None else recipe.get("train_limit", 0),
             "epochs": recipe.get("epochs", 1.0), "batch_size": recipe.get("batch_size", 256),
+            "min_steps": recipe.get("min_steps", 0),  # corpora from before min_steps trained without it
             "seed": recipe.get("seed", 0), "same_recipe_as_corpus": same}
 
 
@@ -138,7 +139,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
     """One record per answer: parsed into a candidate, sandbox check, profile, goal met."""
     from tqdm import tqdm
 
-    from corpus.build import BuildConfig, Profiler
+    from corpus.evaluator import Evaluator, recipe_for
     from finetune.pairs import spec_for
     from finetune.prompts import goal_met
     from mutator.calls import validate
@@ -172,11 +173,10 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
                 row, rec["metrics_from"] = known, f"corpus row {known['id']}"
             else:
                 if profiler is None:
-                    profiler = Profiler(BuildConfig(variants="", dataset=settings["dataset"], out="",
-                                                    train_limit=settings["train_limit"], epochs=settings["epochs"],
-                                                    batch_size=settings["batch_size"], seed=settings["seed"],
-                                                    timeout_s=cfg.timeout_s))
-                row, rec["metrics_from"] = profiler.profile(code), "profiled"
+                    recipe = recipe_for(settings["dataset"], settings["epochs"], settings["batch_size"],
+                                        settings["train_limit"], settings["seed"], min_steps=settings["min_steps"])
+                    profiler = Evaluator(settings["dataset"], recipe, timeout_s=cfg.timeout_s)
+                row, rec["metrics_from"] = profiler.evaluate(code), "profiled"
             rec["profile"] = {k: row.get(k) for k in ("status", "error", "accuracy", "flops", "params", "latency_ms")}
             rec["goal_met"] = goal_met(pair["goal"], src, row)
     finally:

@@ -163,13 +163,10 @@ def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, prec
 def profile_evaluator(cfg: SearchConfig):
     """The corpus evaluator for `--evaluator profile`: the proxy recipe, the limits, latency on --latency-device."""
     from corpus.errors import CorpusError
-    from corpus.evaluator import Evaluator
-    from corpus.train import Recipe
-    from corpus.data import info
+    from corpus.evaluator import Evaluator, recipe_for
 
-    recipe = Recipe(epochs=cfg.epochs, batch_size=cfg.batch_size, train_limit=cfg.train_limit, seed=cfg.rng_seed,
-                    flip=info(cfg.dataset)["flip"]).to_dict()
     try:
+        recipe = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed)
         return Evaluator(cfg.dataset, recipe, data_dir=cfg.data_dir, device=cfg.device,
                          latency_device=cfg.latency_device, limits=limits(cfg), timeout_s=cfg.timeout_s)
     except CorpusError as exc:
