@@ -105,6 +105,11 @@ def _pairs_args(p, cls) -> None:
     _opt(p, "--pairs-per-parent", cls, "at most this many pairs per source network", type=int)
     _opt(p, "--eval-fraction", cls, "share of source networks held out for eval", type=float)
     _opt(p, "--seed", cls, "seed for pair sampling, the split and training", type=int)
+    _opt(p, "--answer-format", cls, "widths (the list of channel widths), diff (SEARCH/REPLACE blocks) or "
+         "code (the whole file)" + (", comma-separated for several; default: the adapter's" if cls.__name__ ==
+                                   "EvalConfig" else ""))
+    _opt(p, "--context", cls, "what the prompt shows: source (the file) or summary (a per-layer table; "
+         "widths only)")
 
 
 def config_from(cls, args):

@@ -73,6 +73,8 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     eval_limit: int = 32
+    answer_format: str = "widths"
+    context: str = "source"
 
 
 def versions() -> dict:
@@ -81,8 +83,10 @@ def versions() -> dict:
     return of("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "bitsandbytes")
 
 
-def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int):
-    """(DatasetDict train/eval with `messages`, info): from a pairs folder or built from a corpus."""
+def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int, answer_format: str = "widths",
+               context: str = "source", progress: bool = False):
+    """(DatasetDict train/eval with `messages`, info): from a pairs folder (in the format it was written
+    in, `info["answer_format"]`) or built from a corpus in `answer_format` / `context`."""
     import datasets
 
     from finetune.pairs import build_pairs
@@ -100,8 +104,8 @@ def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: i
         if len(dd["train"]) == 0:
             raise FinetuneError(f"pairs dataset {corpus} has no training pairs")
         return dd, info
-    return build_pairs(DatasetConfig(corpus=corpus, pairs_per_parent=pairs_per_parent,
-                                     eval_fraction=eval_fraction, seed=seed))
+    return build_pairs(DatasetConfig(corpus=corpus, pairs_per_parent=pairs_per_parent, eval_fraction=eval_fraction,
+                                     seed=seed, answer_format=answer_format, context=context), progress)
 
 
 def loss_mode(tokenizer) -> str:
@@ -134,10 +138,6 @@ def drop_long(ds, tokenizer, max_length: int, lengths: list[int] | None = None):
     return ds.select(keep), len(ds) - len(keep), lengths
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Input errors that need no model: raised before anything heavy is loaded."""
-    if cfg.lora_r < 1 or cfg.lora_alpha < 1:
-        raise FinetuneError("--lora-r and --lora-alpha must be positive")
 def token_lengths(ds, tokenizer) -> list[int]:
     """Tokens of each row's whole conversation, through the chat template."""
     return [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
@@ -180,6 +180,10 @@ def resolve_max_length(max_length: int | str, lengths: list[int], context: int |
     return max_length
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Input errors that need no model: raised before anything heavy is loaded."""
+    if cfg.lora_r < 1 or cfg.lora_alpha < 1:
+        raise FinetuneError("--lora-r and --lora-alpha must be positive")
     if not 0 <= cfg.lora_dropout < 1:
         raise FinetuneError("--lora-dropout must be in [0, 1)")
     if cfg.batch_size < 1 or cfg.grad_accum < 1:
@@ -296,7 +300,8 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     check_config(cfg)
     from finetune.models import load_model, load_tokenizer, resolve_model
 
-    dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed)
+    dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed, cfg.answer_format,
+                               cfg.context, progress)
     base = resolve_model(cfg.model, progress)
     tok = load_tokenizer(base)
 
@@ -307,15 +312,15 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     datasets.disable_progress_bars()
     mode = loss_mode(tok)
     evald = dd["eval"] if "eval" in dd else None
+    lengths = token_lengths(dd["train"], tok)
+    eval_lengths = token_lengths(evald, tok) if evald is not None else []
+    max_length = resolve_max_length(cfg.max_length, lengths, model_context(base), eval_lengths)
+    train, dropped, _ = drop_long(dd["train"], tok, max_length, lengths)
     if evald is not None:
         evald, _, _ = drop_long(evald, tok, max_length, eval_lengths)
     model = load_model(base, **model_kwargs(cfg))
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
         [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    lengths = token_lengths(dd["train"], tok)
-    eval_lengths = token_lengths(evald, tok) if evald is not None else []
-    max_length = resolve_max_length(cfg.max_length, lengths, model_context(base), eval_lengths)
-    train, dropped, _ = drop_long(dd["train"], tok, max_length, lengths)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     args = sft_config(dataclasses.replace(cfg, max_length=max_length), mode)
@@ -368,6 +373,8 @@ def main_train(cfg: TrainConfig) -> int:
                   "max_length": facts["max_length"], "dropped_longer_than_max_length": facts["dropped_long"],
                   "tokens_per_pair": facts["tokens_per_pair"],
                   "eval_sources": facts["data_info"].get("eval_sources")},
+        "answer_format": facts["data_info"].get("answer_format", "code"),  # a pairs folder's own, else the flags'
+        "context": facts["data_info"].get("context", "source"),
         "loss": facts["mode"],
         "batching": facts["batching"],
         "config": dataclasses.asdict(cfg),

@@ -243,7 +243,8 @@ def test_loss_is_on_answer_tokens_only_and_padding_free_matches_padded(tiny_mode
 
     from finetune.train import TrainConfig, prepare
 
-    cfg = TrainConfig(corpus=str(corpus), model=str(tiny_model), out=str(tmp_path / "run"), max_steps=1)
+    cfg = TrainConfig(corpus=str(corpus), model=str(tiny_model), out=str(tmp_path / "run"), max_steps=1,
+                      answer_format="code")
     trainer, facts = prepare(cfg, progress=False)
     assert facts["mode"] == "completion_only"  # ChatML without {% generation %} markers
     assert facts["batching"] == "grouped"  # no flash-attn on a CPU
@@ -251,7 +252,7 @@ def test_loss_is_on_answer_tokens_only_and_padding_free_matches_padded(tiny_mode
     ds = trainer.train_dataset
     from finetune.train import load_pairs
 
-    msgs = load_pairs(str(corpus), 4, 0.1, 0)[0]["train"]["messages"]
+    msgs = load_pairs(str(corpus), 4, 0.1, 0, answer_format="code")[0]["train"]["messages"]
     for i in range(3):
         ids, labels = ds[i]["input_ids"], ds[i]["labels"]
         first = next(k for k, l in enumerate(labels) if l != -100)
@@ -273,7 +274,6 @@ def test_loss_is_on_answer_tokens_only_and_padding_free_matches_padded(tiny_mode
     assert torch.allclose(a, b, atol=1e-5), (a, b)
 
 
-# -- CLI --------------------------------------------------------------------------------------------
 def test_max_length_auto_is_the_longest_pair_capped_by_the_context():
     from finetune.pairs import FinetuneError
     from finetune.train import resolve_max_length
@@ -311,26 +311,28 @@ def test_default_max_length_trains_pairs_longer_than_2048_tokens(tiny_model, tmp
     conf = json.loads((wide / "config.json").read_text())
     (wide / "config.json").write_text(json.dumps(dict(conf, max_position_embeddings=8192)))
     trainer, facts = prepare(TrainConfig(corpus=str(corpus), model=str(wide), out=str(tmp_path / "run"),
-                                         max_steps=1), progress=False)
+                                         max_steps=1, answer_format="code"), progress=False)
     assert facts["tokens_per_pair"]["min"] > 2048  # the case the old default refused
     assert facts["dropped_long"] == 0 and facts["max_length"] % 64 == 0
     assert facts["tokens_per_pair"]["max"] <= facts["max_length"] < 8192  # the longest pair, train or eval
     assert trainer.args.max_length == facts["max_length"]
     # a model whose context is shorter than every pair: one clear error, before any training
     with pytest.raises(FinetuneError, match="longer than the model's context of 2048 tokens"):
-        prepare(TrainConfig(corpus=str(corpus), model=str(tiny_model), out=str(tmp_path / "run2"), max_steps=1),
+        prepare(TrainConfig(corpus=str(corpus), model=str(tiny_model), out=str(tmp_path / "run2"), max_steps=1,
+                            answer_format="code"),
                 progress=False)
     assert_one_line_error(run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model,
                                      "--out", tmp_path / "o", "--max-length", "lots"), "auto or a number of tokens")
 
 
+# -- CLI --------------------------------------------------------------------------------------------
 
 def test_dataset_cli_writes_train_and_eval_splits(corpus, tmp_path):
     import datasets
 
     out = tmp_path / "pairs"
-    res = run_module("finetune", "dataset", "--corpus", corpus, "--out", out, "--pairs-per-parent", 3,
-                     "--eval-fraction", 0.2)
+    res = run_module("finetune", "dataset", "--corpus", corpus, "--out", out, "--answer-format", "code",
+                     "--pairs-per-parent", 3, "--eval-fraction", 0.2)
     assert res.returncode == 0, res.stderr[-2000:]
     dd = datasets.load_from_disk(str(out))
     assert set(dd) == {"train", "eval"} and len(dd["eval"]) > 0
@@ -348,8 +350,8 @@ def test_dataset_cli_writes_train_and_eval_splits(corpus, tmp_path):
 def trained(tiny_model, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "adapter"
     res = run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model, "--out", out,
-                     "--max-steps", 3, "--batch-size", 2, "--lora-r", 4, "--lora-alpha", 8, "--logging-steps", 1,
-                     "--eval-limit", 2, "--merge", timeout=600)
+                     "--answer-format", "code", "--max-steps", 3, "--batch-size", 2, "--lora-r", 4, "--lora-alpha", 8,
+                     "--logging-steps", 1, "--eval-limit", 2, "--merge", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res
 
@@ -383,9 +385,9 @@ def test_eval_cli_compares_base_and_adapter(trained, tiny_model, corpus, tmp_pat
     res = run_module("finetune", "eval", "--model", tiny_model, "--adapter", out, "--corpus", corpus, "--n", 2,
                      "--max-new-tokens", 8, "--out", report, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "code extracted" in res.stdout and "meets the goal" in res.stdout
+    assert "answer parsed" in res.stdout and "meets the goal" in res.stdout
     doc = json.loads(report.read_text())
-    assert set(doc["results"]) == {"base", "adapter"}
+    assert set(doc["results"]) == {"base/code", "adapter/code"}  # the adapter's format, from its run card
     for r in doc["results"].values():
         assert r["summary"]["prompts"] == 2 and len(r["answers"]) == 2
         assert all(a["goal"]["kind"] in GOAL_KINDS for a in r["answers"])
@@ -431,7 +433,7 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, tiny_model):
                                      "--out", tmp_path / "o"), "no ok pairs")
     good = write_corpus(tmp_path / "good", random_rows(n_seeds=1, per_seed=4))
     assert_one_line_error(run_module("finetune", "train", "--corpus", good, "--model", "no-such-model",
-                                     "--out", tmp_path / "o"), "unknown model 'no-such-model'")
+                                     "--out", tmp_path / "o", "--answer-format", "code"), "unknown model 'no-such-model'")
     assert_one_line_error(run_module("finetune", "train", "--corpus", good, "--model", tiny_model,
                                      "--out", tmp_path / "o", "--resume"), "no checkpoint")
     assert_one_line_error(run_module("finetune", "train", "--model", tiny_model, "--out", tmp_path / "o"),
@@ -455,7 +457,8 @@ def test_yaml_config_fills_options_and_flags_override(tmp_path, corpus):
     import datasets
 
     (tmp_path / "c.yaml").write_text(f"corpus: {corpus}\nout: {tmp_path / 'from-yaml'}\npairs-per-parent: 1\n")
-    res = run_module("finetune", "dataset", "--config", tmp_path / "c.yaml", "--out", tmp_path / "from-flag")
+    res = run_module("finetune", "dataset", "--config", tmp_path / "c.yaml", "--out", tmp_path / "from-flag",
+                     "--answer-format", "code")
     assert res.returncode == 0, res.stderr[-2000:]
     assert not (tmp_path / "from-yaml").exists()
     dd = datasets.load_from_disk(str(tmp_path / "from-flag"))
@@ -480,7 +483,7 @@ def test_train_a_few_steps_on_smollm2(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", rows)
     out = tmp_path / "adapter"
     res = run_module("finetune", "train", "--corpus", corpus, "--model", "smollm2-135m", "--out", out,
-                     "--max-steps", 2, "--batch-size", 1, "--logging-steps", 1, timeout=1800)
+                     "--answer-format", "code", "--max-steps", 2, "--batch-size", 1, "--logging-steps", 1, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     card = json.loads((out / "run_card.json").read_text())
     assert card["steps"] == 2 and card["loss"] == "completion_only"
