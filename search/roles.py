@@ -44,7 +44,8 @@ class FeedbackMemory:
 
 
 def outcome_text(row: dict, parent: dict | None) -> str:
-    """Short outcome of a candidate for the memory: metrics and change vs parent, or the failure."""
+    """Short outcome of a candidate for the memory: metrics and change vs its parent (the best so far, or
+    in Pareto mode the archive member it was asked to change), or the failure."""
     if row.get("status") != "ok":
         err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
         return f"FAILED {row.get('status')}: {err}".strip()
@@ -133,7 +134,7 @@ def rule_diagnosis(row: dict, parent: dict | None) -> tuple[str, str]:
 # format they have seen far more reliably than one they are told about, but SmolLM2-135M also copies
 # the example's content, so it is off by default (measured: benchmarks/improver_format.py).
 IMPROVER_SHOT = (
-    "Best network so far: accuracy 61.2%, 0.28 MFLOPs, 44,426 params, latency 0.35 ms.\n"
+    "The network the candidate started from: accuracy 61.2%, 0.28 MFLOPs, 44,426 params, latency 0.35 ms.\n"
     "Latest candidate: FAILED shape_error: RuntimeError (line 30): Given groups=1, weight of size "
     "[16, 8, 5, 5], expected input[1, 6, 12, 12] to have 8 channels, but got 6 channels instead.\n"
     "Recent attempts:\n1. problem: accuracy fell by 0.8 points with fewer parameters | tried: widen conv1 "
