@@ -21,15 +21,25 @@ def load_corpus(folder: str):
     return ds
 
 
+def dominates(a, b) -> bool:
+    """a, b: objective vectors to minimise."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def nondominated(vectors) -> list[int]:
+    """Indices of the non-dominated vectors (minimisation); of equal vectors the first is kept.
+    The one Pareto-front rule of the project (corpus plots, search archive, report, compare)."""
+    keep = []
+    for i, v in enumerate(vectors):
+        if any(dominates(w, v) or (tuple(w) == tuple(v) and j < i) for j, w in enumerate(vectors) if j != i):
+            continue
+        keep.append(i)
+    return keep
+
+
 def pareto_front(points):
-    """Indices of (cost, accuracy) points no other point beats on both (lower cost, higher acc)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
+    """Indices of (cost, accuracy) points no other point beats on both (lower cost, higher acc), by cost."""
+    return sorted(nondominated([(c, -a) for c, a in points]), key=lambda i: (points[i][0], -points[i][1]))
 
 
 def show(folder: str, plot: str | None = None) -> int:

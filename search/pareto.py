@@ -32,19 +32,7 @@ def cost_of(metrics: dict, metric: str) -> float | None:
     return metrics.get(metric) if v is None else v
 
 
-def dominates(a, b) -> bool:
-    """a, b: objective vectors to minimise."""
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-
-def nondominated(vectors) -> list[int]:
-    """Indices of the non-dominated vectors (minimisation); of equal vectors the first is kept."""
-    keep = []
-    for i, v in enumerate(vectors):
-        if any(dominates(w, v) or (tuple(w) == tuple(v) and j < i) for j, w in enumerate(vectors) if j != i):
-            continue
-        keep.append(i)
-    return keep
+from corpus.show import dominates, nondominated  # noqa: E402,F401  (the one Pareto rule)
 
 
 class ParetoArchive:
