@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 
 
 def _profile_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
@@ -148,23 +147,12 @@ COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_t
 
 
 def main(argv=None) -> int:
-    from corpus.build import CorpusError
-    from corpus.data import DataError
-    from corpus.table import TableError
+    from corpus.errors import CorpusError, DataError, TableError
+    from mutator.cli import run_command
     from mutator.generate import UserError
-    from mutator.sandbox import SandboxError
 
-    args = make_parser().parse_args(argv)
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
-    try:
-        return COMMANDS[args.command](args)
-    except (CorpusError, DataError, UserError, TableError, SandboxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rows profiled so far are kept (run the same command to resume)", file=sys.stderr)
-        return 130
+    return run_command(make_parser(), COMMANDS, argv, errors=(CorpusError, DataError, UserError, TableError),
+                       interrupted="interrupted; rows profiled so far are kept (run the same command to resume)")
 
 
 if __name__ == "__main__":

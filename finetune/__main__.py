@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import warnings
 
 _S = argparse.SUPPRESS  # only flags actually given reach the config; the rest keep its defaults
 
@@ -171,18 +170,10 @@ COMMANDS = {"dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval, "merge
 
 def main(argv=None) -> int:
     from finetune.pairs import FinetuneError
+    from mutator.cli import run_command
 
-    args = make_parser().parse_args(argv)
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
-    try:
-        return COMMANDS[args.command](args)
-    except FinetuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; checkpoints written so far are kept (train --resume continues)", file=sys.stderr)
-        return 130
+    return run_command(make_parser(), COMMANDS, argv, errors=(FinetuneError,),
+                       interrupted="interrupted; checkpoints written so far are kept (train --resume continues)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -197,20 +196,11 @@ COMMANDS = {"generate": cmd_generate, "apply": cmd_apply, "seeds": cmd_seeds, "c
 
 
 def main(argv=None) -> int:
+    from mutator.cli import run_command
     from mutator.generate import UserError
-    from mutator.sandbox import SandboxError
 
-    args = make_parser().parse_args(argv)
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
-    try:
-        return COMMANDS[args.command](args)
-    except (UserError, SandboxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; everything written so far is kept", file=sys.stderr)
-        return 130
+    return run_command(make_parser(), COMMANDS, argv, errors=(UserError,),
+                       interrupted="interrupted; everything written so far is kept")
 
 
 if __name__ == "__main__":

@@ -178,25 +178,19 @@ def quiet_library_warnings() -> None:
 
 
 def main(argv=None) -> int:
-    from corpus.build import CorpusError
-    from corpus.data import DataError
+    from corpus.errors import CorpusError, DataError
+    from mutator.cli import run_command
     from mutator.generate import UserError
-    from mutator.sandbox import SandboxError
     from search.llm import LLMError
     from search.loop import SearchError
     from search.store import StoreError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = make_parser().parse_args(argv)
-    quiet_library_warnings()
-    try:
-        return cmd_run(args, argv) if args.command == "run" else COMMANDS[args.command](args)
-    except (SearchError, LLMError, StoreError, CorpusError, DataError, UserError, SandboxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished iterations are stored (continue with --resume)", file=sys.stderr)
-        return 130
+    return run_command(make_parser(), COMMANDS, argv, errors=(SearchError, LLMError, StoreError, CorpusError,
+                                                              DataError, UserError),
+                       interrupted="interrupted; finished iterations are stored (continue with --resume)",
+                       call=lambda args: cmd_run(args, argv) if args.command == "run" else COMMANDS[args.command](args),
+                       setup=quiet_library_warnings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""The shared skeleton of every `python -m <package>` command: parse, run the sub-command, and turn
+the package's user errors into one line on stderr with exit code 2 (never a traceback).
+
+    sys.exit(run_command(make_parser(), COMMANDS, argv, errors=(UserError,), interrupted="..."))
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+
+def show_warnings_as_lines() -> None:
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+
+
+def run_command(parser, commands: dict, argv=None, errors: tuple = (), interrupted: str = "interrupted",
+                call=None, setup=show_warnings_as_lines) -> int:
+    """commands: name -> function(args) returning an exit code; call(args) overrides the dispatch.
+    errors: exception classes printed as `error: <message>` with exit code 2 (the sandbox's start-up
+    errors always are); interrupted: what Ctrl-C prints (exit code 130)."""
+    from mutator.sandbox import SandboxError
+
+    args = parser.parse_args(argv)
+    setup()
+    try:
+        return call(args) if call else commands[args.command](args)
+    except (*errors, SandboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
