@@ -207,30 +207,26 @@ _WARMED: set = set()
 
 def _warm(payload: dict) -> None:
     """Trusted preparation in the sandbox's worker before it forks a candidate: load the data set and,
-    on the CPU, evaluate the built-in `lenet` once on a small subset, so each candidate starts with warm
-    kernels and tracers. Single-threaded, so no thread pool exists when the worker forks (OpenMP's
-    threads do not survive a fork); never on CUDA (a forked child cannot use a CUDA context)."""
+    in a single-threaded CPU worker, evaluate the built-in `lenet` once on a small subset, so each
+    candidate starts with warm kernels and tracers. Never with more threads: after any computation in
+    the worker, a forked child that starts OpenMP threads can hang (measured here: GNU OpenMP, torch
+    2.13), so a multi-threaded worker only loads the data. Never on CUDA (a forked child cannot use a
+    CUDA context)."""
     if not payload.get("data_path"):
         return
     data(payload["data_path"])
-    if "cpu" not in (payload.get("device", "cpu"), payload.get("latency_device") or "cpu") \
+    single = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) == 1
+    if not single or "cpu" not in (payload.get("device", "cpu"), payload.get("latency_device") or "cpu") \
             or payload["data_path"] in _WARMED:
         return
     _WARMED.add(payload["data_path"])
     from mutator.seeds import seed_source
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     warm = {k: v for k, v in payload.items() if k not in ("source", "spec", "class_name", "limits", "zero_cost")}
     warm["recipe"] = dict(payload.get("recipe") or {}, train_limit=256, epochs=1, min_steps=0)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        torch.set_num_threads(1)
-        evaluate(dict(warm, source=seed_source("lenet"), device="cpu", latency_device="cpu",
-                      classes=int((payload.get("spec") or {}).get("classes") or payload.get("classes") or 10)))
-    finally:
-        if threads > 0:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-            torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    evaluate(dict(warm, source=seed_source("lenet"), device="cpu", latency_device="cpu",
+                  classes=int((payload.get("spec") or {}).get("classes") or payload.get("classes") or 10)))
 
 
 evaluate.warm = _warm  # the sandbox's worker runs this once per data set, before forking candidates

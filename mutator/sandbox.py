@@ -77,6 +77,8 @@ def read_paths() -> list[str]:
     """What a candidate may read: the interpreter and its libraries, the project's packages, the data
     cache, system libraries. Never $HOME, /root, /etc as a whole, the working directory or run folders."""
     home, cwd = os.path.realpath(Path.home()), os.path.realpath(os.getcwd())
+    # never a temporary folder as a whole (other programs' files; bubblewrap's private /tmp goes there)
+    temps = {"/tmp", "/var/tmp", "/dev/shm", os.path.realpath(tempfile.gettempdir())}
     paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/proc", "/sys/devices/system/cpu",
              "/dev/urandom", "/dev/random", "/dev/zero", "/etc/ld.so.cache", "/etc/ld.so.conf",
              "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"}
@@ -86,7 +88,8 @@ def read_paths() -> list[str]:
     root = os.path.realpath(_root())
     for p in sys.path:
         rp = os.path.realpath(p or ".")
-        if os.path.isdir(rp) and rp not in ("/", home, cwd, root) and not home.startswith(rp + "/"):
+        if os.path.isdir(rp) and rp not in ("/", home, cwd, root, *temps) and not home.startswith(rp + "/") \
+                and not any(t.startswith(rp + "/") for t in temps):
             paths.add(rp)
     paths.update(os.path.join(root, pkg) for pkg in PACKAGES)
     cache = os.environ.get("NASFORGE_CACHE") or os.path.join(home, ".cache", "nasforge")

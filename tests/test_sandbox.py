@@ -191,6 +191,25 @@ def test_worker_of_a_venv_under_tmp_starts(tmp_path):
         shutil.rmtree(env_dir, ignore_errors=True)
 
 
+def test_a_script_in_tmp_keeps_bubblewrap(tmp_path):
+    """`python /tmp/x.py` puts /tmp on sys.path: binding it read-only hid bubblewrap's scratch folder."""
+    import subprocess
+    import sys
+
+    script = Path(tempfile.gettempdir()) / f"nasforge-script-{uuid.uuid4().hex}.py"
+    script.write_text("import sys; sys.path.insert(1, %r)\nfrom mutator.sandbox import WorkerPool\n"
+                      "p = WorkerPool(1, timeout_s=30)\nprint(p.containment['mode'])\n"
+                      "print(p.call('mutator.analysis:validate', {'source': %r, 'spec': %r})['status'])\np.close()"
+                      % (str(ROOT), model("pass"), SPEC))
+    try:
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    finally:
+        script.unlink()
+    assert res.returncode == 0, res.stderr[-2000:]
+    mode, status = res.stdout.split()
+    assert status == "ok" and (mode == "bubblewrap" or not namespaces_available()), res.stderr[-500:]
+
+
 def test_a_worker_that_cannot_start_says_why(monkeypatch):
     from mutator import sandbox
 
