@@ -130,7 +130,10 @@ class TableEvaluator:
         if why:
             return {"status": "out_of_space", "error": why, "widths": widths}
         key = key_of(widths, self.space)
-        entry = self.table[key]
+        entry = self.table.get(key)
+        if entry is None:  # a partial table (a subset, a test's small one): the search is limited to its keys
+            return {"status": "out_of_space", "widths": widths, "table_key": key,
+                    "error": f"configuration {key} is not in {self.path}"}
         if params != entry["params"]:
             return {"status": "out_of_space", "widths": widths,
                     "error": f"structure differs from the {self.space} network: {params:,} parameters, "

@@ -143,3 +143,17 @@ def test_profile_looks_a_file_up_in_the_table(tmp_path, cbm_dir):
     assert_one_line_error(run_module("corpus", "profile", f, "--evaluator", "table:nb201"),
                           "unknown benchmark space 'nb201'")
     assert_one_line_error(run_module("corpus", "profile", f), "--dataset is needed to train")
+
+
+def test_a_configuration_missing_from_a_partial_table_is_out_of_space(tmp_path, tiny_cbm_dir):
+    import itertools
+
+    space = "cbm-resnet"
+    ev = TableEvaluator(space, table_file(tiny_cbm_dir, space))
+    try:
+        missing = next(k for k in map("".join, itertools.product("1234", repeat=7)) if k not in ev.table)
+        row = ev.evaluate(with_widths(space, widths_of(missing, space)))
+        assert row["status"] == "out_of_space" and row["table_key"] == missing
+        assert row["error"] == f"configuration {missing} is not in {ev.path}"
+    finally:
+        ev.close()
