@@ -102,6 +102,8 @@ def width_slots(groups: list[dict], choices=None, min_factor: float = 0.25, max_
         v = int(values[i]) if values is not None else int(g["value"])
         allowed = tuple(int(c) for c in choices[i]) if choices is not None else \
             allowed_values(int(g["value"]), int(g.get("multiple", 8)), min_factor, max_factor)
+        if choices is None and int(g["value"]) not in allowed:  # a current width off the grid (LeNet's 84) stays allowed
+            allowed = tuple(sorted({*allowed, int(g["value"])}))
         drives = tuple(sorted(_producers(g), key=lambda n: (order.get(n, len(order)), n)))
         out.append(WidthSlot(f"w{i}", v, allowed, drives, tuple(ops.get(d, "") for d in drives)))
     return tuple(out)

@@ -32,9 +32,11 @@ class ScriptedLLM:
         self.answers = answers
         self.name = name
         self.calls: list[list[dict]] = []
+        self.extras: list[dict] = []  # the constrained-decoding fields of each call
 
-    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0, extra=None) -> str:
         self.calls.append(messages)
+        self.extras.append(dict(extra or {}))
         if callable(self.answers):
             return self.answers(messages)
         return self.answers[(len(self.calls) - 1) % len(self.answers)]
@@ -64,8 +66,27 @@ class TransformersLLM:
         self.device = device
         self.model.to(device).eval()
         self.name = model + (f"+{adapter}" if adapter else "")
+        self.grammar_note: str | None = None  # why grammars are not applied (said once), None: they are
 
-    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+    def _processors(self, extra: dict | None) -> list:
+        """xgrammar's logits processor for a GBNF `grammar` field; none (parsing only, said once) without
+        xgrammar."""
+        grammar = (extra or {}).get("grammar")
+        if not grammar:
+            return []
+        from finetune.formats import grammar_logits_processor
+
+        try:
+            return [grammar_logits_processor(self.tok, grammar, getattr(self.model.config, "vocab_size", None))]
+        except ImportError as exc:
+            if self.grammar_note is None:
+                import sys
+
+                self.grammar_note = str(exc)
+                print(f"warning: {exc}: answers are parsed unconstrained", file=sys.stderr, flush=True)
+            return []
+
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0, extra=None) -> str:
         import torch
 
         ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
@@ -76,6 +97,7 @@ class TransformersLLM:
             out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                                       temperature=temperature if temperature > 0 else None,
                                       top_p=0.95 if temperature > 0 else None,
+                                      logits_processor=self._processors(extra) or None,
                                       pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
         return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -104,9 +126,10 @@ class OpenAILLM:
                 reason = getattr(exc, "reason", exc)
                 raise LLMError(f"cannot reach an OpenAI-compatible server at {url} ({reason})") from None
 
-    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0) -> str:
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0, extra=None) -> str:
+        """extra: fields merged into the request body (the grammar of `search.constrain`)."""
         body = json.dumps({"model": self.model, "messages": messages, "temperature": temperature,
-                           "max_tokens": max_new_tokens, "seed": seed}).encode()
+                           "max_tokens": max_new_tokens, "seed": seed, **(extra or {})}).encode()
         req = urllib.request.Request(f"{self.url}/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
         for attempt in range(self.retries + 1):

@@ -29,6 +29,7 @@ Multi-objective options (all off by default; `--objective accuracy` is the plain
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass
 
@@ -92,6 +93,12 @@ class SearchConfig:
     llm_retries: int = 3  # more tries after a failed request, waiting llm_backoff_s, then twice as long each time
     llm_backoff_s: float = 2.0
     max_llm_errors: int = 3  # consecutive llm_error iterations that end the run (continue it with --resume)
+    answer_format: str = "widths"  # widths | diff | code (finetune.formats)
+    context: str = "source"  # source | summary (widths only): what the prompt shows of the parent
+    constrain: str = "auto"  # auto | on | off: grammar-constrained decoding (search.constrain)
+    server_kind: str = "auto"  # auto (detect) | llama.cpp | llama-cpp-python | vllm | vllm-legacy | ollama | none
+    repair: bool = True  # shape repair of diff/code candidates (mutator.repair)
+    samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
 
     @property
     def partition_metric(self) -> str:
@@ -133,8 +140,24 @@ PRE_KEYS = ("flops", "params", "latency_ms", "latency_device", "zc_score", "zc_s
             "zc_snip", "zc_grad_norm", "zc_grasp")
 
 
+SERVER_KINDS = ("auto", "llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", "ollama", "none")
+
+
 def check_config(cfg: SearchConfig) -> None:
+    from finetune.prompts import check_format
     from search.pareto import HW_METRICS
+
+    try:
+        check_format(cfg.answer_format, cfg.context)
+    except ValueError as exc:
+        raise SearchError(str(exc).replace("unknown answer format", "--answer-format must be widths, diff or code, not")
+                          .replace("unknown context", "--context must be source or summary, not")) from None
+    if cfg.constrain not in ("auto", "on", "off") or cfg.server_kind not in SERVER_KINDS:
+        raise SearchError(f"--constrain must be auto, on or off and --server-kind one of {', '.join(SERVER_KINDS)}")
+    if cfg.constrain == "on" and (cfg.answer_format == "code" or cfg.server_kind == "none"):
+        raise SearchError("--constrain on needs --answer-format widths or diff and a server kind other than none")
+    if cfg.samples < 1:
+        raise SearchError("--samples must be >= 1")
 
     if cfg.iterations < 0 or cfg.memory < 1:
         raise SearchError("--iterations must be >= 0 and --memory >= 1")
@@ -167,14 +190,16 @@ def check_config(cfg: SearchConfig) -> None:
 
 
 def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, store: RunStore,
-             progress: bool = True, precheck=None, edges: list[float] | None = None, evaluate_seed=None) -> dict:
+             progress: bool = True, precheck=None, edges: list[float] | None = None, evaluate_seed=None,
+             fix=None) -> dict:
     """Run (or continue) the search until cfg.iterations iterations are stored or time runs out.
 
     evaluate(code) -> row: one candidate, limits included (the pipeline stops a candidate over a limit
     before training; for an evaluator that does not, the loop checks them on its row). precheck(code)
     -> row: measurements without training, for screening or what the evaluator cannot measure; None:
     no pre-check. edges: inner edges of the complexity bins (None or []: no bins). evaluate_seed: the
-    seed's evaluation without the limits (default: evaluate)."""
+    seed's evaluation without the limits (default: evaluate). fix(code, parent_code) -> RepairResult:
+    the shape repair of a candidate whose evaluation failed with a channel mismatch (None: off)."""
     from tqdm import tqdm
 
     state = SearchState.restore(cfg, store, seed_code, seed_row(cfg, store, seed_code, evaluate_seed or evaluate,
@@ -190,7 +215,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             t0 = time.time()
             cands = propose(cfg, proposer, state, parent, goal, plan.notes(b, parent["row"], state), seed, precheck)
             llm_s = time.time() - t0
-            row, profile_s = assess(cfg, cand := screen(cfg, cands, plan, b, store, it), evaluate)
+            row, profile_s = assess(cfg, cand := screen(cfg, cands, plan, b, store, it), evaluate, fix,
+                                    parent["code"], state.tried)
             timing = {"started": t0, "llm_seconds": llm_s, "profile_seconds": profile_s, "proposals": len(cands)}
             conclude(cfg, state, plan, improver, store, it, b, parent, cand, row, seed, timing)
             bar.update(1)
@@ -223,14 +249,50 @@ def seed_row(cfg: SearchConfig, store: RunStore, seed_code: str, evaluate, prech
     return row
 
 
-def assess(cfg: SearchConfig, cand: dict, evaluate) -> tuple[dict, float]:
+# what a failed build or forward pass says when layers disagree on channel counts
+SHAPE_MISMATCH = re.compile(r"channels|shape|size mismatch|mat1 and mat2|running_mean|must match the size|"
+                            r"expected input|size of tensor", re.I)
+
+
+def shape_broken(row: dict) -> bool:
+    return row.get("status") == "shape_error" or \
+        (row.get("status") == "build_error" and bool(SHAPE_MISMATCH.search(row.get("error") or "")))
+
+
+def repair_text(changes) -> str:
+    """`your change broke fc1.in_features; repaired by setting it to 600` from repair changes."""
+    names, sets = [], []
+    for c in changes:
+        parts = c.feeds.split()
+        name = parts[0] if "->" in parts else c.feeds[:60]
+        after = parts[-1] if "->" in parts else str(c.new)
+        names.append(name)
+        sets.append(f"{name} to {after} (line {c.line}: {c.old} -> {c.new})")
+    return f"your change broke {', '.join(names)}; repaired by setting {', '.join(sets)}"
+
+
+def assess(cfg: SearchConfig, cand: dict, evaluate, fix=None, parent_code: str | None = None,
+           tried=None) -> tuple[dict, float]:
     """(row, seconds evaluating) of the chosen candidate: its failure (no code, LLM error, duplicate,
-    pre-check) in no time, or its evaluation."""
+    pre-check) in no time, or its evaluation. With `fix`, a candidate whose evaluation fails with a
+    channel mismatch is repaired (`mutator.repair`) and the repaired network evaluated instead;
+    `cand` then holds `llm_code` (the LLM's) and `repair` (status, changes, text)."""
     row = failure(cand, cfg)
     if row is not None:
         return row, 0.0
     t0 = time.time()
     row = {k: v for k, v in evaluate(cand["code"]).items() if k != "code"}
+    if fix is not None and shape_broken(row):
+        r = fix(cand["code"], parent_code)
+        cand["repair"] = {"status": r.status, "changes": [str(c) for c in r.changes], "reason": r.reason or None}
+        if r.status == "repaired":
+            cand["repair"]["text"] = repair_text(r.changes)
+            cand["llm_code"], cand["code"] = cand["code"], r.source
+            dup = tried(r.source) if tried is not None else None
+            if dup is not None:
+                return {"status": "duplicate", "error": f"repaired, the same network as {dup} (not trained again)"}, \
+                    time.time() - t0
+            row = {k: v for k, v in evaluate(cand["code"]).items() if k != "code"}
     why = violation(cfg, row) if row.get("status") == "ok" and cand.get("pre") is None else None
     return ({**row, "status": "constraint", "error": why} if why else row), time.time() - t0
 
@@ -243,7 +305,8 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
                **({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None} if pre else {})}
     entered, is_best = state.admit(it, code, metrics)
     in_bin, ok = plan.in_bin(metrics, b), row.get("status") == "ok"
-    outcome = outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else
+    repaired = (cand.get("repair") or {}).get("status") == "repaired"
+    outcome = (f"{cand['repair']['text']}; then " if repaired else "") + outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else
                                                "; entered the Pareto archive" if entered else "; dominated")
     if in_bin is False and ok:
         outcome += f"; outside target bin {b + 1}"
@@ -251,7 +314,7 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
     if row.get("status") == "llm_error":  # nothing was tried: the memory and the pending instruction stay
         triple, diag = None, {"problem": problem, "modification": instruction, "raw": None, "source": None}
     else:
-        triple = Triple(problem, instruction, outcome)
+        triple = Triple(problem, instruction, outcome, tuple(cand["widths"]) if cand.get("widths") else None)
         state.memory.add(triple)  # the improver diagnoses with this iteration's triple in the memory
         diag = improver.diagnose(row, parent_row, state.memory, seed)
     state.advance(it, tried=triple is not None, diagnosis=(diag["problem"], diag["modification"]))
@@ -259,6 +322,10 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
              "parent_cost": cost_of(parent_row, cfg.hw_metric), "parent_params": parent_row.get("params"),
              "cost": cost_of(metrics, cfg.hw_metric), "archive": bool(entered),
              "kb_version": state.kb_version if state.kb is not None else None, "proposals": timing["proposals"],
+             "answer_format": cand.get("format"), "parse_status": cand.get("parse_status"),
+             "constrained": cand.get("constrained"), "answer_widths": cand.get("widths"),
+             "repeats": cand.get("repeats", 0), "samples": cand.get("samples", 1), "repaired": repaired,
+             **({"repair": cand["repair"], "llm_code": cand.get("llm_code")} if cand.get("repair") else {}),
              **({"improver_error": diag["error"]} if diag.get("error") else {})}
     store.add({"it": it, "started": timing["started"], "prompt": cand.get("prompt"), "raw_answer": cand.get("raw"),
                "code": code, "status": row.get("status"), "error": row.get("error"), "metrics": metrics,

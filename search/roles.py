@@ -22,6 +22,7 @@ class Triple:
     problem: str
     modification: str
     outcome: str
+    widths: tuple | None = None  # the widths tried (widths answers), for the GENIUS-style history
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,18 +71,102 @@ def generator_messages(parent_code: str, parent_row: dict, goal: dict, instructi
 
 
 class CodeGenerator:
-    def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536):
+    """The LLM proposer in one answer format (`finetune.formats`):
+
+    - `code`: the whole file back (`generator_messages`, notes before the source);
+    - `diff`: SEARCH/REPLACE blocks applied to the parent source (`prompt_messages`, the memory as notes);
+    - `widths`: one allowed value per width slot of the parent (its analysis cached per parent; the
+      allowed values are the table space's `width_choices`, else the mutator's factor range), the
+      tried widths and their outcomes as a GENIUS-style history; the candidate is realised by the
+      mutator (`mutator.calls.realize`), so every coupled layer follows.
+
+    `constrain`: a `search.constrain.ConstrainedRequests` whose fields go to `llm.generate(extra=...)`
+    (None: parsing only). An answer that does not parse is a failure with status `parse_error`, its
+    `parse_status` (`wrong_count`, `not_allowed`, `unmatched`, ...) and one-line reason."""
+
+    def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536, fmt: str = "code",
+                 context: str = "source", pool=None, spec: dict | None = None, width_choices=None, constrain=None):
+        from finetune.prompts import check_format
+
+        check_format(fmt, context)
+        if fmt == "widths" and (pool is None or spec is None):
+            raise ValueError("the widths format needs a sandbox pool and the input spec")
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
+        self.fmt, self.context, self.pool, self.spec = fmt, context, pool, spec
+        self.width_choices, self.constrain = width_choices, constrain
+        self._parents: dict[str, dict] = {}
+
+    def parent_info(self, parent_code: str) -> dict:
+        """{"analysis", "slots", "summary"} of a parent (sandboxed, once per parent), or {"error"}."""
+        import hashlib
+
+        from finetune.formats import summary_text, width_slots
+        from mutator.calls import analyze
+
+        key = hashlib.sha256(parent_code.encode()).hexdigest()
+        if key in self._parents:
+            return self._parents[key]
+        a = analyze(self.pool, parent_code, self.spec)
+        if not a.ok or not a.groups:
+            info = {"error": f"the parent's widths cannot be analysed: {a.error or 'no width literals'}"}
+        elif self.width_choices and len(self.width_choices) != len(a.groups):
+            info = {"error": f"{len(a.groups)} widths, the benchmark space has {len(self.width_choices)}"}
+        else:
+            lt = self.pool.call("finetune.formats:layer_table", {"source": parent_code, "spec": self.spec})
+            layers = lt.get("layers") or []
+            info = {"analysis": a, "slots": width_slots(a.groups, choices=self.width_choices, layers=layers),
+                    "summary": summary_text(layers, a.groups) if layers else None}
+        self._parents[key] = info
+        return info
+
+    def messages(self, parent_code, parent_row, goal, instruction, memory, extra: str = "", info=None):
+        from finetune.prompts import prompt_messages
+
+        if self.fmt == "code":
+            return generator_messages(parent_code, parent_row, goal, instruction, memory, extra)
+        if self.fmt == "diff":
+            notes = (f"{extra}Suggested change: {instruction}\n"
+                     f"Recent attempts (most recent last):\n{memory.render()}\n\n")
+            return prompt_messages("diff", "source", parent_code, parent_row, goal, notes=notes)
+        history = [(t.widths, t.outcome) for t in memory.items if t.widths]
+        context = self.context if info.get("summary") else "source"
+        return prompt_messages("widths", context, parent_code, parent_row, goal, slots=info["slots"],
+                               summary=info.get("summary"), history=history,
+                               notes=f"{extra}Suggested change: {instruction}\n")
 
     def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+        from finetune.formats import parse_answer
         from search.llm import LLMServerError
 
-        msgs = generator_messages(parent_code, parent_row, goal, instruction, memory, extra)
+        info = self.parent_info(parent_code) if self.fmt == "widths" else {}
+        if "error" in info:
+            return {"prompt": None, "raw": None, "code": None, "status": "parse_error", "format": self.fmt,
+                    "parse_status": "no_slots", "error": info["error"]}
+        msgs = self.messages(parent_code, parent_row, goal, instruction, memory, extra, info)
+        fields = self.constrain.fields(self.fmt, info.get("slots")) if self.constrain is not None else {}
         try:
-            raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
+            raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed,
+                                    **({"extra": fields} if fields else {}))
         except LLMServerError as exc:  # an outcome of this iteration, not the end of the run
-            return {"prompt": msgs, "raw": None, "code": None, "status": "llm_error", "error": str(exc)}
-        return {"prompt": msgs, "raw": raw, "code": extract_code(raw)}
+            return {"prompt": msgs, "raw": None, "code": None, "status": "llm_error", "error": str(exc),
+                    "format": self.fmt}
+        out = {"prompt": msgs, "raw": raw, "format": self.fmt, "constrained": bool(fields)}
+        if self.fmt == "code":  # as before the formats: no code is `no_code`
+            return {**out, "code": extract_code(raw), "parse_status": "ok" if extract_code(raw) else "no_code"}
+        ans = parse_answer(self.fmt, raw, slots=info.get("slots"), parent=parent_code)
+        if not ans.ok:
+            return {**out, "code": None, "status": "parse_error", "parse_status": ans.status,
+                    "error": f"{ans.status}: {ans.error}"}
+        if self.fmt == "diff":
+            return {**out, "code": ans.code, "parse_status": "ok", "edits": ans.edits, "fuzzy": ans.fuzzy}
+        from mutator.calls import realize
+
+        widths = list(ans.widths)
+        v = realize(self.pool, parent_code, self.spec, info["analysis"], [widths])[0]
+        if not v.ok:
+            return {**out, "code": None, "status": v.status, "parse_status": "ok", "widths": widths,
+                    "error": f"widths {widths} do not build: {v.error}"}
+        return {**out, "code": v.source, "parse_status": "ok", "widths": widths}
 
 
 IMPROVER_SYSTEM = ("You review experiments of a neural-architecture search. Given the network a candidate "
@@ -108,6 +193,9 @@ def rule_diagnosis(row: dict, parent: dict | None) -> tuple[str, str]:
     status = row.get("status")
     if status == "no_code":
         return ("the answer contained no Python code", "answer with the complete source in one ```python block")
+    if status == "parse_error":
+        return (f"the answer was not in the asked format: {(row.get('error') or '')[:120]}",
+                "answer exactly in the asked format")
     if status in ("build_error", "shape_error", "invalid"):
         return (f"the network does not build or has inconsistent shapes: {(row.get('error') or '')[:120]}",
                 "change only width literals and keep every layer's input channels equal to the previous layer's output")

@@ -196,6 +196,41 @@ def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
     return looked_up
 
 
+class LazyPool:
+    """A one-worker sandbox pool started on its first call (a run whose candidates never need the
+    mutator starts no worker)."""
+
+    def __init__(self, timeout_s: float = 300.0):
+        self.timeout_s, self.pool = timeout_s, None
+
+    def call(self, *args, **kw):
+        if self.pool is None:
+            from mutator.sandbox import WorkerPool
+
+            self.pool = WorkerPool(1, timeout_s=self.timeout_s)
+        return self.pool.call(*args, **kw)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def constrained_requests(cfg: SearchConfig, llm_given: bool):
+    """The grammar fields' source for the Code Generator (None for the code format or --constrain off).
+    An in-process model takes GBNF (xgrammar); a server is detected unless --server-kind names it."""
+    from search.constrain import ConstrainedRequests, ConstrainError
+
+    if cfg.answer_format == "code" or cfg.constrain == "off" or cfg.server_kind == "none":
+        return None
+    kind = None if cfg.server_kind == "auto" else cfg.server_kind
+    if kind is None and not cfg.llm_url and not llm_given:
+        kind = "llama.cpp"  # TransformersLLM: the GBNF grammar through xgrammar's logits processor
+    try:
+        return ConstrainedRequests(cfg.llm_url, cfg.constrain, kind)
+    except ConstrainError as exc:
+        raise SearchError(str(exc)) from None
+
+
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
         progress: bool = True, precheck=None, given: set[str] | None = None) -> dict:
     """precheck: a function source -> pre-check row (tests pass a fake); built here when needed.
@@ -249,12 +284,8 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             evaluate, evaluate_seed = profiler.evaluate, lambda code: profiler.evaluate(code, limits={})
         stored_edges = store.meta("bin_edges") if store else None
         need_edges = cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges
-        pool = None
-        if cfg.llm == "random" or need_edges:
-            from mutator.sandbox import WorkerPool
-
-            pool = WorkerPool(1, timeout_s=300)
-            closers.append(pool.close)
+        pool = LazyPool(300)  # the mutator's sandbox: random variants, bin edges, widths answers, repair
+        closers.append(pool.close)
         measure = precheck
         if precheck is None and (cfg.screen != "none" or need_edges or (ev is not None and cfg.needs_precheck)):
             measure = pre_checker(cfg, spec, profiler, ev, closers)
@@ -271,8 +302,10 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             improver = PromptImprover(None)
         else:
             server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}
+            llm_given = llm is not None
             llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
-            proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens)
+            proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens, cfg.answer_format, cfg.context, pool,
+                                     spec, width_choices, constrained_requests(cfg, llm_given))
             if cfg.improver_llm == "rule":
                 improver = PromptImprover(None)
             elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter or cfg.improver_url:
@@ -287,7 +320,13 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             store.set_meta("bin_edges", edges)
         if not store.started():
             store.set_meta("versions", versions())
-        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges, evaluate_seed)
+        fix = None
+        if cfg.repair and cfg.llm != "random" and cfg.answer_format in ("diff", "code"):
+            from mutator.repair import repair
+
+            fix = lambda code, parent: repair(code, spec, pool, parent=parent)  # noqa: E731
+        return run_loop(cfg, seed_code, proposer, improver, evaluate, store, progress, precheck, edges, evaluate_seed,
+                        fix)
     except BaseException:
         if created:
             discard_unstarted(store, made_folder)

@@ -65,9 +65,7 @@ def propose(cfg, proposer, state, parent: dict, goal: dict, notes: str, seed: in
     problem, instruction = state.pending
     cands = []
     for j in range(cfg.proposals_per_iteration):
-        prop = proposer.propose(parent["code"], parent["row"], goal, instruction, state.memory,
-                                seed + 1_000_003 * j, extra=notes)
-        prop["dup"] = state.tried(prop.get("code"))
+        prop = sample(cfg, proposer, state, parent, goal, instruction, notes, seed + 1_000_003 * j)
         prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") and prop["dup"] is None \
             else None
         cands.append(prop)
@@ -76,6 +74,26 @@ def propose(cfg, proposer, state, parent: dict, goal: dict, notes: str, seed: in
             if c["pre"] is not None:
                 c["pre"]["zc_score"] = v
     return cands
+
+
+def sample(cfg, proposer, state, parent: dict, goal: dict, instruction: str, notes: str, seed: int) -> dict:
+    """One proposal: up to `cfg.samples` answers, the first that is not a network already tried (its
+    `dup` None); a repeat's widths are named in the notes of the next ask. `repeats`: answers that
+    repeated a tried network (the last one counts too when every answer was a repeat)."""
+    repeats, extra = 0, notes
+    for k in range(max(1, cfg.samples)):
+        prop = proposer.propose(parent["code"], parent["row"], goal, instruction, state.memory,
+                                seed + 7_919 * k, extra=extra)
+        prop["dup"] = state.tried(prop.get("code"))
+        if prop["dup"] is None:
+            break
+        repeats += 1
+        if prop.get("widths"):
+            from finetune.formats import widths_text
+
+            extra = notes + f"Not {widths_text(prop['widths'])}: already tried ({prop['dup']}).\n"
+    prop["repeats"], prop["samples"] = repeats, k + 1
+    return prop
 
 
 def rank(cand: dict, cfg, plan, b: int | None) -> tuple:

@@ -85,7 +85,9 @@ class SearchState:
             lost = rec["status"] == "llm_error"
             s.llm_errors = s.llm_errors + 1 if lost else 0
             if not lost:
-                s.memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or ""))
+                w = x.get("answer_widths")
+                s.memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or "",
+                                    tuple(w) if w else None))
             if kb_hist and rec["it"] > kb_hist[-1]["after_it"]:
                 s.round_records.append({**x, **m, "status": rec["status"], "error": rec["error"]})
         if done:

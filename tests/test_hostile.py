@@ -347,7 +347,7 @@ def test_search_run_survives_hostile_llm_answers(tmp_path, world, mode):
         time.sleep(1.0)
         res = run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--llm", "scripted",
                          "--improver-llm", "rule", "--seed", seed, "--iterations", len(answers),
-                         "--train-limit", 512, "--out", out, env=env, timeout=1200)
+                         "--train-limit", 512, "--answer-format", "code", "--out", out, env=env, timeout=1200)
     finally:
         server.kill()
     assert res.returncode == 0, res.stderr[-3000:]

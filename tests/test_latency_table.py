@@ -70,7 +70,7 @@ def test_search_looks_latency_up_instead_of_measuring(tmp_path, cbm_dir):
     lat = {"2222222": {"board": 10.0}, keys[0]: {"board": 4.0}, keys[1]: {"board": 25.0}}  # keys[2] missing
     (tmp_path / "lat.json").write_text(json.dumps(lat))
     answers = [f"```python\n{with_widths(space, widths_of(k, space))}```" for k in keys]
-    cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=3, improver_llm="rule",
+    cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=3, improver_llm="rule", answer_format="code",
                        objective="pareto", hw_metric="latency_ms", latency_table=str(tmp_path / "lat.json"),
                        latency_column="board", benchmark_file=table_file(cbm_dir, space), out=str(tmp_path / "r"))
     run(cfg, llm=ScriptedLLM(answers), progress=False)

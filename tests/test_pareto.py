@@ -60,7 +60,8 @@ def seed_file(tmp_path):
 
 def cfg_for(tmp_path, name="r", **kw):
     return SearchConfig(**{"llm": "scripted", "seed": str(tmp_path / "seed.py"), "out": str(tmp_path / name),
-                           "iterations": 8, "improver_llm": "rule", "objective": "pareto", **kw})
+                           "iterations": 8, "improver_llm": "rule", "objective": "pareto", "answer_format": "code",
+                           **kw})
 
 
 def bin_following_llm(jitter=0):

@@ -35,7 +35,7 @@ def fake_evaluate(code: str) -> dict:
 
 def cfg_for(tmp_path, name="r", **kw):
     return SearchConfig(**{"llm": "scripted", "seed": str(tmp_path / "seed.py"), "out": str(tmp_path / name),
-                           "iterations": 7, "memory": 5, "improver_llm": "rule", **kw})
+                           "iterations": 7, "memory": 5, "improver_llm": "rule", "answer_format": "code", **kw})
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_cli_run_over_http_server_with_real_profiler(tmp_path):
         out = tmp_path / "run"
         res = run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--llm", "scripted",
                          "--improver-url", f"http://127.0.0.1:{port2}", "--seed", seed, "--iterations", 2,
-                         "--train-limit", 256, "--out", out)
+                         "--train-limit", 256, "--answer-format", "code", "--out", out)
         assert res.returncode == 0, res.stderr[-3000:]
         store = RunStore(out, create=False)
         iters = store.iterations()

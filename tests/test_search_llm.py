@@ -49,7 +49,8 @@ def test_search_with_real_smollm2_in_process(tmp_path):
     seed.write_text(TINY_VGG)
     out = tmp_path / "run"
     res = run_module("search", "run", "--llm", "smollm2-135m", "--seed", seed, "--iterations", 2,
-                     "--train-limit", 512, "--max-new-tokens", 400, "--out", out, timeout=1500)
+                     "--train-limit", 512, "--max-new-tokens", 400, "--answer-format", "code", "--out", out,
+                     timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     check_run(out, 2)
 
@@ -75,7 +76,7 @@ def test_search_over_llama_cpp_server(tmp_path):
         out = tmp_path / "run"
         res = run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--llm", "smollm2",
                          "--seed", seed, "--iterations", 2, "--train-limit", 512, "--max-new-tokens", 400,
-                         "--out", out, timeout=1500)
+                         "--answer-format", "code", "--out", out, timeout=1500)
         assert res.returncode == 0, res.stderr[-3000:]
         check_run(out, 2)
     finally:

@@ -78,7 +78,7 @@ def test_compare_reports_ranks_on_a_scripted_llm(tmp_path, evaluators, cbm_dir):
             rng = random.Random(s)
             answers = [f"```python\n{with_widths(space, widths_of(rng.choice(pool), space))}```" for _ in range(3)]
             cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=3, rng_seed=s, label=group,
-                               improver_llm="rule", benchmark_file=table_file(cbm_dir, space),
+                               improver_llm="rule", benchmark_file=table_file(cbm_dir, space), answer_format="code",
                                out=str(tmp_path / f"{group}-{s}"))
             run(cfg, llm=ScriptedLLM(answers), evaluate=evaluators[space].evaluate, progress=False)
     res = run_module("search", "compare", *sorted(tmp_path.glob("*-[0-9]")), "--out", tmp_path / "cmp")
