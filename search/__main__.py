@@ -97,6 +97,20 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--llm-backoff-s", type=float, default=d.llm_backoff_s, help="first wait before a retry")
     r.add_argument("--max-llm-errors", type=int, default=d.max_llm_errors,
                    help="consecutive llm_error iterations that end the run (stored; continue with --resume)")
+    r.add_argument("--answer-format", default=d.answer_format, choices=["widths", "diff", "code"],
+                   help="what the LLM writes: widths (one allowed value per width slot; channel search), diff "
+                        "(SEARCH/REPLACE blocks against the parent; any edit), code (the whole file)")
+    r.add_argument("--context", default=d.context, choices=["source", "summary"],
+                   help="what the widths prompt shows of the parent: its source, or a per-layer table (short)")
+    r.add_argument("--constrain", default=d.constrain, choices=["auto", "on", "off"],
+                   help="grammar-constrained decoding of widths/diff answers (auto: where the backend supports it)")
+    r.add_argument("--server-kind", default=d.server_kind,
+                   choices=["auto", "llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", "ollama", "none"],
+                   help="which request field carries the grammar (auto: detected from --llm-url)")
+    r.add_argument("--repair", default="on" if d.repair else "off", choices=["on", "off"],
+                   type=str, help="shape repair of diff/code candidates whose layers disagree on channels")
+    r.add_argument("--samples", type=int, default=d.samples,
+                   help="answers asked per proposal at most: the first that is not a network already tried is kept")
     if not defaults:
         r.set_defaults(**{f.name: UNSET for f in dataclasses.fields(SearchConfig)})
     p = sub.add_parser("report", help="plots and a markdown summary of one run")
@@ -133,7 +147,9 @@ def cmd_run(args, argv=None) -> int:
     # LLM-written code: refuse a machine where the sandbox can contain nothing, unless the user says so
     sandbox.REQUIRE_CONTAINMENT = not args.unsafe_no_sandbox
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    cfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["repair"] = values.get("repair", "on") == "on"
+    cfg = SearchConfig(**values)
     res = run(cfg, resume=args.resume, given=given_flags(argv) & fields)
     best, seed = res["best"], res["seed"]
     print(f"{res['iterations']} iterations in {cfg.out}; seed accuracy {100 * seed['accuracy']:.2f}%, "
