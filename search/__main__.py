@@ -128,6 +128,12 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a run as a datasets dataset")
     e.add_argument("dir")
     e.add_argument("--to", default=None, help="output folder (default DIR/dataset)")
+    w = sub.add_parser("sweep", help="a grid of runs (configurations x rng seeds x evaluators) as one resumable job")
+    w.add_argument("spec", help="YAML spec of the grid (format: search/sweep.py, README)")
+    w.add_argument("--out", required=True, help="sweep folder: runs/, logs/, sweep.jsonl, compare-<evaluator>/")
+    w.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray tasks")
+    w.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    w.add_argument("--parallel", type=int, default=0, help="runs at once (0: the CPU cores, or the Ray cluster's CPUs)")
     return parser
 
 
@@ -179,6 +185,23 @@ def cmd_export(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export}
+
+
+def cmd_sweep(args) -> int:
+    from search.sweep import SweepConfig, sweep
+
+    cfg = SweepConfig(spec=args.spec, out=args.out, executor=args.executor, address=args.address, parallel=args.parallel)
+    try:
+        res = sweep(cfg)
+    except KeyboardInterrupt:
+        print(f"interrupted; finished iterations are stored: run the same command to continue {cfg.out}", file=sys.stderr)
+        return 130
+    print(f"{res['done']}/{res['runs']} runs done in {cfg.out} ({len(res['ran'])} ran now); compare: "
+          f"{', '.join(res['compare'].values()) or 'none'}")
+    return 0
+
+
+COMMANDS["sweep"] = cmd_sweep
 
 
 # Libraries whose deprecation and usage notes are noise here; RuntimeWarnings (the sandbox naming
