@@ -238,8 +238,11 @@ def test_killing_the_parent_leaves_no_worker_and_no_scratch(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "NASFORGE_NO_NAMESPACES": no_ns})
         proc.stdout.readline()
-        time.sleep(3)  # both candidates are spinning
-        family = psutil.Process(proc.pid).children(recursive=True)
+        for _ in range(240):  # both workers started and both candidates spinning (slow on a busy machine)
+            family = psutil.Process(proc.pid).children(recursive=True)
+            if len(family) >= 4:
+                break
+            time.sleep(0.5)
         assert len(family) >= 4  # two workers, two candidates
         proc.kill()
         proc.wait()
