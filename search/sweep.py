@@ -272,8 +272,8 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
     for name, flags in confs.items():
         where = f"{path}: configuration {name}"
         flags = check_flags(flags, where, parser, extra=SERVER_KEYS)
-        gguf, gguf_args = flags.pop("gguf", None), flags.pop("gguf_args", [])
-        if gguf is not None:
+        served, gguf, gguf_args = "gguf" in flags, flags.pop("gguf", None), flags.pop("gguf_args", [])
+        if served:
             servers[name] = {"gguf": str(check_gguf(gguf, gguf_args, flags, where, path.parent, executor, address)),
                              "args": [str(a) for a in gguf_args], "alias": str(flags.get("llm") or Path(gguf).stem)}
         elif gguf_args:
@@ -495,8 +495,9 @@ class LlamaServers:
         url = f"http://127.0.0.1:{port}"
         log = self.logs / f"server-{name}.log"
         f = open(log, "ab")
-        p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", server["gguf"], "--host", "127.0.0.1",
-                              "--port", str(port), "--model_alias", server["alias"], *server["args"]],
+        p = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", server["gguf"],
+                              "--host", "127.0.0.1", "--port", str(port), "--model_alias", server["alias"],
+                              *server["args"]],
                              stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self.procs.append((p, f))
         deadline = time.time() + self.timeout_s
@@ -596,8 +597,6 @@ def _last_line(log: Path) -> str:
 
 def sweep(cfg: SweepConfig) -> dict:
     """Run (or continue) the sweep; see the module docstring. Returns {"runs", "ran", "done", "compare"}."""
-    from tqdm import tqdm
-
     if cfg.executor not in ("local", "ray"):
         raise SweepError(f"--executor must be local or ray, not {cfg.executor!r}")
     if cfg.parallel < 0:
@@ -607,36 +606,61 @@ def sweep(cfg: SweepConfig) -> dict:
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    held = lock(out)
-    deadline = time.time() + 30
+    journal = out / "sweep.jsonl"
+    with lock(out):
+        wait_for_leftovers(out)
+        try:
+            past = records.read(journal, required=("event",), what="sweep record")
+        except records.JournalError as exc:
+            raise SweepError(str(exc)) from None
+        print(f"config: {cfg}", file=sys.stderr)
+        records.append(journal, {"event": "sweep", "time": time.time(), "config": dataclasses.asdict(cfg),
+                                 "spec": spec.raw, "runs": len(spec.cells), "versions": records.versions("torch")})
+        todo, done, counts = triage(spec.cells, out, journal, past)
+        ran, failed = execute(cfg, spec, todo, len(done), counts, out, journal)
+        compared = {}
+        for ev in spec.evaluators:  # only evaluators whose runs all finished: a partial compare misleads
+            cells = [c for c in spec.cells if c.ev == ev]
+            if not any(c.name in failed for c in cells):
+                compared[ev] = compare_runs(out, ev, cells, journal)
+    if failed:
+        first = next(iter(failed))
+        raise SweepError(f"{len(failed)} of {len(spec.cells)} runs failed (first: {first}: {failed[first]}); "
+                         f"logs in {out / 'logs'}; run the sweep again to retry them")
+    return {"runs": len(spec.cells), "ran": ran, "done": len(spec.cells) - len(failed), "compare": compared}
+
+
+def wait_for_leftovers(out: Path, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
     while (pids := leftover_runs(out)) and time.time() < deadline:
         time.sleep(0.5)
     if pids:
         raise SweepError(f"runs of an earlier sweep still write into {out / 'runs'} (pids "
                          f"{', '.join(map(str, pids[:5]))}): stop them, then run the sweep again")
-    journal, logs = out / "sweep.jsonl", out / "logs"
-    try:
-        past = records.read(journal, required=("event",), what="sweep record")
-    except records.JournalError as exc:
-        raise SweepError(str(exc)) from None
-    print(f"config: {cfg}", file=sys.stderr)
-    records.append(journal, {"event": "sweep", "time": time.time(), "config": dataclasses.asdict(cfg),
-                             "spec": spec.raw, "runs": len(spec.cells), "versions": records.versions("torch")})
-    todo, done, counts = triage(spec.cells, out, journal, past)
-    parser = run_parser()
-    env = child_env()
-    servers = LlamaServers(logs, cfg.server_timeout_s)
-    executor = None
+
+
+def execute(cfg: SweepConfig, spec: Spec, todo: list, done: int, counts: dict, out: Path,
+            journal: Path) -> tuple[list[str], dict]:
+    """Serve the gguf models, run the cells of todo (cell, mode, iterations stored) `parallel` at a time
+    with one progress bar, journal each start and end; stop servers and runs on any exit.
+    Returns (runs that ran, {failed run: its log's last line})."""
+    from tqdm import tqdm
+
+    parser, env, logs = run_parser(), child_env(), out / "logs"
+    logs.mkdir(exist_ok=True)
+    servers, executor = LlamaServers(logs, cfg.server_timeout_s), None
     bar = tqdm(total=sum(c.iterations for c in spec.cells), initial=sum(counts.values()), desc="sweep",
                unit="it", disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
-    failed, ran = {}, []
+    ran, failed, pending, running = [], {}, list(todo), {}
+
+    def postfix():
+        bar.set_postfix_str(f"runs {done}/{len(spec.cells)}" + (f", failed {len(failed)}" if failed else ""))
+
     try:
-        logs.mkdir(exist_ok=True)
         urls = {name: servers.start(name, s) for name, s in spec.servers.items()
                 if any(c.config == name for c, _, _ in todo)}
         executor = LocalExecutor(cfg.parallel) if cfg.executor == "local" else RayExecutor(cfg.parallel, cfg.address)
-        pending, running = list(todo), {}
-        bar.set_postfix_str(f"runs {len(done)}/{len(spec.cells)}")
+        postfix()
         while pending or running:
             while pending and len(running) < executor.parallel:
                 cell, mode, n = pending.pop(0)
@@ -648,8 +672,7 @@ def sweep(cfg: SweepConfig) -> dict:
                 running[cell.name] = (cell, time.time())
             time.sleep(0.5)
             finished = executor.poll()
-            for name in list(running):
-                cell = running[name][0]
+            for name, (cell, _) in running.items():  # progress: iterations stored so far
                 now = stored_iterations(out / "runs" / name)
                 if now is not None and min(now, cell.iterations) > counts[name]:
                     bar.update(min(now, cell.iterations) - counts[name])
@@ -661,31 +684,24 @@ def sweep(cfg: SweepConfig) -> dict:
                                          "flags": dict(cell.flags), "seconds": time.time() - t0, "time": time.time()})
                 ran.append(name)
                 if rc == 0:
-                    done.append(cell)
+                    done += 1
                     bar.write(f"done {name}: {n} iterations in {time.time() - t0:.0f} s")
                 else:
                     failed[name] = _last_line(logs / f"{name}.log")
                     bar.write(f"failed {name} (exit {rc}): {failed[name]}")
-                bar.set_postfix_str(f"runs {len(done)}/{len(spec.cells)}" + (f", failed {len(failed)}" if failed else ""))
+                postfix()
     finally:
         bar.close()
         if executor is not None:
             executor.close()
         servers.close()
-    compared = {}
+    return ran, failed
+
+
+def compare_runs(out: Path, ev: str, cells: list[Cell], journal: Path) -> str:
     from search.compare import compare
 
-    for ev in spec.evaluators:
-        cells = [c for c in spec.cells if c.ev == ev]
-        if any(c.name in failed for c in cells):
-            continue
-        dest = out / f"compare-{ev}"
-        compare([str(out / "runs" / c.name) for c in cells], str(dest))
-        compared[ev] = str(dest)
-        records.append(journal, {"event": "compare", "evaluator": ev, "out": str(dest), "time": time.time()})
-    held.close()
-    if failed:
-        first = next(iter(failed))
-        raise SweepError(f"{len(failed)} of {len(spec.cells)} runs failed (first: {first}: {failed[first]}); "
-                         f"logs in {logs}; run the sweep again to retry them")
-    return {"runs": len(spec.cells), "ran": ran, "done": len(done), "compare": compared}
+    dest = out / f"compare-{ev}"
+    compare([str(out / "runs" / c.name) for c in cells], str(dest))
+    records.append(journal, {"event": "compare", "evaluator": ev, "out": str(dest), "time": time.time()})
+    return str(dest)

