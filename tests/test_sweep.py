@@ -167,6 +167,8 @@ def processes_under(path: Path) -> list[int]:
 
 @pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])  # ray: ~75 s here
 def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, executor):
+    if executor == "ray":
+        pytest.importorskip("ray", reason="the Ray executor needs ray (pip install -e '.[ray]')")
     spec, out = write(tmp_path, SPEC), tmp_path / "sw"
     runs = [out / "runs" / "cbm-mobilenet" / f"{c}-{s}" for c in ("random", "random-noise") for s in (0, 1)]
     cmd = [sys.executable, "-m", "search", "sweep", str(spec), "--out", str(out), "--executor", executor,
