@@ -48,7 +48,26 @@ def recipe_for(dataset: str, epochs: float = 1.0, batch_size: int = 0, train_lim
     return Recipe(epochs=epochs, batch_size=batch_size, train_limit=train_limit, seed=seed, flip=flip, **more).to_dict()
 
 
-class Evaluator:
+class _Pooled:
+    """One sandbox worker that runs `corpus.pipeline:evaluate` (threads: every core), closed with the object."""
+
+    def _start(self, timeout_s: float, memory_mb: int, gpu: bool) -> None:
+        from mutator.sandbox import WorkerPool
+
+        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
+                               threads_per_worker=os.cpu_count() or 1, gpu=gpu)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Evaluator(_Pooled):
     def __init__(self, dataset: str, recipe: dict, *, data_dir: str | None = None, device: str = "auto",
                  latency_device: str | None = None, limits: dict | None = None, zero_cost: str = "off",
                  zero_cost_batch: int = 64, zero_cost_data: str = "train", latency_batch: int = 64,
@@ -56,7 +75,6 @@ class Evaluator:
                  memory_mb: int = 6144):
         """limits: {"flops", "params", "latency_ms"} maxima checked before training (status `constraint`).
         latency_device: where latency is timed (default: the training device)."""
-        from mutator.sandbox import WorkerPool
 
         try:
             meta = info(dataset)
@@ -70,9 +88,7 @@ class Evaluator:
                         "limits": limits or {}, "zero_cost": zero_cost, "zero_cost_batch": zero_cost_batch,
                         "zero_cost_data": zero_cost_data, "latency_batch": latency_batch,
                         "use_model_recipe": use_model_recipe}
-        gpu = "cuda" in (self.device, latency_device)
-        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
-                               threads_per_worker=os.cpu_count() or 1, gpu=gpu)
+        self._start(timeout_s, memory_mb, gpu="cuda" in (self.device, latency_device))
 
     def _row(self, code: str, res: dict, **extra) -> dict:
         return {**res, "status": res.get("status") or "crash", "code": code,
@@ -98,27 +114,16 @@ class Evaluator:
                    "limits": {}, "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
         return self._row(code, self.pool.call("corpus.pipeline:evaluate", payload))
 
-    def close(self) -> None:
-        self.pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
-class Checker:
+class Checker(_Pooled):
     """The pipeline without training and without a data set: a network at `spec` (in_shape, classes)."""
 
     def __init__(self, spec: dict, device: str = "cpu", zero_cost: bool = False, latency: bool = True, seed: int = 0,
                  timeout_s: float = 300.0, memory_mb: int = 6144):
-        from mutator.sandbox import WorkerPool
-
         self.payload = {"spec": spec, "device": device, "train": False, "latency": "batch1" if latency else "none",
                         "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
-        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if device != "cpu" else memory_mb,
-                               threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
+        self._start(timeout_s, memory_mb, gpu=device != "cpu")
 
     def check(self, code: str) -> dict:
         res = self.pool.call("corpus.pipeline:evaluate", {**self.payload, "source": code})
@@ -126,11 +131,3 @@ class Checker:
 
     __call__ = check
 
-    def close(self) -> None:
-        self.pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
