@@ -145,7 +145,10 @@ def test_containment_is_reported(pool):
     c = pool.containment
     assert set(c["contained"]) == {"files", "network", "signals", "processes"}
     assert c["not_contained"] == [k for k, v in c["contained"].items() if not v]
-    assert c["mode"] == ("bubblewrap" if pool.isolated else c["mode"])
+    assert (c["mode"] == "bubblewrap") == pool.isolated
+    assert c["mode"] in ("bubblewrap", "unshare+landlock", "landlock", "none")
+    if c["mode"] != "none":
+        assert c["contained"]["files"] and c["landlock_abi"] >= (0 if pool.isolated else 1)
 
 
 def test_search_refuses_a_machine_that_contains_nothing(monkeypatch):
