@@ -47,12 +47,13 @@ def lenet_validity():
     return evaluate, checker.close
 
 
-def one(target: str, fmt: str, n: int, url: str, out: Path, cbm: Path | None, max_tokens: int) -> dict:
+def one(target: str, fmt: str, n: int, url: str, out: Path, cbm: Path | None, max_tokens: dict,
+        samples: int = 1) -> dict:
     from search.loop import SearchConfig
     from search.runner import load_run, run
 
     kw = {"llm": "smollm2", "llm_url": url, "improver_llm": "rule", "answer_format": fmt, "iterations": n,
-          "out": str(out / f"{target}-{fmt}"), "rng_seed": 0, "max_new_tokens": max_tokens[fmt],
+          "out": str(out / f"{target}-{fmt}-s{samples}"), "rng_seed": 0, "samples": samples, "max_new_tokens": max_tokens[fmt],
           "context": "summary" if fmt == "widths" else "source", "llm_timeout_s": 900, "llm_retries": 0}
     close = None
     if target == "lenet":
@@ -68,8 +69,9 @@ def one(target: str, fmt: str, n: int, url: str, out: Path, cbm: Path | None, ma
             close()
     _, iters, _ = load_run(cfg.out)
     st = [r["status"] for r in iters]
-    return {"target": target, "format": fmt, "n": len(iters), "valid": st.count("ok"),
-            "duplicates": st.count("duplicate"), "parse": st.count("parse_error") + st.count("no_code"),
+    return {"target": target, "format": fmt, "samples": samples, "n": len(iters),
+            "valid": st.count("ok") + st.count("duplicate"), "new": st.count("ok"),
+            "duplicates": st.count("duplicate"), "asks": sum((r["extra"] or {}).get("samples", 1) for r in iters), "parse": st.count("parse_error") + st.count("no_code"),
             "repaired": sum(bool((r["extra"] or {}).get("repaired")) for r in iters),
             "llm_s": statistics.mean(r["llm_seconds"] for r in iters) if iters else None,
             "other": sorted({s for s in st if s not in ("ok", "duplicate", "parse_error", "no_code")})}
@@ -82,6 +84,7 @@ def main() -> int:
     ap.add_argument("--n-widths", type=int, default=40)
     ap.add_argument("--n-diff", type=int, default=40)
     ap.add_argument("--n-code", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=1, help="answers asked per proposal (the first new one is kept)")
     ap.add_argument("--port", type=int, default=8094)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
@@ -99,24 +102,27 @@ def main() -> int:
     n = {"widths": args.n_widths, "diff": args.n_diff, "code": args.n_code}
     max_tokens = {"widths": 48, "diff": 400, "code": 1536}
     out = Path(args.out or tempfile.mkdtemp(prefix="edit_formats-"))
+    out.mkdir(parents=True, exist_ok=True)
     server, url = start_server(args.port, args.threads, out / "server.log")
     rows = []
     try:
         for fmt in args.formats.split(","):
             for t in targets:
                 if n[fmt] > 0:
-                    rows.append(one(t, fmt, n[fmt], url, out, cbm, max_tokens))
+                    rows.append(one(t, fmt, n[fmt], url, out, cbm, max_tokens, args.samples))
                     r = rows[-1]
-                    print(f"{t} {fmt}: {r['valid']}/{r['n']} valid, {r['duplicates']} duplicates, "
+                    print(f"{t} {fmt}: {r['valid']}/{r['n']} valid, {r['new']} new, {r['duplicates']} duplicates, "
                           f"{r['llm_s']:.1f} s/proposal", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print("\n| target | format | proposals | valid | duplicates | parse failures | repaired | other failures "
-          "| LLM s/proposal |\n|---|---|---:|---:|---:|---:|---:|---|---:|")
+    print("\n| target | format | samples | proposals | valid | new valid | repeats kept | answers asked "
+          "| parse failures | repaired | other failures | LLM s/proposal |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['target']} | {r['format']} | {r['n']} | {r['valid']} ({100 * r['valid'] / max(1, r['n']):.0f} %) "
-              f"| {r['duplicates']} | {r['parse']} | {r['repaired']} | {', '.join(r['other']) or '-'} "
+        pct = lambda k: f"{r[k]} ({100 * r[k] / max(1, r['n']):.0f} %)"
+        print(f"| {r['target']} | {r['format']} | {r['samples']} | {r['n']} | {pct('valid')} | {pct('new')} "
+              f"| {r['duplicates']} | {r['asks']} | {r['parse']} | {r['repaired']} | {', '.join(r['other']) or '-'} "
               f"| {r['llm_s']:.1f} |")
     print(f"runs in {out}")
     return 0

@@ -496,17 +496,88 @@ def _gbnf_str(s: str) -> str:
     return json.dumps(s)
 
 
-def widths_gbnf(slots) -> str:
-    """GBNF (llama.cpp, xgrammar): `[v0, v1, ...]` with exactly one allowed value per slot."""
+def _excluded(slots, exclude) -> set[tuple[str, ...]]:
+    """The tuples of `exclude` that the slots' language contains (others cannot be generated anyway)."""
+    vals = [{str(v) for v in s.allowed} for s in slots]
+    out = set()
+    for t in exclude or ():
+        t = tuple(str(int(x)) for x in t)
+        if len(t) == len(slots) and all(x in vals[i] for i, x in enumerate(t)):
+            out.add(t)
+    return out
+
+
+def _trie(slots, excl: set, free, value, seq, alt, named):
+    """The language of width lists minus `excl`, built over the trie of the excluded tuples: at a
+    prefix shared with some excluded tuple each value either continues that prefix (a sub-rule) or
+    leaves it (the free rest of the list); a complete excluded tuple is left out. Size O(|excl| x
+    slots x values). `free(d)`: slots d.. unconstrained; `value`, `seq`, `alt`: the notation's
+    literal, concatenation and alternation; `named(body)`: a reference to `body` (a rule or a group).
+    None when every completion of the prefix is excluded."""
+    n = len(slots)
+
+    def node(prefix: tuple, d: int):
+        alts, leave = [], []
+        for v in (str(x) for x in slots[d].allowed):
+            p2 = prefix + (v,)
+            if not any(t[:d + 1] == p2 for t in excl):
+                leave.append(v)
+            elif d + 1 < n:
+                child = node(p2, d + 1)
+                if child is not None:
+                    alts.append(seq([value(v, d), child]))
+        if leave:
+            alts.append(seq([alt([value(v, d) for v in leave])] + ([free(d + 1)] if d + 1 < n else [])))
+        return named(alt(alts)) if alts else None
+
+    return node((), 0)
+
+
+def widths_gbnf(slots, exclude=()) -> str:
+    """GBNF (llama.cpp, xgrammar): `[v0, v1, ...]` with exactly one allowed value per slot; with
+    `exclude` (width lists already tried), every list but those: the model cannot repeat itself. When
+    `exclude` covers the whole space, the plain grammar."""
     rules = ["root ::= \"[\" " + " \", \" ".join(s.name for s in slots) + " \"]\""]
     for s in slots:
         rules.append(f"{s.name} ::= " + " | ".join(_gbnf_str(str(v)) for v in s.allowed))
-    return "\n".join(rules) + "\n"
+    excl = _excluded(slots, exclude)
+    if not excl:
+        return "\n".join(rules) + "\n"
+    extra: list[str] = []
+
+    def named(body: str) -> str:
+        extra.append(f"t{len(extra)} ::= {body}")
+        return f"t{len(extra) - 1}"
+
+    def value(v: str, d: int) -> str:
+        return _gbnf_str(v if d == 0 else f", {v}")
+
+    def free(d: int) -> str:
+        return " ".join(f"\", \" {s.name}" for s in slots[d:])
+
+    top = _trie(slots, excl, free, value, lambda xs: " ".join(xs),
+                lambda xs: xs[0] if len(xs) == 1 else "(" + " | ".join(xs) + ")", named)
+    if top is None:
+        return "\n".join(rules) + "\n"
+    rules[0] = f"root ::= \"[\" {top} \"]\""
+    return "\n".join(rules + extra) + "\n"
 
 
-def widths_regex(slots) -> str:
-    """The same language as a regular expression (vLLM `structured_outputs.regex`)."""
-    return r"\[" + ", ".join("(" + "|".join(str(v) for v in s.allowed) + ")" for s in slots) + r"\]"
+def widths_regex(slots, exclude=()) -> str:
+    """The same language as a regular expression (vLLM `structured_outputs.regex`), `exclude` too."""
+    import re
+
+    def any_of(d: int) -> str:
+        return "(" + "|".join(str(v) for v in slots[d].allowed) + ")"
+
+    plain = r"\[" + ", ".join(any_of(d) for d in range(len(slots))) + r"\]"
+    excl = _excluded(slots, exclude)
+    if not excl:
+        return plain
+    top = _trie(slots, excl, lambda d: "".join(", " + any_of(i) for i in range(d, len(slots))),
+                lambda v, d: re.escape(v if d == 0 else f", {v}"), "".join,
+                lambda xs: xs[0] if len(xs) == 1 else "(" + "|".join(xs) + ")", lambda body: body)
+    return plain if top is None else r"\[" + top + r"\]"
 
 
 def widths_schema(slots) -> dict:
@@ -525,10 +596,10 @@ def diff_gbnf(max_blocks: int = 4) -> str:
             "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
 
 
-def grammar_for(fmt: str, slots=None) -> str | None:
+def grammar_for(fmt: str, slots=None, exclude=()) -> str | None:
     """The GBNF grammar of a format (None for `code`: a whole file is not constrained)."""
     if fmt == "widths":
-        return widths_gbnf(slots)
+        return widths_gbnf(slots, exclude)
     if fmt == "diff":
         return diff_gbnf()
     return None

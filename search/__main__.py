@@ -109,6 +109,9 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
                    help="which request field carries the grammar (auto: detected from --llm-url)")
     r.add_argument("--repair", default="on" if d.repair else "off", choices=["on", "off"],
                    type=str, help="shape repair of diff/code candidates whose layers disagree on channels")
+    r.add_argument("--exclude-tried", default="on" if d.exclude_tried else "off", choices=["on", "off"],
+                   help="constrained widths answers: the grammar leaves out the width lists already tried "
+                        "(no repeats by construction)")
     r.add_argument("--samples", type=int, default=d.samples,
                    help="answers asked per proposal at most: the first that is not a network already tried is kept")
     if not defaults:
@@ -155,6 +158,7 @@ def cmd_run(args, argv=None) -> int:
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["repair"] = values.get("repair", "on") == "on"
+    values["exclude_tried"] = values.get("exclude_tried", "on") == "on"
     cfg = SearchConfig(**values)
     res = run(cfg, resume=args.resume, given=given_flags(argv) & fields)
     best, seed = res["best"], res["seed"]

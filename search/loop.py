@@ -99,6 +99,7 @@ class SearchConfig:
     server_kind: str = "auto"  # auto (detect) | llama.cpp | llama-cpp-python | vllm | vllm-legacy | ollama | none
     repair: bool = True  # shape repair of diff/code candidates (mutator.repair)
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
+    exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
 
     @property
     def partition_metric(self) -> str:
@@ -304,6 +305,8 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
     metrics = {**dict.fromkeys(METRIC_KEYS), **row,
                **({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None} if pre else {})}
     entered, is_best = state.admit(it, code, metrics)
+    if cand.get("widths"):
+        state.widths_seen.add(tuple(cand["widths"]))
     in_bin, ok = plan.in_bin(metrics, b), row.get("status") == "ok"
     repaired = (cand.get("repair") or {}).get("status") == "repaired"
     outcome = (f"{cand['repair']['text']}; then " if repaired else "") + outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else

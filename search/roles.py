@@ -134,7 +134,10 @@ class CodeGenerator:
                                summary=info.get("summary"), history=history,
                                notes=f"{extra}Suggested change: {instruction}\n")
 
-    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "",
+                exclude=None) -> dict:
+        """One answer. `exclude`: the width lists tried, left out of a widths grammar together with the
+        parent's (None: the plain grammar)."""
         from finetune.formats import parse_answer
         from search.llm import LLMServerError
 
@@ -143,7 +146,13 @@ class CodeGenerator:
             return {"prompt": None, "raw": None, "code": None, "status": "parse_error", "format": self.fmt,
                     "parse_status": "no_slots", "error": info["error"]}
         msgs = self.messages(parent_code, parent_row, goal, instruction, memory, extra, info)
-        fields = self.constrain.fields(self.fmt, info.get("slots")) if self.constrain is not None else {}
+        if self.constrain is None:
+            fields = {}
+        elif self.fmt == "widths":
+            tried = () if exclude is None else set(exclude) | {tuple(s.value for s in info["slots"])}
+            fields = self.constrain.fields(self.fmt, info["slots"], tried)
+        else:
+            fields = self.constrain.fields(self.fmt)
         try:
             raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed,
                                     **({"extra": fields} if fields else {}))
@@ -307,7 +316,8 @@ class RandomProposer:
         self.spec, self.pool, self.rng_seed, self.width_choices = spec, pool, rng_seed, width_choices
         self._analysis: dict[str, dict] = {}
 
-    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "") -> dict:
+    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "",
+                exclude=None) -> dict:
         import hashlib
         import random
 

@@ -83,12 +83,14 @@ def sample(cfg, proposer, state, parent: dict, goal: dict, instruction: str, not
     repeats, extra = 0, notes
     for k in range(max(1, cfg.samples)):
         prop = proposer.propose(parent["code"], parent["row"], goal, instruction, state.memory,
-                                seed + 7_919 * k, extra=extra)
+                                seed + 7_919 * k, extra=extra,
+                                exclude=state.widths_seen if cfg.exclude_tried else None)
         prop["dup"] = state.tried(prop.get("code"))
         if prop["dup"] is None:
             break
         repeats += 1
         if prop.get("widths"):
+            state.widths_seen.add(tuple(prop["widths"]))
             from finetune.formats import widths_text
 
             extra = notes + f"Not {widths_text(prop['widths'])}: already tried ({prop['dup']}).\n"

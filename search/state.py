@@ -47,6 +47,7 @@ class SearchState:
     best_row: dict = field(default_factory=dict)
     archive: ParetoArchive = field(default_factory=ParetoArchive)
     seen: dict = field(default_factory=dict)
+    widths_seen: set = field(default_factory=set)  # width lists answered so far (widths format)
     pending: tuple[str, str] = (INITIAL_PROBLEM, INITIAL_MODIFICATION)
     kb: list[str] | None = None
     kb_version: int = 0
@@ -84,6 +85,8 @@ class SearchState:
                 s.seen.setdefault(fingerprint(rec["code"]), f"iteration {rec['it']}")
             lost = rec["status"] == "llm_error"
             s.llm_errors = s.llm_errors + 1 if lost else 0
+            if x.get("answer_widths"):
+                s.widths_seen.add(tuple(x["answer_widths"]))
             if not lost:
                 w = x.get("answer_widths")
                 s.memory.add(Triple(rec["problem"] or "", rec["instruction"] or "", rec["outcome"] or "",

@@ -1,4 +1,6 @@
 """finetune.formats: answer parsers on messy LLM output, prompt rendering, grammars."""
+import importlib.util
+import json
 import re
 import textwrap
 
@@ -243,6 +245,54 @@ def test_widths_grammar_admits_exactly_the_allowed_values(slots):
     assert not rx.fullmatch("[64, 128, 192, 256, 384, 512]")
     sch = widths_schema(slots)
     assert sch["minItems"] == sch["maxItems"] == 7 and sch["prefixItems"][3]["enum"] == [128, 256, 384, 512]
+
+
+def _gbnf_regex(grammar: str) -> str:
+    """A regular expression for a GBNF grammar without repetition (string literals, rule names,
+    groups, alternation): every rule inlined, for checking the language the grammar admits."""
+    rules = dict(line.split(" ::= ", 1) for line in grammar.strip().splitlines())
+    tok = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z][\w-]*|[()|])')
+
+    def expand(body: str) -> str:
+        out = []
+        for t in tok.findall(body):
+            if t.startswith('"'):
+                out.append(re.escape(json.loads(t)))
+            elif t in "()|":
+                out.append({"(": "(?:", ")": ")", "|": "|"}[t])
+            else:
+                out.append("(?:" + expand(rules[t]) + ")")
+        return "".join(out)
+
+    return expand(rules["root"])
+
+
+def test_widths_grammar_without_the_tried_lists_admits_exactly_the_rest():
+    import itertools
+
+    slots = [WidthSlot("w0", 64, (64, 128, 192)), WidthSlot("w1", 64, (64, 128)), WidthSlot("w2", 8, (8, 16, 24)),
+             WidthSlot("w3", 8, (8, 16))]
+    every = list(itertools.product(*(s.allowed for s in slots)))
+    text = lambda w: "[" + ", ".join(map(str, w)) + "]"  # noqa: E731
+    for exclude in ([(64, 128, 8, 8)],                                 # one list
+                    [w for w in every if w[:2] == (64, 128)],           # a whole subtree: its branch goes
+                    [w for w in every if w[0] != 192] + [(192, 64, 8, 16)],  # all but 5
+                    [(64, 64, 8, 8), (63, 64, 8, 8), (64, 64, 8)]):     # out-of-language lists are ignored
+        rest = set(every) - set(exclude)
+        for rx in (_gbnf_regex(widths_gbnf(slots, exclude)), widths_regex(slots, exclude)):
+            admitted = {w for w in every if re.fullmatch(rx, text(w))}
+            assert admitted == rest, (exclude, sorted(set(every) - admitted)[:5])
+            assert not re.fullmatch(rx, "[64, 64, 8]")  # still the right count
+    assert widths_gbnf(slots, every) == widths_gbnf(slots)  # all tried: the plain grammar, not an empty one
+    assert _gbnf_regex(widths_gbnf(slots)) and widths_gbnf(slots, []) == widths_gbnf(slots)
+
+
+def test_widths_grammar_without_tried_lists_compiles(slots):
+    xgr = pytest.importorskip("xgrammar")
+    tried = [tuple(s.allowed[i % len(s.allowed)] for s in slots) for i in range(30)]
+    xgr.Grammar.from_ebnf(widths_gbnf(slots, tried))
+    if importlib.util.find_spec("llama_cpp"):
+        _llama_grammar().from_string(widths_gbnf(slots, tried), verbose=False)
 
 
 def test_diff_grammar_shape():

@@ -50,7 +50,7 @@ def test_widths_answers_realised_with_failures_and_repeats_resampled(tmp_path):
                "[24, 120, 84]",        # a repeat of iteration 0: asked again (--samples 2) ...
                "[32, 96, 84]"]         # ... and this new one is kept
     llm = ScriptedLLM(answers)
-    run(cfg_for(tmp_path, "w", "widths", 4, samples=2, server_kind="llama.cpp"), llm=llm,
+    run(cfg_for(tmp_path, "w", "widths", 4, samples=2, server_kind="llama.cpp", exclude_tried=False), llm=llm,
         evaluate=forward_evaluate, progress=False)
     _, iters, _ = load_run(str(tmp_path / "w"))
     st = [(r["status"], r["extra"]["parse_status"]) for r in iters]
@@ -67,6 +67,36 @@ def test_widths_answers_realised_with_failures_and_repeats_resampled(tmp_path):
     assert all(set(e) == {"grammar"} for e in llm.extras) and len(llm.extras) == 5
     assert "Not [24, 120, 84]: already tried (iteration 0)" in llm.calls[4][1]["content"]
     assert "Tried:\n[24, 120, 84]" in llm.calls[1][1]["content"]
+
+
+def test_widths_grammar_leaves_out_the_parent_and_every_tried_list(tmp_path):
+    answers = ["[24, 120, 84]", "[20, 120, 84]", "[32, 96, 84]"]  # ok, not allowed (still excluded), ok
+    llm = ScriptedLLM(answers)
+    run(cfg_for(tmp_path, "x", "widths", 3, server_kind="llama.cpp"), llm=llm, evaluate=forward_evaluate,
+        progress=False)
+    _, iters, _ = load_run(str(tmp_path / "x"))
+    assert [r["status"] for r in iters] == ["ok", "parse_error", "ok"]
+    slots = width_slots([{"value": 16, "multiple": 8, "layers": []}, {"value": 120, "multiple": 8, "layers": []},
+                         {"value": 84, "multiple": 8, "layers": []}])
+    assert llm.extras[0] == {"grammar": widths_gbnf(slots, [(16, 120, 84)])}  # the seed, the first parent
+    # later grammars (parent [24, 120, 84], the best) leave out the seed's list's siblings tried so far
+    from test_formats import _gbnf_regex
+
+    last = _gbnf_regex(llm.extras[2]["grammar"])
+    assert not re.fullmatch(last, "[24, 120, 84]")  # the parent, tried in iteration 0
+    assert re.fullmatch(last, "[32, 96, 84]") and re.fullmatch(last, "[24, 112, 84]")
+    # resumed, the tried lists come back from the store
+    llm2 = ScriptedLLM(["[8, 96, 84]"])
+    run(cfg_for(tmp_path, "x", "widths", 4, server_kind="llama.cpp"), resume=True, llm=llm2,
+        evaluate=forward_evaluate, progress=False)
+    g = _gbnf_regex(llm2.extras[0]["grammar"])
+    assert not re.fullmatch(g, "[24, 120, 84]") and not re.fullmatch(g, "[32, 96, 84]")
+    assert re.fullmatch(g, "[8, 96, 84]")
+    # --exclude-tried off: the plain grammar of the parent's slots
+    llm3 = ScriptedLLM(["[24, 120, 84]"])
+    run(cfg_for(tmp_path, "y", "widths", 1, server_kind="llama.cpp", exclude_tried=False), llm=llm3,
+        evaluate=forward_evaluate, progress=False)
+    assert llm3.extras[0] == {"grammar": widths_gbnf(slots)}
 
 
 def test_diff_answers_unmatched_and_shape_repair_with_outcome(tmp_path):
@@ -116,7 +146,11 @@ def test_grammar_field_sent_to_a_detected_llama_cpp_server(tmp_path):
     it = load_run(str(tmp_path / "s"))[1][0]
     assert it["status"] == "ok" and it["extra"]["constrained"] is True
     body = srv.bodies[0]
-    assert body["grammar"].startswith('root ::= "[" w0 ", " w1 ", " w2 "]"')
+    from test_formats import _gbnf_regex
+
+    assert body["grammar"].startswith('root ::= "["') and "w2 ::= " in body["grammar"]
+    assert re.fullmatch(_gbnf_regex(body["grammar"]), "[8, 96, 64]")
+    assert not re.fullmatch(_gbnf_regex(body["grammar"]), "[16, 120, 84]")  # the seed: tried
     assert "layers, channels in->out" in body["messages"][1]["content"] and "```python" not in \
         body["messages"][1]["content"]
 
