@@ -29,7 +29,8 @@ each side. The layer list comes from `layer_table`, a sandbox handler (it builds
 
 Grammars for constrained decoding (GBNF for llama.cpp, a regex for vLLM, a JSON schema for Ollama):
 `widths_gbnf(slots)` admits exactly one allowed value per slot, in order, in the right count;
-`diff_gbnf()` admits one to `max_blocks` well-formed blocks and nothing else. Which request field
+`diff_gbnf()` admits one to `max_blocks` well-formed blocks and nothing else; `diff_gbnf(parent=src)`
+also makes every SEARCH line a verbatim line of the parent and bounds the REPLACE part. Which request field
 carries them is `search.constrain`'s business.
 """
 from __future__ import annotations
@@ -586,14 +587,33 @@ def widths_schema(slots) -> dict:
             "minItems": len(slots), "maxItems": len(slots)}
 
 
-def diff_gbnf(max_blocks: int = 4) -> str:
+def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_search_lines: int = 4,
+              max_replace_lines: int = 8, max_line_chars: int = 160) -> str:
     """GBNF for the diff envelope: 1..max_blocks SEARCH/REPLACE blocks, nothing before or after. A
     SEARCH part has at least one line; no line of a part may start with '<', '=' or '>' (the
-    markers), which Python source never does at column 0."""
+    markers), which Python source never does at column 0.
+
+    With `parent` (the source the blocks apply to), every SEARCH line is one of the parent's lines,
+    verbatim (1..max_search_lines of them), and a REPLACE part has at most `max_replace_lines` lines
+    of at most `max_line_chars` characters: a small model can no longer misquote the text it
+    replaces or ramble until the token limit. Lines that are not contiguous in the parent still fail
+    to match (an `unmatched` failure), which one-line blocks, the usual width edit, never do."""
     more = " ".join(["(\"\\n\" block)?"] * (max(1, max_blocks) - 1))
-    return (f"root ::= block {more}\n".replace("  ", " ") +
-            "block ::= \"<<<<<<< SEARCH\\n\" line+ \"=======\\n\" line* \">>>>>>> REPLACE\"\n"
-            "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
+    root = f"root ::= block {more}\n".replace("  ", " ")
+    if parent is None:
+        return (root + "block ::= \"<<<<<<< SEARCH\\n\" line+ \"=======\\n\" line* \">>>>>>> REPLACE\"\n"
+                "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
+    seen, olds = set(), []
+    for ln in parent.splitlines():
+        if ln.strip() and ln[0] not in "<=>" and ln not in seen:
+            seen.add(ln)
+            olds.append(_gbnf_str(ln + "\n"))
+    if not olds:
+        return diff_gbnf(max_blocks)
+    return (root + f"block ::= \"<<<<<<< SEARCH\\n\" old{{1,{max_search_lines}}} \"=======\\n\" "
+            f"new{{0,{max_replace_lines}}} \">>>>>>> REPLACE\"\n"
+            f"old ::= {' | '.join(olds)}\n"
+            f"new ::= [^<=>\\n] [^\\n]{{0,{max_line_chars}}} \"\\n\" | \"\\n\"\n")
 
 
 def grammar_for(fmt: str, slots=None, exclude=()) -> str | None:

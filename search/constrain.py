@@ -110,10 +110,11 @@ def detect_server(url: str, timeout_s: float = 3.0) -> ServerKind:
     return ServerKind("unknown", None, "no /props, /version, /api/version or llama.cpp /openapi.json")
 
 
-def request_fields(kind: str, fmt: str, slots=None, max_blocks: int = 4, exclude=()) -> Constraint:
+def request_fields(kind: str, fmt: str, slots=None, max_blocks: int = 4, exclude=(), parent: str | None = None
+                   ) -> Constraint:
     """Extra chat-request fields that make `kind` generate only well-formed `fmt` answers; for widths,
     none of the width lists in `exclude` (the tried ones) where the grammar can say so (not Ollama's
-    JSON schema)."""
+    JSON schema); for diff, SEARCH lines quoted verbatim from `parent` where it is given."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r} (known: {', '.join(KINDS)})")
     if fmt == "widths" and slots is None:
@@ -123,13 +124,14 @@ def request_fields(kind: str, fmt: str, slots=None, max_blocks: int = 4, exclude
     if fmt not in ("widths", "diff"):
         raise ValueError(f"unknown answer format {fmt!r}")
     if kind in ("llama.cpp", "llama-cpp-python"):
-        g = widths_gbnf(slots, exclude) if fmt == "widths" else diff_gbnf(max_blocks)
+        g = widths_gbnf(slots, exclude) if fmt == "widths" else diff_gbnf(max_blocks, parent)
         return Constraint(kind, fmt, {"grammar": g})
     if kind == "vllm":
-        so = {"regex": widths_regex(slots, exclude)} if fmt == "widths" else {"grammar": diff_gbnf(max_blocks)}
+        so = {"regex": widths_regex(slots, exclude)} if fmt == "widths" else {"grammar": diff_gbnf(max_blocks, parent)}
         return Constraint(kind, fmt, {"structured_outputs": so})
     if kind == "vllm-legacy":
-        f = {"guided_regex": widths_regex(slots, exclude)} if fmt == "widths" else {"guided_grammar": diff_gbnf(max_blocks)}
+        f = ({"guided_regex": widths_regex(slots, exclude)} if fmt == "widths"
+             else {"guided_grammar": diff_gbnf(max_blocks, parent)})
         return Constraint(kind, fmt, f)
     if kind == "ollama":
         if fmt == "widths":
@@ -162,10 +164,10 @@ class ConstrainedRequests:
         else:
             self.server = detect_server(url, timeout_s)
 
-    def constraint(self, fmt: str, slots=None, exclude=()) -> Constraint:
+    def constraint(self, fmt: str, slots=None, exclude=(), parent: str | None = None) -> Constraint:
         if self.mode == "off":
             return Constraint(self.server.kind, fmt, note="--constrain off")
-        c = request_fields(self.server.kind, fmt, slots, exclude=exclude)
+        c = request_fields(self.server.kind, fmt, slots, exclude=exclude, parent=parent)
         if not c.active and fmt != "code":
             if self.mode == "on":
                 raise ConstrainError(f"--constrain on, but {c.note} ({self.server.detail})")
@@ -174,5 +176,5 @@ class ConstrainedRequests:
                 self.warn(f"{c.note} ({self.server.detail})")
         return c
 
-    def fields(self, fmt: str, slots=None, exclude=()) -> dict:
-        return dict(self.constraint(fmt, slots, exclude).fields)
+    def fields(self, fmt: str, slots=None, exclude=(), parent: str | None = None) -> dict:
+        return dict(self.constraint(fmt, slots, exclude, parent).fields)

@@ -151,8 +151,8 @@ class CodeGenerator:
         elif self.fmt == "widths":
             tried = () if exclude is None else set(exclude) | {tuple(s.value for s in info["slots"])}
             fields = self.constrain.fields(self.fmt, info["slots"], tried)
-        else:
-            fields = self.constrain.fields(self.fmt)
+        else:  # diff: SEARCH lines quoted from the parent
+            fields = self.constrain.fields(self.fmt, parent=parent_code if self.fmt == "diff" else None)
         try:
             raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed,
                                     **({"extra": fields} if fields else {}))

@@ -248,16 +248,19 @@ def test_widths_grammar_admits_exactly_the_allowed_values(slots):
 
 
 def _gbnf_regex(grammar: str) -> str:
-    """A regular expression for a GBNF grammar without repetition (string literals, rule names,
-    groups, alternation): every rule inlined, for checking the language the grammar admits."""
+    """A regular expression for a GBNF grammar without recursion (string literals, character classes,
+    rule names, groups, alternation, `* + ? {m,n}`): every rule inlined, for checking the language
+    the grammar admits."""
     rules = dict(line.split(" ::= ", 1) for line in grammar.strip().splitlines())
-    tok = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z][\w-]*|[()|])')
+    tok = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|[A-Za-z][\w-]*|[()|*+?]|\{\d+(?:,\d*)?\})')
 
     def expand(body: str) -> str:
         out = []
         for t in tok.findall(body):
             if t.startswith('"'):
                 out.append(re.escape(json.loads(t)))
+            elif t.startswith("[") or t[0] in "*+?{":
+                out.append(t)
             elif t in "()|":
                 out.append({"(": "(?:", ")": ")", "|": "|"}[t])
             else:
@@ -290,9 +293,30 @@ def test_widths_grammar_without_the_tried_lists_admits_exactly_the_rest():
 def test_widths_grammar_without_tried_lists_compiles(slots):
     xgr = pytest.importorskip("xgrammar")
     tried = [tuple(s.allowed[i % len(s.allowed)] for s in slots) for i in range(30)]
-    xgr.Grammar.from_ebnf(widths_gbnf(slots, tried))
-    if importlib.util.find_spec("llama_cpp"):
-        _llama_grammar().from_string(widths_gbnf(slots, tried), verbose=False)
+    from mutator import seeds
+
+    quoted = diff_gbnf(parent=seeds.seed_source("cbm-resnet"))
+    for g in (widths_gbnf(slots, tried), quoted):
+        xgr.Grammar.from_ebnf(g)
+        if importlib.util.find_spec("llama_cpp"):
+            _llama_grammar().from_string(g, verbose=False)
+
+
+def test_diff_grammar_quotes_the_parent():
+    parent = "class Net:\n    def __init__(self):\n        self.conv = Conv(3, 16, 3)\n\n        self.fc = Linear(16, 10)\n"
+    rx = _gbnf_regex(diff_gbnf(parent=parent, max_replace_lines=2, max_line_chars=40))
+    block = "<<<<<<< SEARCH\n{}=======\n{}>>>>>>> REPLACE"
+    good = block.format("        self.conv = Conv(3, 16, 3)\n", "        self.conv = Conv(3, 24, 3)\n")
+    assert re.fullmatch(rx, good)
+    assert re.fullmatch(rx, good + "\n" + block.format("        self.fc = Linear(16, 10)\n", ""))  # a deletion
+    two = "        self.conv = Conv(3, 16, 3)\n        self.fc = Linear(16, 10)\n"
+    assert re.fullmatch(rx, block.format(two, "\n"))  # lines of the parent (contiguity is apply_diff's check)
+    assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 5)\n", "x\n"))  # misquoted
+    assert not re.fullmatch(rx, block.format("    self.conv = Conv(3, 16, 3)\n", "x\n"))  # indentation
+    assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 3)\n", "x\n" * 3))  # too long
+    assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 3)\n", "x" * 42 + "\n"))
+    assert not re.fullmatch(rx, "Sure! " + good)
+    assert diff_gbnf(parent="\n\n") == diff_gbnf()  # nothing to quote: the envelope alone
 
 
 def test_diff_grammar_shape():

@@ -1,6 +1,7 @@
 """`search run` in each answer format (widths / diff / code) with scripted LLMs and an in-process
 forward-pass evaluator: parse failures as failure rows, widths realised by the mutator, repeats
 resampled, shape-broken diff/code answers repaired, and the grammar fields sent to the server."""
+import json
 import re
 
 import pytest
@@ -97,6 +98,15 @@ def test_widths_grammar_leaves_out_the_parent_and_every_tried_list(tmp_path):
     run(cfg_for(tmp_path, "y", "widths", 1, server_kind="llama.cpp", exclude_tried=False), llm=llm3,
         evaluate=forward_evaluate, progress=False)
     assert llm3.extras[0] == {"grammar": widths_gbnf(slots)}
+
+
+def test_diff_grammar_quotes_the_parent_source(tmp_path):
+    from finetune.formats import diff_gbnf
+
+    llm = ScriptedLLM([diff_text([(CONV2, CONV2.replace("16, 5", "24, 5"))])])
+    run(cfg_for(tmp_path, "g", "diff", 1, server_kind="llama.cpp"), llm=llm, evaluate=forward_evaluate, progress=False)
+    assert llm.extras[0] == {"grammar": diff_gbnf(parent=seeds.seed_source("lenet"))}
+    assert json.dumps(CONV2 + "\n") in llm.extras[0]["grammar"]  # the line it may quote, verbatim
 
 
 def test_diff_answers_unmatched_and_shape_repair_with_outcome(tmp_path):
