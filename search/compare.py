@@ -1,13 +1,28 @@
-"""`python -m search compare DIR...`: runs grouped by configuration, with a significance test.
+"""`python -m search compare DIR...`: runs grouped by configuration, with significance tests.
 
-Per run: valid-candidate rate, best accuracy after N iterations (N = the fewest iterations of any
-run compared, so every run gets the same budget), area under the best-so-far curve (its mean over
-the N iterations), and iterations to reach a threshold (default: the best seed accuracy + 1 point).
-Per group: mean, standard deviation and median over its runs (seeds). Each group is tested against
-the baseline group (`random` if present, else the first) with a two-sided Mann-Whitney U test on
-best-after-N (scipy). The curves are plotted as the group mean with a min-max band.
+Per run, over N iterations (N = the fewest iterations of any run compared, so every run gets the
+same budget): valid rate (status ok: new candidates evaluated), well-formed rate (status ok,
+duplicate or constraint: the answer named a network of the space), repeat rate (status duplicate:
+every answer of the proposal repeated a network already tried), mean LLM seconds per proposal (the
+stored proposal time, pre-check included where one runs; `-` for `--llm random`), best accuracy
+after 5, 10 and N iterations (the seed counts as the starting best), area under the best-so-far
+curve (its mean over the N iterations), and iterations to reach a threshold (default: the best seed
+accuracy + 1 point). Per group: the answer format (`-` for random), and mean ± standard deviation
+(and the median best) over its runs (seeds). Each group is tested against every `--baseline` group
+(default `random` if present, else the first) with a two-sided Mann-Whitney U test on best-after-N
+(scipy): one column `p vs <baseline>` each; compare.json keeps them per group in `p_vs` and the first
+baseline's in `p_vs_baseline`. The curves are plotted as the group mean with a min-max band.
 
     python -m search compare runs/pareto-* runs/accuracy-* runs/random-* --baseline random,accuracy --out runs/cmp
+
+Benchmark mode (every run looked up the same `table:SPACE`): each run's best after N as its rank in
+the table (1 = best; 1 + the configurations strictly better), tested as ranks, and random search's
+exact expected best-of-N rank (`corpus.table.expected_best_rank`). With a FLOPs budget (every run's
+`--max-flops` the same; different budgets are refused) the table is cut to the configurations whose
+`flops` (the table's count, the `flops` of every stored row: conv + linear multiply-adds at 16x16) are
+within it: ranks, the size, the optimum and random's expected rank are among those, candidates over
+it and a seed over it do not count as a best. (The search itself holds `--max-flops` against its
+pre-check's count at 32x32, about 4x the table's; a note says so when the runs' rows show it.)
 
 Multi-objective table (whenever every run's seed has the hw metric), over the same N iterations:
 hypervolume and IGD (pymoo; objectives normalised by the median seed accuracy and cost of the
@@ -170,10 +185,76 @@ def plot_fronts(pt: dict, path) -> None:
     plt.close(fig)
 
 
+CHECKPOINTS = (5, 10)  # best accuracy after these many iterations too, where N is larger
+
+
+def benchmark(runs: list[tuple], n: int) -> dict | None:
+    """The table every run looked up (None when the runs did not all use one table): its size, optimum,
+    rank function and random search's expected best-of-n rank, all among the configurations inside the
+    runs' common FLOPs budget when they have one (see the module docstring)."""
+    import bisect
+
+    from corpus.table import expected_best_rank, load_table, table_path
+
+    spaces = {r[1].evaluator for r in runs}
+    if len(spaces) != 1 or not next(iter(spaces)).startswith("table:"):
+        return None
+    budgets = list(dict.fromkeys(r[1].max_flops for r in runs))
+    if len(budgets) > 1:
+        (d1, b1), (d2, b2) = [next((r[0], b) for r in runs if r[1].max_flops == b) for b in budgets[:2]]
+        text = lambda b: "none" if b is None else f"{b:g}"  # noqa: E731
+        raise SearchError(f"the runs have different FLOPs budgets: {d1} --max-flops {text(b1)}, {d2} --max-flops "
+                          f"{text(b2)}; compare runs of one budget")
+    budget = budgets[0]
+    space = next(iter(spaces)).split(":", 1)[1]
+    tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
+    means = sorted((v["mean"] for v in tab.values() if budget is None or v["flops"] <= budget), reverse=True)
+    if not means:
+        raise SearchError(f"no configuration of {space} is inside --max-flops {budget:.4g} (the table's FLOPs)")
+    neg = [-m for m in means]
+
+    def rank_of(acc):  # 1 + number of configurations (inside the budget) strictly better
+        return bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
+
+    return {"space": space, "size": len(means), "table_size": len(tab), "max_flops": budget,
+            "optimum": means[0] / 100, "rank_of": rank_of, "random_expected_rank": expected_best_rank(len(means), n)}
+
+
+def within(iters: list[dict], budget: float | None) -> list[dict]:
+    """iters with the candidates over a FLOPs budget (the table's count) marked as not counting for the best."""
+    if budget is None:
+        return iters
+    return [r if r["status"] != "ok" or ((r["metrics"] or {}).get("flops") or float("inf")) <= budget
+            else {**r, "status": "over_budget"} for r in iters]
+
+
+def precheck_ratio(runs: list[tuple], n: int) -> float | None:
+    """Median pre-check FLOPs / table FLOPs over the runs' evaluated candidates (None without pre-checks):
+    in benchmark mode the search holds --max-flops against the pre-check's count."""
+    ratios = [m["pre_flops"] / m["flops"] for r in runs for it in r[2][:n] if it["status"] == "ok"
+              for m in [it["metrics"] or {}] if m.get("pre_flops") and m.get("flops")]
+    return statistics.median(ratios) if ratios else None
+
+
+def run_stats(cfg, iters: list[dict], seed: dict, n: int, thr: float, bench: dict | None) -> dict:
+    """One run over its first n iterations: rates, best-so-far curve and what follows from it."""
+    from search.report import answer_stats
+
+    budget = bench["max_flops"] if bench else None
+    seed_acc = seed.get("accuracy") or 0.0
+    if budget is not None and (seed.get("flops") is None or seed["flops"] > budget):
+        seed_acc = 0.0  # a seed over the budget is not an answer inside it
+    curve = best_curve(within(iters[:n], budget), seed_acc)
+    ans = answer_stats(cfg, iters[:n])
+    return {"rng_seed": cfg.rng_seed, "format": ans["format"], "curve": curve, "best": curve[-1],
+            "at": {k: curve[k - 1] for k in CHECKPOINTS if k < n}, "auc": sum(curve) / n,
+            "reach": next((i + 1 for i, v in enumerate(curve) if v >= thr), None),
+            "valid": sum(r["status"] == "ok" for r in iters[:n]) / n, "well_formed": ans["well_formed"],
+            "repeat": ans["repeat"], "llm_seconds": ans["llm_seconds"]}
+
+
 def compare(dirs: list[str], out: str | None = None, threshold: float | None = None, baseline: str | None = None,
             hw_metric: str | None = None, budgets=None) -> str:
-    from scipy.stats import mannwhitneyu
-
     from search.runner import load_extras
 
     runs = []
@@ -188,72 +269,71 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
         raise SearchError("no runs with iterations to compare")
     n = min(len(r[2]) for r in runs)
     thr = threshold if threshold is not None else max(r[3].get("accuracy") or 0 for r in runs) + 0.01
+    bench = benchmark(runs, n)
     groups: dict[str, list[dict]] = {}
     for d, cfg, iters, seed, _ in runs:
-        curve = best_curve(iters[:n], seed.get("accuracy") or 0.0)
-        reach = next((i + 1 for i, v in enumerate(curve) if v >= thr), None)
-        groups.setdefault(cfg.group, []).append({
-            "dir": d, "rng_seed": cfg.rng_seed, "curve": curve, "best": curve[-1],
-            "valid": sum(r["status"] == "ok" for r in iters[:n]) / n,
-            "auc": sum(curve) / n, "reach": reach})
+        groups.setdefault(cfg.group, []).append({"dir": d, **run_stats(cfg, iters, seed, n, thr, bench)})
     bases = [b for b in (baseline or "").split(",") if b] or ["random" if "random" in groups else next(iter(groups))]
     unknown = [b for b in bases if b not in groups]
     if unknown:
         raise SearchError(f"--baseline {','.join(unknown)}: no such configuration (have {', '.join(groups)})")
     base = bases[0]
-    spaces = {r[1].evaluator for r in runs}
-    bench = None
-    if len(spaces) == 1 and next(iter(spaces)).startswith("table:"):
-        from corpus.table import expected_best_rank, load_table, table_path
-
-        space = next(iter(spaces)).split(":", 1)[1]
-        tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
-        means = sorted((v["mean"] for v in tab.values()), reverse=True)
-        import bisect
-
-        def rank_of(acc):  # 1 + number of configurations strictly better
-            neg = [-m for m in means]
-            return bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
-
-        bench = {"space": space, "size": len(means), "optimum": means[0] / 100, "rank_of": rank_of,
-                 "random_expected_rank": expected_best_rank(len(means), n)}
+    # the tested score per run: the best-of-N rank in benchmark mode (lower is better), else the best accuracy
+    score = (lambda r: bench["rank_of"](r["best"])) if bench else (lambda r: r["best"])
+    checks = [k for k in CHECKPOINTS if k < n]
     lines = [f"Runs compared at N = {n} iterations each; threshold for 'reach' = {100 * thr:.2f}% accuracy; "
-             f"baseline = {base}", ""]
+             f"baselines = {', '.join(bases)} (two-sided Mann-Whitney U on best after N"
+             f"{', as ranks' if bench else ''})", ""]
     if bench:
         m = bench["size"]
-        lines += [f"Benchmark {bench['space']}: {m:,} configurations, global optimum {100 * bench['optimum']:.2f}%; "
-                  f"random search's exact expected best-of-{n} rank: {bench['random_expected_rank']:.1f} "
-                  f"(top {100 * bench['random_expected_rank'] / m:.2f}%)", "",
-                  "| configuration | runs | valid rate % | best acc after N % | median best rank | median percentile | ranks | p vs baseline (Mann-Whitney U) |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]
-    lines += [
-             "| configuration | runs | valid rate % | best acc after N % | median best % | AUC best-so-far % | runs reaching | mean its to reach | p vs baseline (Mann-Whitney U) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"] if not bench else []
+        if bench["max_flops"] is not None:
+            lines += [f"FLOPs budget {bench['max_flops']:.4g} (the table's count: conv + linear multiply-adds at "
+                      f"16x16): {m:,} of {bench['table_size']:,} configurations inside; ranks, optimum and random's "
+                      f"expected rank are among those, and a seed over the budget does not count as a best.", ""]
+            ratio = precheck_ratio(runs, n)
+            if ratio is not None and abs(ratio - 1) > 0.01:
+                lines += [f"note: these runs held --max-flops against the pre-check's FLOPs (32x32 input, median "
+                          f"{ratio:.2f}x the table's count), not against the table's count used here.", ""]
+        lines += [f"Benchmark {bench['space']}: {m:,} configurations, "
+                  f"{'optimum inside the budget' if bench['max_flops'] is not None else 'global optimum'} "
+                  f"{100 * bench['optimum']:.2f}%; random search's exact expected best-of-{n} rank: "
+                  f"{bench['random_expected_rank']:.1f} (top {100 * bench['random_expected_rank'] / m:.2f}%)", ""]
+    head = (["configuration", "runs", "format", "valid rate %", "well-formed %", "repeat rate %", "LLM s / proposal"]
+            + [f"best acc after {k} %" for k in checks] + [f"best acc after N={n} %"]
+            + (["median best rank", "median percentile", "ranks"] if bench else
+               ["median best %"])
+            + ["AUC best-so-far %"] + ([] if bench else ["runs reaching", "mean its to reach"])
+            + [f"p vs {b}" for b in bases])
+    lines += ["| " + " | ".join(head) + " |",
+              "|" + "".join("---|" if h in ("configuration", "format", "ranks") else "---:|" for h in head)]
     table = {}
     for g, rs in groups.items():
         best = [r["best"] for r in rs]
         reach = [r["reach"] for r in rs if r["reach"] is not None]
-        p = None
-        if g != base and len(rs) > 0 and len(groups[base]) > 0:
-            p = float(mannwhitneyu(best, [r["best"] for r in groups[base]], alternative="two-sided").pvalue)
-        table[g] = {"runs": len(rs), "valid": [r["valid"] for r in rs], "best": best, "auc": [r["auc"] for r in rs],
-                    "reach": [r["reach"] for r in rs], "p_vs_baseline": p}
+        p_vs = {b: None if g == b else _p([score(r) for r in rs], [score(r) for r in groups[b]]) for b in bases}
+        formats = sorted({r["format"] or "-" for r in rs})
+        llm_s = [r["llm_seconds"] for r in rs]
+        table[g] = {"runs": len(rs), "format": "/".join(formats), "valid": [r["valid"] for r in rs],
+                    "well_formed": [r["well_formed"] for r in rs], "repeat": [r["repeat"] for r in rs],
+                    "llm_seconds": llm_s, "best": best, "best_at": {k: [r["at"][k] for r in rs] for k in checks},
+                    "auc": [r["auc"] for r in rs], "reach": [r["reach"] for r in rs],
+                    "p_vs": p_vs, "p_vs_baseline": p_vs[base]}
+        cells = [g, str(len(rs)), table[g]["format"], _fmt(table[g]["valid"], True, 1),
+                 _fmt(table[g]["well_formed"], True, 1), _fmt(table[g]["repeat"], True, 1),
+                 "-" if all(v is None for v in llm_s) else _fmt(llm_s, digits=1)]
+        cells += [_fmt(table[g]["best_at"][k], True) for k in checks] + [_fmt(best, True)]
         if bench:
-            rk = [bench["rank_of"](b) for b in best]
+            rk = [score(r) for r in rs]
             table[g]["ranks"] = rk
-            if g != base and groups[base]:  # ranks: lower is better, so test them directly
-                p = float(mannwhitneyu(rk, [bench["rank_of"](r["best"]) for r in groups[base]],
-                                       alternative="two-sided").pvalue)
-                table[g]["p_vs_baseline"] = p
             med = statistics.median(rk)
-            lines.append(f"| {g} | {len(rs)} | {_fmt([r['valid'] for r in rs], True, 1)} | {_fmt(best, True)} | "
-                         f"{med:.0f} | {100 * med / bench['size']:.2f}% | {','.join(map(str, sorted(rk)))} | "
-                         f"{'—' if p is None else f'{p:.3g}'} |")
-            continue
-        lines.append(f"| {g} | {len(rs)} | {_fmt([r['valid'] for r in rs], True, 1)} | {_fmt(best, True)} | "
-                     f"{100 * statistics.median(best):.2f} | {_fmt([r['auc'] for r in rs], True)} | "
-                     f"{len(reach)}/{len(rs)} | {statistics.mean(reach) if reach else float('nan'):.1f} | "
-                     f"{'—' if p is None else f'{p:.3g}'} |")
+            cells += [f"{med:.0f}", f"{100 * med / bench['size']:.2f}%", ",".join(map(str, sorted(rk)))]
+        else:
+            cells.append(f"{100 * statistics.median(best):.2f}")
+        cells.append(_fmt(table[g]["auc"], True))
+        if not bench:
+            cells += [f"{len(reach)}/{len(rs)}", f"{statistics.mean(reach) if reach else float('nan'):.1f}"]
+        cells += ["—" if p_vs[b] is None else f"{p_vs[b]:.3g}" for b in bases]
+        lines.append("| " + " | ".join(cells) + " |")
     dest = Path(out) if out else Path(runs[0][0]).resolve().parent
     dest.mkdir(parents=True, exist_ok=True)
     plt = _plt()
@@ -281,7 +361,8 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     text = "\n".join(lines)
     (dest / "compare.md").write_text(text + "\n\n" + pics + "\n")
     extra = {k: v for k, v in (bench or {}).items() if k != "rank_of"}
-    (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "groups": table,
-                                                   "benchmark": extra or None, "pareto": pt}, indent=1))
+    (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "baselines": bases,
+                                                   "groups": table, "benchmark": extra or None, "pareto": pt},
+                                                  indent=1))
     return text + f"\n\nwrote {dest / 'compare.md'}, {dest / 'compare.json'}, {dest / 'compare_curves.png'}" + \
         (f", {dest / 'compare_pareto.png'}" if pt else "")

@@ -2,6 +2,10 @@
 
     python -m search report runs/pareto-0     # report.md, report.png, and pareto.png when costs were measured
 
+The header of report.md sums up the answers (`answer_stats`): format, well-formed rate (status ok,
+duplicate or constraint: a network of the space), repeat rate (duplicate), repaired count and answers
+asked per proposal.
+
 The multi-objective section (any run whose seed has the hw metric): the accuracy-cost plane with
 the final Pareto archive highlighted, the hypervolume after each iteration (normalised by the run's
 own seed, reference point `search.pareto.HV_REF`), per-bin coverage, and every knowledge-base version.
@@ -42,6 +46,28 @@ def best_curve(iters: list[dict], seed_acc: float) -> list[float]:
             best = max(best, m["accuracy"])
         out.append(best)
     return out
+
+
+WELL_FORMED = ("ok", "duplicate", "constraint")  # a network of the space: evaluated, already tried, or over a limit
+
+
+def answer_stats(cfg, iters: list[dict]) -> dict:
+    """How a run's proposals went, over `iters`: answer format (None for `--llm random`), well-formed
+    rate (status in WELL_FORMED), repeat rate (status duplicate), repaired count (diff/code answers
+    fixed by the shape repair), mean answers asked per proposal (`extra.samples`, stores from before
+    it: None) and mean LLM seconds per proposal (the stored `llm_seconds`: the proposal step, pre-check
+    included where one runs, over `extra.proposals` proposals per iteration; None for random)."""
+    n = len(iters)
+    extras = [r["extra"] or {} for r in iters]
+    samples = [e["samples"] for e in extras if e.get("samples") is not None]
+    timed = [(r["llm_seconds"], e.get("proposals") or 1) for r, e in zip(iters, extras) if r["llm_seconds"] is not None]
+    llm = cfg.llm != "random"
+    return {"format": cfg.answer_format if llm else None,
+            "well_formed": sum(r["status"] in WELL_FORMED for r in iters) / n if n else None,
+            "repeat": sum(r["status"] == "duplicate" for r in iters) / n if n else None,
+            "repaired": sum(bool(e.get("repaired")) for e in extras),
+            "samples": sum(samples) / len(samples) if samples else None,
+            "llm_seconds": sum(s for s, _ in timed) / sum(k for _, k in timed) if llm and timed else None}
 
 
 def clip(text: str | None, width: int = 90) -> str:
@@ -117,12 +143,18 @@ def report(folder: str) -> str:
     fig.tight_layout()
     fig.savefig(out / "report.png")
     plt.close(fig)
+    ans = answer_stats(cfg, iters)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    asked = "n/a" if ans["samples"] is None else f"{ans['samples']:.2f}"
     llm_s = [r["llm_seconds"] or 0 for r in iters]
     prof_s = [r["profile_seconds"] or 0 for r in iters]
     lines = [f"# Search run {folder}", "",
              f"- configuration: `{cfg.group}` (llm `{cfg.llm}`, adapter `{cfg.adapter}`, improver `{cfg.improver_llm or 'same'}`{' at ' + cfg.improver_url if cfg.improver_url else ''})",
              f"- {long}, rng seed {cfg.rng_seed}, memory K={cfg.memory}",
              f"- iterations: {n}; statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
+             f"- answers: format {ans['format'] or '- (random mutation)'}; well-formed {pct(ans['well_formed'])} "
+             f"({', '.join(WELL_FORMED)}); repeats {pct(ans['repeat'])} (duplicate); repaired {ans['repaired']}; "
+             f"answers asked per proposal {asked}",
              f"- seed accuracy {100 * seed_acc:.2f}%, best {100 * (curve[-1] if curve else seed_acc):.2f}%",
              f"- mean seconds per iteration: LLM {sum(llm_s) / max(1, n):.1f}, profiling {sum(prof_s) / max(1, n):.1f}",
              "", "![report](report.png)", "",
