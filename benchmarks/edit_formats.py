@@ -100,7 +100,7 @@ def main() -> int:
         print(f"skipped the Channel-Bench-Macro spaces: no tables in {cbm} (set NASFORGE_CBM_DIR)")
         targets = [t for t in targets if not t.startswith("cbm-")]
     n = {"widths": args.n_widths, "diff": args.n_diff, "code": args.n_code}
-    max_tokens = {"widths": 48, "diff": 400, "code": 1536}
+    max_tokens = {"widths": 48, "diff": 512, "code": 1536}
     out = Path(args.out or tempfile.mkdtemp(prefix="edit_formats-"))
     out.mkdir(parents=True, exist_ok=True)
     server, url = start_server(args.port, args.threads, out / "server.log")

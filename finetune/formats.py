@@ -587,30 +587,29 @@ def widths_schema(slots) -> dict:
             "minItems": len(slots), "maxItems": len(slots)}
 
 
-def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_search_lines: int = 4,
-              max_replace_lines: int = 8, max_line_chars: int = 160) -> str:
+def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines: int = 4,
+              max_line_chars: int = 120) -> str:
     """GBNF for the diff envelope: 1..max_blocks SEARCH/REPLACE blocks, nothing before or after. A
     SEARCH part has at least one line; no line of a part may start with '<', '=' or '>' (the
     markers), which Python source never does at column 0.
 
-    With `parent` (the source the blocks apply to), every SEARCH line is one of the parent's lines,
-    verbatim (1..max_search_lines of them), and a REPLACE part has at most `max_replace_lines` lines
-    of at most `max_line_chars` characters: a small model can no longer misquote the text it
-    replaces or ramble until the token limit. Lines that are not contiguous in the parent still fail
-    to match (an `unmatched` failure), which one-line blocks, the usual width edit, never do."""
+    With `parent` (the source the blocks apply to), a SEARCH part is exactly one line of the parent,
+    verbatim, and one that occurs there once (so it always matches, in one place), and a REPLACE
+    part has at most `max_replace_lines` lines of at most `max_line_chars` characters: a small model
+    can no longer misquote the text it replaces or ramble until the token limit. One-line SEARCH
+    parts lose nothing: a longer edit is several blocks, an insertion replaces its anchor line by
+    the anchor and the new lines. (Several lines of the parent in one SEARCH part were tried first:
+    SmolLM2-135M then chained lines that are not contiguous, which never match.)"""
     more = " ".join(["(\"\\n\" block)?"] * (max(1, max_blocks) - 1))
     root = f"root ::= block {more}\n".replace("  ", " ")
     if parent is None:
         return (root + "block ::= \"<<<<<<< SEARCH\\n\" line+ \"=======\\n\" line* \">>>>>>> REPLACE\"\n"
                 "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
-    seen, olds = set(), []
-    for ln in parent.splitlines():
-        if ln.strip() and ln[0] not in "<=>" and ln not in seen:
-            seen.add(ln)
-            olds.append(_gbnf_str(ln + "\n"))
+    lines = parent.splitlines()
+    olds = [_gbnf_str(ln + "\n") for ln in lines if ln.strip() and ln[0] not in "<=>" and lines.count(ln) == 1]
     if not olds:
         return diff_gbnf(max_blocks)
-    return (root + f"block ::= \"<<<<<<< SEARCH\\n\" old{{1,{max_search_lines}}} \"=======\\n\" "
+    return (root + "block ::= \"<<<<<<< SEARCH\\n\" old \"=======\\n\" "
             f"new{{0,{max_replace_lines}}} \">>>>>>> REPLACE\"\n"
             f"old ::= {' | '.join(olds)}\n"
             f"new ::= [^<=>\\n] [^\\n]{{0,{max_line_chars}}} \"\\n\" | \"\\n\"\n")

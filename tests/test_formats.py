@@ -303,18 +303,21 @@ def test_widths_grammar_without_tried_lists_compiles(slots):
 
 
 def test_diff_grammar_quotes_the_parent():
-    parent = "class Net:\n    def __init__(self):\n        self.conv = Conv(3, 16, 3)\n\n        self.fc = Linear(16, 10)\n"
+    parent = ("class Net:\n    def __init__(self):\n        self.conv = Conv(3, 16, 3)\n        x = 1\n\n"
+              "        self.fc = Linear(16, 10)\n        x = 1\n")
     rx = _gbnf_regex(diff_gbnf(parent=parent, max_replace_lines=2, max_line_chars=40))
     block = "<<<<<<< SEARCH\n{}=======\n{}>>>>>>> REPLACE"
     good = block.format("        self.conv = Conv(3, 16, 3)\n", "        self.conv = Conv(3, 24, 3)\n")
     assert re.fullmatch(rx, good)
     assert re.fullmatch(rx, good + "\n" + block.format("        self.fc = Linear(16, 10)\n", ""))  # a deletion
     two = "        self.conv = Conv(3, 16, 3)\n        self.fc = Linear(16, 10)\n"
-    assert re.fullmatch(rx, block.format(two, "\n"))  # lines of the parent (contiguity is apply_diff's check)
+    assert not re.fullmatch(rx, block.format(two, "\n"))  # one line per SEARCH part
+    assert not re.fullmatch(rx, block.format("        x = 1\n", "\n"))  # twice in the parent: ambiguous
     assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 5)\n", "x\n"))  # misquoted
     assert not re.fullmatch(rx, block.format("    self.conv = Conv(3, 16, 3)\n", "x\n"))  # indentation
     assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 3)\n", "x\n" * 3))  # too long
     assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 3)\n", "x" * 42 + "\n"))
+    assert apply_diff(parent, good).ok
     assert not re.fullmatch(rx, "Sure! " + good)
     assert diff_gbnf(parent="\n\n") == diff_gbnf()  # nothing to quote: the envelope alone
 
