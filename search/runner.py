@@ -184,13 +184,20 @@ def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
     checker = Checker(spec, cfg.latency_device, zero_cost=zero_cost, latency=timed and not cfg.latency_table,
                       seed=cfg.rng_seed)
     closers.append(checker.close)
-    if not (cfg.latency_table and ev is not None):
+    if ev is None:
         return checker.check
 
-    def looked_up(code: str) -> dict:  # latency from the table measured on the target device, not here
+    def looked_up(code: str) -> dict:
+        """A benchmark's network: FLOPs and params as the table counts them (its FLOPs are not the
+        profiler's count at this input size: a --max-flops budget means the table's number), latency
+        from the table measured on the target device, not here."""
         pre = checker.check(code)
         if pre.get("status") == "ok":
-            pre["latency_ms"], pre["latency_device"] = ev.lookup_latency(code), ev.latency_device
+            row = ev.evaluate(code)  # memoised: the candidate's evaluation does not build it again
+            if row.get("status") == "ok":
+                pre["flops"], pre["params"] = row["flops"], row["params"]
+            if cfg.latency_table:
+                pre["latency_ms"], pre["latency_device"] = ev.lookup_latency(code), ev.latency_device
         return pre
 
     return looked_up

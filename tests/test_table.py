@@ -157,3 +157,25 @@ def test_a_configuration_missing_from_a_partial_table_is_out_of_space(tmp_path, 
         assert row["error"] == f"configuration {missing} is not in {ev.path}"
     finally:
         ev.close()
+
+
+def test_a_flops_budget_holds_the_tables_flops(tmp_path, tiny_cbm_dir):
+    """--max-flops in benchmark mode means the table's FLOPs (not the profiler's count at 32x32, 4x
+    larger): candidates just under the budget pass, those over it are constraint failures."""
+    from search.runner import load_run
+
+    space = "cbm-mobilenet"
+    tab = load_table(table_file(tiny_cbm_dir, space))
+    keys = sorted(tab, key=lambda k: tab[k]["flops"])
+    budget = tab[keys[len(keys) // 2]]["flops"]
+    picked = [keys[len(keys) // 2], keys[len(keys) // 2 - 1], keys[len(keys) // 2 + 1], keys[-1]]
+    answers = [str(widths_of(k, space)) for k in picked]
+    out = tmp_path / "budget"
+    cfg = SearchConfig(llm="scripted", evaluator=f"table:{space}", iterations=4, improver_llm="rule",
+                       benchmark_file=table_file(tiny_cbm_dir, space), answer_format="widths", max_flops=budget,
+                       out=str(out))
+    run(cfg, llm=ScriptedLLM(answers), progress=False)
+    _, iters, _ = load_run(str(out))
+    assert [r["status"] for r in iters] == ["ok", "ok", "constraint", "constraint"], [r["error"] for r in iters]
+    assert [r["metrics"]["pre_flops"] for r in iters] == [tab[k]["flops"] for k in picked]
+    assert iters[0]["metrics"]["flops"] == budget and "flops" in iters[2]["error"].lower()
