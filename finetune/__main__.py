@@ -65,6 +65,8 @@ def make_parser() -> argparse.ArgumentParser:
          "padding-free, grouped (padded, similar lengths together) or padded")
     _opt(t, "--logging-steps", TrainConfig, "log the loss every N steps", type=int)
     _opt(t, "--save-steps", TrainConfig, "write a checkpoint every N steps", type=int)
+    _opt(t, "--eval-steps", TrainConfig, "also compute the eval loss every N steps (on the --eval-limit "
+         "subset; 0: at the end only)", type=int)
     _opt(t, "--eval-limit", TrainConfig, "held-out pairs the final eval loss is computed on (0: no eval, "
          "-1: all)", type=int)
     _pairs_args(t, TrainConfig)

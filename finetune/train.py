@@ -73,6 +73,7 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     eval_limit: int = 32
+    eval_steps: int = 0  # also evaluate (on the --eval-limit subset) every N steps; 0: at the end only
     answer_format: str = "widths"
     context: str = "source"
 
@@ -191,6 +192,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.max_length != "auto" and (isinstance(cfg.max_length, bool) or not isinstance(cfg.max_length, int)
                                      or cfg.max_length < 16):
         raise FinetuneError(f"--max-length must be auto or a number of tokens >= 16, not {cfg.max_length!r}")
+    if cfg.eval_steps < 0 or (cfg.eval_steps > 0 and cfg.eval_limit == 0):
+        raise FinetuneError("--eval-steps must be >= 0, and needs held-out pairs (--eval-limit is 0)")
     if cfg.max_steps == 0 or (cfg.max_steps < 0 and cfg.epochs <= 0):
         raise FinetuneError("nothing to train: give --max-steps > 0 or --epochs > 0")
     if cfg.lr <= 0:
@@ -289,7 +292,8 @@ def sft_config(cfg: TrainConfig, mode: str):
         assistant_only_loss=mode == "assistant_only", completion_only_loss=mode == "completion_only",
         logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        eval_strategy="no", include_num_input_tokens_seen="non_padding",
+        eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
+        include_num_input_tokens_seen="non_padding",
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         dataloader_num_workers=0, dataloader_pin_memory=cuda, remove_unused_columns=True, **extra,
     )
@@ -318,6 +322,9 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     train, dropped, _ = drop_long(dd["train"], tok, max_length, lengths)
     if evald is not None:
         evald, _, _ = drop_long(evald, tok, max_length, eval_lengths)
+        eval_total = len(evald)
+        if 0 < cfg.eval_limit < len(evald):  # the periodic and the final eval use the same subset
+            evald = evald.shuffle(seed=cfg.seed).select(range(cfg.eval_limit))
     model = load_model(base, **model_kwargs(cfg))
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
         [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
@@ -334,10 +341,38 @@ def prepare(cfg: TrainConfig, progress: bool = True):
         raise FinetuneError(f"cannot set up training: {str(exc).splitlines()[0][:200]}") from None
     facts = {"base": base, "mode": mode, "batching": resolve_batching(cfg), "data_info": data_info,
              "dropped_long": dropped, "max_length": max_length,
-             "train_pairs": len(train), "eval_pairs": len(evald) if evald is not None else 0,
+             "train_pairs": len(train), "eval_pairs": eval_total if evald is not None else 0,
              "tokens_per_pair": {"min": min(lengths), "max": max(lengths),
                                  "mean": round(sum(lengths) / len(lengths), 1)}}
     return trainer, facts
+
+
+def plot_losses(card: dict, path: Path) -> None:
+    """Train and eval loss against the step (and epochs on a second axis), from a run card."""
+    hist = card.get("loss_history") or []
+    train = [(h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in hist if "eval_loss" in h and "step" in h]
+    if not train and not evals:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train), ".-", label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label=f"eval loss ({card.get('eval_loss_pairs') or '?'} held-out pairs)")
+    minutes = (card.get("train_seconds") or 0) / 60
+    ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)",
+           title=f"{card['base_model']['name']} LoRA, {card.get('answer_format')}/{card.get('context')}: "
+                 f"{card['pairs']['train']} pairs, {card.get('steps')} steps, {minutes:.0f} min")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main_train(cfg: TrainConfig) -> int:
@@ -359,9 +394,9 @@ def main_train(cfg: TrainConfig) -> int:
     eval_loss = None
     evald = trainer.eval_dataset
     if evald is not None and len(evald) and cfg.eval_limit != 0:
-        if 0 < cfg.eval_limit < len(evald):
-            evald = evald.shuffle(seed=cfg.seed).select(range(cfg.eval_limit))
-        eval_loss = trainer.evaluate(eval_dataset=evald).get("eval_loss")
+        last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        # --eval-steps may have evaluated the final step already (same subset)
+        eval_loss = last[-1]["eval_loss"] if last else trainer.evaluate(eval_dataset=evald).get("eval_loss")
     model = trainer.model
     # peft records the folder the base was loaded from; keep that (PeftModel/AutoPeftModel reload it)
     card = {
@@ -392,6 +427,7 @@ def main_train(cfg: TrainConfig) -> int:
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (out / "run_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    plot_losses(card, out / "loss.png")
     if cfg.merge:
         merged = out / "merged"
         if cfg.load_in_4bit:

@@ -351,7 +351,7 @@ def trained(tiny_model, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "adapter"
     res = run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model, "--out", out,
                      "--answer-format", "code", "--max-steps", 3, "--batch-size", 2, "--lora-r", 4, "--lora-alpha", 8,
-                     "--logging-steps", 1, "--eval-limit", 2, "--merge", timeout=600)
+                     "--logging-steps", 1, "--eval-limit", 2, "--eval-steps", 2, "--merge", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res
 
@@ -372,6 +372,8 @@ def test_train_cli_writes_a_loadable_adapter_and_run_card(trained, tiny_model, c
     assert card["steps"] == 3 and len([h for h in card["loss_history"] if "loss" in h]) == 3
     assert card["config"]["lora_r"] == 4 and {"torch", "transformers", "peft", "trl"} <= set(card["versions"])
     assert card["eval_loss"] > 0 and card["pairs"]["eval"] > 2 and card["eval_loss_pairs"] == 2  # --eval-limit
+    assert [h["step"] for h in card["loss_history"] if "eval_loss" in h] == [2, 3]  # --eval-steps 2, and the end
+    assert (out / "loss.png").stat().st_size > 10_000  # the train/eval loss curves
     assert (out / "merged" / "config.json").exists()
     # running the same command again must not silently mix runs
     again = run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model, "--out", out,
