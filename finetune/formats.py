@@ -595,8 +595,9 @@ def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines:
 
     With `parent` (the source the blocks apply to), a SEARCH part is exactly one line of the parent,
     verbatim, and one that occurs there once (so it always matches, in one place), and a REPLACE
-    part has at most `max_replace_lines` lines of at most `max_line_chars` characters: a small model
-    can no longer misquote the text it replaces or ramble until the token limit. One-line SEARCH
+    part is empty or has at most `max_replace_lines` lines of at most `max_line_chars` characters,
+    the first at the SEARCH line's indentation and the others no less indented: a small model can no
+    longer misquote the text it replaces, break the indentation or ramble until the token limit. One-line SEARCH
     parts lose nothing: a longer edit is several blocks, an insertion replaces its anchor line by
     the anchor and the new lines. (Several lines of the parent in one SEARCH part were tried first:
     SmolLM2-135M then chained lines that are not contiguous, which never match.)"""
@@ -606,13 +607,25 @@ def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines:
         return (root + "block ::= \"<<<<<<< SEARCH\\n\" line+ \"=======\\n\" line* \">>>>>>> REPLACE\"\n"
                 "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
     lines = parent.splitlines()
-    olds = [_gbnf_str(ln + "\n") for ln in lines if ln.strip() and ln[0] not in "<=>" and lines.count(ln) == 1]
-    if not olds:
+    by_indent: dict[str, list[str]] = {}
+    for ln in lines:
+        if ln.strip() and ln[0] not in "<=>" and lines.count(ln) == 1:
+            by_indent.setdefault(ln[:len(ln) - len(ln.lstrip())], []).append(_gbnf_str(ln + "\n"))
+    if not by_indent:
         return diff_gbnf(max_blocks)
-    return (root + "block ::= \"<<<<<<< SEARCH\\n\" old \"=======\\n\" "
-            f"new{{0,{max_replace_lines}}} \">>>>>>> REPLACE\"\n"
-            f"old ::= {' | '.join(olds)}\n"
-            f"new ::= [^<=>\\n] [^\\n]{{0,{max_line_chars}}} \"\\n\" | \"\\n\"\n")
+    n = max_line_chars
+    alts, rules = [], []
+    for k, (ind, olds) in enumerate(sorted(by_indent.items())):
+        # the first REPLACE line starts at the anchor's indentation, later ones at least there: a
+        # replacement cannot change the block structure around it by accident (`unexpected indent`)
+        first = f"{_gbnf_str(ind)} [^ \\t\\n<=>] [^\\n]{{0,{n}}} \"\\n\"" if ind else \
+            f"[^ \\t\\n<=>] [^\\n]{{0,{n}}} \"\\n\""
+        more = f"{_gbnf_str(ind)} [^\\n]{{0,{n}}} \"\\n\"" if ind else f"[^<=>\\n] [^\\n]{{0,{n}}} \"\\n\""
+        rules.append(f"old{k} ::= {' | '.join(olds)}")
+        rules.append(f"new{k} ::= {first} ({more} | \"\\n\"){{0,{max(0, max_replace_lines - 1)}}}")
+        alts.append(f"old{k} \"=======\\n\" new{k}?")
+    return (root + "block ::= \"<<<<<<< SEARCH\\n\" (" + " | ".join(alts) + ") \">>>>>>> REPLACE\"\n"
+            + "\n".join(rules) + "\n")
 
 
 def grammar_for(fmt: str, slots=None, exclude=()) -> str | None:

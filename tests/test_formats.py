@@ -319,6 +319,12 @@ def test_diff_grammar_quotes_the_parent():
     assert not re.fullmatch(rx, block.format("        self.conv = Conv(3, 16, 3)\n", "x" * 42 + "\n"))
     assert apply_diff(parent, good).ok
     assert not re.fullmatch(rx, "Sure! " + good)
+    conv = "        self.conv = Conv(3, 16, 3)\n"
+    assert not re.fullmatch(rx, block.format(conv, "            self.conv = Conv(3, 24, 3)\n"))  # deeper
+    assert not re.fullmatch(rx, block.format(conv, "    self.conv = Conv(3, 24, 3)\n"))  # shallower
+    assert re.fullmatch(rx, block.format(conv, "        if True:\n            y = 2\n"))  # a nested second line
+    assert not re.fullmatch(rx, block.format(conv, "        a = 1\n    b = 2\n"))  # dedented below the anchor
+    assert re.fullmatch(rx, block.format("class Net:\n", "class Net2:\n"))  # column 0
     assert diff_gbnf(parent="\n\n") == diff_gbnf()  # nothing to quote: the envelope alone
 
 
