@@ -587,6 +587,18 @@ def widths_schema(slots) -> dict:
             "minItems": len(slots), "maxItems": len(slots)}
 
 
+def _statement_lines(source: str) -> set[int] | None:
+    """0-based indices of the lines that hold one whole simple statement (`self.fc = nn.Linear(84, 10)`,
+    `WIDTHS = [...]`, `return x`): the lines a one-line SEARCH part can replace without cutting a
+    bracket, a string or a block header in two. None when the source does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    return {n.lineno - 1 for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno == n.end_lineno
+            and not hasattr(n, "body")}
+
+
 def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines: int = 4,
               max_line_chars: int = 120) -> str:
     """GBNF for the diff envelope: 1..max_blocks SEARCH/REPLACE blocks, nothing before or after. A
@@ -594,7 +606,8 @@ def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines:
     markers), which Python source never does at column 0.
 
     With `parent` (the source the blocks apply to), a SEARCH part is exactly one line of the parent,
-    verbatim, and one that occurs there once (so it always matches, in one place), and a REPLACE
+    verbatim, that occurs there once (so it always matches, in one place) and holds one whole simple
+    statement (never half a bracket, a docstring line or a block header), and a REPLACE
     part is empty or has at most `max_replace_lines` lines of at most `max_line_chars` characters,
     the first at the SEARCH line's indentation and the others no less indented: a small model can no
     longer misquote the text it replaces, break the indentation or ramble until the token limit. One-line SEARCH
@@ -607,9 +620,10 @@ def diff_gbnf(max_blocks: int = 4, parent: str | None = None, max_replace_lines:
         return (root + "block ::= \"<<<<<<< SEARCH\\n\" line+ \"=======\\n\" line* \">>>>>>> REPLACE\"\n"
                 "line ::= [^<=>\\n] [^\\n]* \"\\n\" | \"\\n\"\n")
     lines = parent.splitlines()
+    anchors = _statement_lines(parent)
     by_indent: dict[str, list[str]] = {}
-    for ln in lines:
-        if ln.strip() and ln[0] not in "<=>" and lines.count(ln) == 1:
+    for i, ln in enumerate(lines):
+        if ln.strip() and ln[0] not in "<=>" and lines.count(ln) == 1 and (anchors is None or i in anchors):
             by_indent.setdefault(ln[:len(ln) - len(ln.lstrip())], []).append(_gbnf_str(ln + "\n"))
     if not by_indent:
         return diff_gbnf(max_blocks)

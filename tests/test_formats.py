@@ -303,8 +303,8 @@ def test_widths_grammar_without_tried_lists_compiles(slots):
 
 
 def test_diff_grammar_quotes_the_parent():
-    parent = ("class Net:\n    def __init__(self):\n        self.conv = Conv(3, 16, 3)\n        x = 1\n\n"
-              "        self.fc = Linear(16, 10)\n        x = 1\n")
+    parent = ('import torch\n"""Doc line."""\nclass Net:\n    def __init__(self):\n        self.conv = Conv(3, 16, 3)\n'
+              "        x = 1\n\n        self.fc = Linear(16, 10)\n        x = 1\n        self.a = f(\n            1)\n")
     rx = _gbnf_regex(diff_gbnf(parent=parent, max_replace_lines=2, max_line_chars=40))
     block = "<<<<<<< SEARCH\n{}=======\n{}>>>>>>> REPLACE"
     good = block.format("        self.conv = Conv(3, 16, 3)\n", "        self.conv = Conv(3, 24, 3)\n")
@@ -324,7 +324,10 @@ def test_diff_grammar_quotes_the_parent():
     assert not re.fullmatch(rx, block.format(conv, "    self.conv = Conv(3, 24, 3)\n"))  # shallower
     assert re.fullmatch(rx, block.format(conv, "        if True:\n            y = 2\n"))  # a nested second line
     assert not re.fullmatch(rx, block.format(conv, "        a = 1\n    b = 2\n"))  # dedented below the anchor
-    assert re.fullmatch(rx, block.format("class Net:\n", "class Net2:\n"))  # column 0
+    assert re.fullmatch(rx, block.format("import torch\n", "import numpy\n"))  # column 0
+    assert re.fullmatch(rx, block.format('"""Doc line."""\n', ""))  # a one-line statement, deleted
+    for header in ("class Net:\n", "    def __init__(self):\n", "        self.a = f(\n"):
+        assert not re.fullmatch(rx, block.format(header, "")), header  # not a whole simple statement
     assert diff_gbnf(parent="\n\n") == diff_gbnf()  # nothing to quote: the envelope alone
 
 
