@@ -459,7 +459,7 @@ def apply_diff(parent: str, text: str | None) -> Answer:
         return Answer("diff", "no_change", "the blocks change nothing (every REPLACE equals its SEARCH)",
                       edits=len(blocks), fuzzy=fuzzy)
     try:
-        ast.parse(code)
+        parse_quietly(code)
     except (SyntaxError, ValueError) as exc:
         where = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
         return Answer("diff", "syntax_error", f"the edited source does not parse: {where}{exc.msg if hasattr(exc, 'msg') else exc}",
@@ -587,12 +587,21 @@ def widths_schema(slots) -> dict:
             "minItems": len(slots), "maxItems": len(slots)}
 
 
+def parse_quietly(code: str):
+    """ast.parse without the SyntaxWarnings an LLM's text triggers (`invalid decimal literal`) on stderr."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(code)
+
+
 def _statement_lines(source: str) -> set[int] | None:
     """0-based indices of the lines that hold one whole simple statement (`self.fc = nn.Linear(84, 10)`,
     `WIDTHS = [...]`, `return x`): the lines a one-line SEARCH part can replace without cutting a
     bracket, a string or a block header in two. None when the source does not parse."""
     try:
-        tree = ast.parse(source)
+        tree = parse_quietly(source)
     except (SyntaxError, ValueError, RecursionError):
         return None
     return {n.lineno - 1 for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno == n.end_lineno

@@ -25,7 +25,9 @@ INITIAL_MODIFICATION = "change the widths of a few layers moderately to raise ac
 def fingerprint(code: str) -> str:
     """Identity of a network's source up to formatting and comments (its AST), for duplicate checks."""
     try:
-        text = ast.dump(ast.parse(code))
+        from finetune.formats import parse_quietly
+
+        text = ast.dump(parse_quietly(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         text = " ".join(code.split())
     return hashlib.sha256(text.encode()).hexdigest()

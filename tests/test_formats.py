@@ -380,3 +380,22 @@ def test_in_process_generation_under_the_grammar(slots):
                          pad_token_id=tok.eos_token_id)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert parse_widths(text, slots).ok, text
+
+
+def test_llm_text_is_parsed_without_syntax_warnings():
+    import ast
+    import warnings
+
+    from finetune.formats import parse_quietly
+    from search.state import fingerprint
+
+    text = "x = 0x1for y in z\n"  # 'invalid hexadecimal literal': a SyntaxWarning from ast.parse
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ast.parse(text)
+    assert any(issubclass(w.category, SyntaxWarning) for w in seen)  # the warning this guards against
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fingerprint(text)
+        assert parse_quietly(text) is not None  # valid Python all the same: `0x1f or y in z`
+    assert not seen
