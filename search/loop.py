@@ -304,9 +304,7 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
     code, pre, parent_row = cand.get("code"), cand.get("pre"), parent["row"]
     metrics = {**dict.fromkeys(METRIC_KEYS), **row,
                **({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None} if pre else {})}
-    entered, is_best = state.admit(it, code, metrics)
-    if cand.get("widths"):
-        state.widths_seen.add(tuple(cand["widths"]))
+    entered, is_best = state.admit(it, code, metrics, cand.get("widths"))
     in_bin, ok = plan.in_bin(metrics, b), row.get("status") == "ok"
     repaired = (cand.get("repair") or {}).get("status") == "repaired"
     outcome = (f"{cand['repair']['text']}; then " if repaired else "") + outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else

@@ -104,10 +104,13 @@ class SearchState:
         """Where the same network was tried before (the seed, an iteration), else None."""
         return self.seen.get(fingerprint(code)) if code else None
 
-    def admit(self, it: int, code: str | None, row: dict) -> tuple[bool, bool]:
-        """Take an evaluated candidate in: (entered the Pareto archive, is the new best)."""
+    def admit(self, it: int, code: str | None, row: dict, widths=None) -> tuple[bool, bool]:
+        """Take an evaluated candidate in (`widths`: its answer's width list, if any): (entered the
+        Pareto archive, is the new best)."""
         if code:
             self.seen.setdefault(fingerprint(code), f"iteration {it}")
+        if widths:
+            self.widths_seen.add(tuple(widths))
         entered = self._archive(code, row, it)
         is_best = better(row, self.best_row)
         if is_best:
