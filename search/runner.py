@@ -175,7 +175,9 @@ def profile_evaluator(cfg: SearchConfig):
 
 def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
     """Measurements without training (screening, bin edges, a table's networks), on --latency-device."""
-    timed = "latency_ms" in (cfg.hw_metric, cfg.partition_metric) or cfg.max_latency_ms is not None
+    # latency only where something reads it: a latency budget, latency bins, a Pareto front over latency
+    timed = cfg.max_latency_ms is not None or (cfg.bins >= 2 and cfg.partition_metric == "latency_ms") or \
+        (cfg.objective == "pareto" and cfg.hw_metric == "latency_ms")
     zero_cost = cfg.screen == "zero-cost"
     if profiler is not None:
         return lambda code: profiler.check(code, zero_cost=zero_cost, latency=timed, seed=cfg.rng_seed)
@@ -190,7 +192,14 @@ def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
     def looked_up(code: str) -> dict:
         """A benchmark's network: FLOPs and params as the table counts them (its FLOPs are not the
         profiler's count at this input size: a --max-flops budget means the table's number), latency
-        from the table measured on the target device, not here."""
+        from the table measured on the target device, not here. A table network needs no build here
+        unless a zero-cost proxy or a measured latency is asked for: the table has the rest."""
+        if not zero_cost and not (timed and not cfg.latency_table):
+            row = ev.evaluate(code)
+            if row.get("status") == "ok":
+                return {"status": "ok", "error": None, "flops": row["flops"], "params": row["params"],
+                        **({"latency_ms": row.get("latency_ms"), "latency_device": row.get("latency_device")}
+                           if cfg.latency_table else {})}
         pre = checker.check(code)
         if pre.get("status") == "ok":
             row = ev.evaluate(code)  # memoised: the candidate's evaluation does not build it again

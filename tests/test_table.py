@@ -159,10 +159,15 @@ def test_a_configuration_missing_from_a_partial_table_is_out_of_space(tmp_path, 
         ev.close()
 
 
-def test_a_flops_budget_holds_the_tables_flops(tmp_path, tiny_cbm_dir):
+def test_a_flops_budget_holds_the_tables_flops(tmp_path, tiny_cbm_dir, monkeypatch):
     """--max-flops in benchmark mode means the table's FLOPs (not the profiler's count at 32x32, 4x
-    larger): candidates just under the budget pass, those over it are constraint failures."""
+    larger): candidates just under the budget pass, those over it are constraint failures. The table's
+    networks are not built for the pre-check (the table has their FLOPs; a build took seconds each)."""
+    from corpus.evaluator import Checker
     from search.runner import load_run
+
+    built, check = [], Checker.check
+    monkeypatch.setattr(Checker, "check", lambda self, code: built.append(code) or check(self, code))
 
     space = "cbm-mobilenet"
     tab = load_table(table_file(tiny_cbm_dir, space))
@@ -179,3 +184,4 @@ def test_a_flops_budget_holds_the_tables_flops(tmp_path, tiny_cbm_dir):
     assert [r["status"] for r in iters] == ["ok", "ok", "constraint", "constraint"], [r["error"] for r in iters]
     assert [r["metrics"]["pre_flops"] for r in iters] == [tab[k]["flops"] for k in picked]
     assert iters[0]["metrics"]["flops"] == budget and "flops" in iters[2]["error"].lower()
+    assert iters and not [(r["it"], r["metrics"].get("table_key")) for r in iters if r["code"] in built]
