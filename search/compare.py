@@ -345,7 +345,10 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
         ax.plot(xs, mean, ".-", label=f"{g} ({len(rs)} runs)")
         ax.fill_between(xs, [min(c[i] for c in curves) for i in range(n)],
                         [max(c[i] for c in curves) for i in range(n)], alpha=0.2)
-    ax.set(xlabel="iteration", ylabel="best accuracy so far (%)", title="search curves: mean, min-max band")
+    where = ""
+    if bench:  # which benchmark (and budget) the curves are of: four cells' plots look alike otherwise
+        where = bench["space"] + (f", FLOPs <= {bench['max_flops']:.3g}" if bench.get("max_flops") else "") + ": "
+    ax.set(xlabel="iteration", ylabel="best accuracy so far (%)", title=f"{where}search curves: mean, min-max band")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
