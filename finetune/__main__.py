@@ -34,7 +34,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("dataset", help="training pairs (messages + true goals) from a corpus, train/eval split")
-    _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build")
+    _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build (a,b: several, concatenated)")
     _opt(d, "--out", DatasetConfig, "output folder (datasets.load_from_disk opens it)")
     _pairs_args(d, DatasetConfig)
     d.add_argument("--config", default=None, help="YAML file with any of these options")

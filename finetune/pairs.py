@@ -1,6 +1,7 @@
 """Training pairs from a corpus: (network, goal) -> a variant of the same seed that met that goal.
 
     python -m finetune dataset --corpus corpus_fm --out pairs_fm --pairs-per-parent 4 --eval-fraction 0.1
+    python -m finetune dataset --corpus corpus_lenet,corpus_vgg --out pairs_two   # several corpora
 
 Two ok rows with the same `parent` seed make a pair in both directions: either one can be the
 network in the prompt (the *source*), the other is the answer (the *target*). A pair's goal is
@@ -130,7 +131,20 @@ def goals_for(source: dict, target: dict) -> list[dict]:
 # -- corpus -> pairs --------------------------------------------------------------------------------
 
 def load_rows(folder: str) -> list[dict]:
-    """All rows of a corpus folder written by `python -m corpus build`."""
+    """All rows of a corpus folder written by `python -m corpus build`; `a,b` names several corpora (e.g.
+    two seed families, to tune an adapter that searches a third), their rows concatenated."""
+    if "," in folder and not Path(folder).is_dir():
+        parts = [f for f in folder.split(",") if f]
+        rows = [r for f in parts for r in _load_one(f)]
+        ids = [r.get("id") for r in rows]
+        dup = next((i for i in ids if ids.count(i) > 1), None)
+        if dup is not None:
+            raise FinetuneError(f"corpora {folder}: row id {dup} occurs more than once (the same corpus twice?)")
+        return rows
+    return _load_one(folder)
+
+
+def _load_one(folder: str) -> list[dict]:
     import datasets
 
     p = Path(folder)
@@ -411,7 +425,8 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
         for g in split["goal"]:
             kind = json.loads(g)["kind"]
             kinds[kind] = kinds.get(kind, 0) + 1
-    info = {"config": dataclasses.asdict(cfg), "corpus": str(Path(cfg.corpus).resolve()),
+    info = {"config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in cfg.corpus.split(",") if f)
+            if "," in cfg.corpus and not Path(cfg.corpus).is_dir() else str(Path(cfg.corpus).resolve()),
             "corpus_fingerprint": corpus_fingerprint(rows), "corpus_rows": len(rows), "ok_rows": len(ok),
             "answer_format": cfg.answer_format, "context": cfg.context,
             "train": len(dd["train"]), "eval": len(dd["eval"]), "goal_kinds": kinds, "skipped": skipped,

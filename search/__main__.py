@@ -137,6 +137,8 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     w.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray tasks")
     w.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
     w.add_argument("--parallel", type=int, default=0, help="runs at once (0: the CPU cores, or the Ray cluster's CPUs)")
+    w.add_argument("--evaluators", default=None,
+                   help="run only these evaluator entries of the spec (comma-separated names; default: all)")
     return parser
 
 
@@ -194,7 +196,8 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "expor
 def cmd_sweep(args) -> int:
     from search.sweep import SweepConfig, sweep
 
-    cfg = SweepConfig(spec=args.spec, out=args.out, executor=args.executor, address=args.address, parallel=args.parallel)
+    cfg = SweepConfig(spec=args.spec, out=args.out, executor=args.executor, address=args.address, parallel=args.parallel,
+                      evaluators=tuple(e for e in (args.evaluators or "").split(",") if e) or None)
     try:
         res = sweep(cfg)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
     python -m search sweep benchmarks/sweep_example.yaml --out sweeps/example
     python -m search sweep spec.yaml --out sweeps/big --executor ray --address 10.0.0.5:6379 --parallel 32
+    python -m search sweep spec.yaml --out sweeps/big --evaluators mobilenet    # part of the grid first
 
 The spec (YAML; every key is checked before anything starts, errors are one line with exit 2):
 
@@ -10,6 +11,7 @@ The spec (YAML; every key is checked before anything starts, errors are one line
       random: {llm: random}
       tuned: {llm: smollm2, llm_url: "http://127.0.0.1:8092"}          # the user's server
       served: {gguf: models/tuned.q8_0.gguf, gguf_args: [--n_ctx, "4096"]}   # served by the sweep
+      tuned-r: {llm: smollm2, llm_url: "http://127.0.0.1:8093", evaluators: [mobilenet]}  # only there
     seeds: 10                                # rng seeds: a count (0..9) or a list [0, 3, 7]
     evaluators: [table:cbm-mobilenet, profile]     # or a mapping name -> flags, e.g.
     #   mobilenet-budget: {evaluator: "table:cbm-mobilenet", max_flops: 1.2e8}
@@ -20,6 +22,11 @@ the resulting config of every configuration x evaluator then passes `search run`
 (`check_config`, `validate`: benchmark tables present, model names, URLs). `out`, `resume`,
 `rng_seed` and `label` are the sweep's to set; `evaluator` only names an evaluator entry's evaluator.
 A flag set by both a configuration and an evaluator entry is an error (the spec must say which).
+A configuration's `evaluators: [name, ...]` (a sweep key) runs it on those evaluator entries only: e.g.
+an adapter tuned without one space (or seed family) runs only where it searches the held-out one.
+`--evaluators a,b` runs only those evaluator entries of the spec (a configuration that runs on none
+of them is neither checked nor served: its gguf file may not exist yet); the same command without it
+later runs the rest, keeping what is done.
 
 Each cell (configuration x seed x evaluator) is one `python -m search run ... --out
 DIR/runs/<evaluator>/<configuration>-<seed>` subprocess (the evaluator's name is the part after
@@ -90,6 +97,7 @@ class SweepConfig:
     parallel: int = 0  # runs at once (0: CPU cores, or the Ray cluster's CPUs)
     progress: bool = True
     server_timeout_s: float = 600.0  # for a gguf server to answer /v1/models
+    evaluators: tuple[str, ...] | None = None  # run only these evaluator entries (None: all)
 
 
 @dataclass(frozen=True)
@@ -210,8 +218,10 @@ def _names(mapping, where: str) -> None:
             raise SweepError(f"{where}: {name!r} is not a usable name (letters, digits, . _ + = -)")
 
 
-def load_spec(path: str | Path, executor: str = "local", address: str | None = None) -> Spec:
-    """The validated grid; SweepError (one line) for anything wrong, before anything starts."""
+def load_spec(path: str | Path, executor: str = "local", address: str | None = None,
+              select: tuple[str, ...] | None = None) -> Spec:
+    """The validated grid; SweepError (one line) for anything wrong, before anything starts. select: only
+    these evaluator entries (a configuration that runs on none of them is then not checked or served)."""
     import yaml
 
     from corpus.errors import CorpusError
@@ -263,15 +273,31 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
         if not isinstance(ev, str):
             raise SweepError(f"{path}: evaluator {name}: evaluator must be profile or table:SPACE, not {ev!r}")
         evaluators[name] = (ev, flags)
+    if select is not None:
+        unknown = [n for n in select if n not in evaluators]
+        if unknown:
+            raise SweepError(f"--evaluators: {unknown[0]!r} is not an evaluator of {path} ({', '.join(evaluators)})")
 
     confs = raw["configurations"]
     if not isinstance(confs, dict):
         raise SweepError(f"{path}: configurations must be a mapping name -> `search run` flags")
     _names(confs, f"{path}: configurations")
-    configs, servers = {}, {}
+    configs, servers, only = {}, {}, {}
     for name, flags in confs.items():
         where = f"{path}: configuration {name}"
-        flags = check_flags(flags, where, parser, extra=SERVER_KEYS)
+        flags = check_flags(flags, where, parser, extra=SERVER_KEYS | {"evaluators"})
+        if "evaluators" in flags:  # this configuration runs on these evaluator entries only
+            names = flags.pop("evaluators")
+            names = [names] if isinstance(names, str) else names
+            if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+                raise SweepError(f"{where}: evaluators must be a non-empty list of evaluator names")
+            unknown = [n for n in names if n not in evaluators]
+            if unknown:
+                raise SweepError(f"{where}: evaluators: {unknown[0]!r} is not an evaluator of this spec "
+                                 f"({', '.join(evaluators)})")
+            only[name] = set(names)
+        if select is not None and not (only.get(name, set(evaluators)) & set(select)):
+            continue  # runs on no selected evaluator: not checked, not served
         served, gguf, gguf_args = "gguf" in flags, flags.pop("gguf", None), flags.pop("gguf_args", [])
         if served:
             servers[name] = {"gguf": str(check_gguf(gguf, gguf_args, flags, where, path.parent, executor, address)),
@@ -282,7 +308,11 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
 
     cells = []
     for ename, (ev, eflags) in evaluators.items():
+        if select is not None and ename not in select:
+            continue
         for cname, cflags in configs.items():
+            if cname in only and ename not in only[cname]:
+                continue
             both = sorted(set(eflags) & set(cflags))
             if both:
                 raise SweepError(f"{path}: {both[0]} is set by both configuration {cname} and evaluator {ename}")
@@ -299,7 +329,7 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
             except (SearchError, LLMError, CorpusError) as exc:
                 raise SweepError(f"{where}: {exc}") from None
             cells += [dataclasses.replace(cell, seed=s, iterations=cfg.iterations) for s in seeds]
-    return Spec(tuple(cells), servers, tuple(evaluators), raw)
+    return Spec(tuple(cells), servers, tuple(e for e in evaluators if select is None or e in select), raw)
 
 
 def check_gguf(gguf, args, flags: dict, where: str, base: Path, executor: str, address: str | None) -> Path:
@@ -601,7 +631,7 @@ def sweep(cfg: SweepConfig) -> dict:
         raise SweepError(f"--executor must be local or ray, not {cfg.executor!r}")
     if cfg.parallel < 0:
         raise SweepError("--parallel must be >= 0 (0: every core)")
-    spec = load_spec(cfg.spec, cfg.executor, cfg.address)
+    spec = load_spec(cfg.spec, cfg.executor, cfg.address, cfg.evaluators)
     out = Path(cfg.out).absolute()  # the runs' --out, also where a Ray task's working directory differs
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file, not a folder")

@@ -346,6 +346,27 @@ def test_dataset_cli_writes_train_and_eval_splits(corpus, tmp_path):
     assert info["train"] == len(dd["train"])
 
 
+def test_dataset_reads_several_corpora_as_one(tmp_path):
+    """`--corpus a,b` (an adapter tuned on two seed families): the rows of both, pairs within each family,
+    the same pairs as one corpus holding both; the same corpus twice is refused, not double-counted."""
+    from finetune.pairs import DatasetConfig, build_pairs, load_rows
+
+    rows = random_rows(n_seeds=2, per_seed=6, seed=3)
+    a = write_corpus(tmp_path / "a", [r for r in rows if r["parent"] == "seed0"])
+    b = write_corpus(tmp_path / "b", [r for r in rows if r["parent"] == "seed1"])
+    both = write_corpus(tmp_path / "both", rows)
+    assert sorted(r["id"] for r in load_rows(f"{a},{b}")) == sorted(r["id"] for r in rows)
+    cfg = dict(answer_format="code", pairs_per_parent=3, eval_fraction=0.2)
+    dd, info = build_pairs(DatasetConfig(corpus=f"{a},{b}", **cfg))
+    dd1, info1 = build_pairs(DatasetConfig(corpus=str(both), **cfg))
+    assert dd["train"]["target_id"] == dd1["train"]["target_id"] and set(dd["train"]["seed"]) == {"seed0", "seed1"}
+    assert info["corpus_fingerprint"] == info1["corpus_fingerprint"] and info["corpus"].count(",") == 1
+    with pytest.raises(FinetuneError, match="more than once"):
+        load_rows(f"{a},{a}")
+    with pytest.raises(FinetuneError, match="no such corpus folder"):
+        load_rows(f"{a},{tmp_path / 'missing'}")
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_model, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "adapter"

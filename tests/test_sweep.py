@@ -69,6 +69,41 @@ evaluators:
     assert (ns.max_flops, ns.objective, ns.hw_metric, ns.memory) == (1.0e9, "pareto", "flops", 2)
 
 
+def test_a_configuration_can_be_restricted_to_some_evaluators(tmp_path, cbm_env):
+    """An adapter tuned without one space runs only where it searches the held-out space: one spec."""
+    spec = load_spec(write(tmp_path, """
+defaults: {iterations: 3}
+configurations:
+  random: {llm: random}
+  tuned-on-resnet: {llm: random, table-noise: true, evaluators: [mobilenet, mobilenet-budget]}
+  tuned-on-mobilenet: {llm: random, evaluators: resnet}
+seeds: 1
+evaluators:
+  mobilenet: {evaluator: "table:cbm-mobilenet"}
+  mobilenet-budget: {evaluator: "table:cbm-mobilenet", max-flops: 1.0e9}
+  resnet: {evaluator: "table:cbm-resnet"}
+"""))
+    assert [c.name for c in spec.cells] == ["mobilenet/random-0", "mobilenet/tuned-on-resnet-0",
+                                            "mobilenet-budget/random-0", "mobilenet-budget/tuned-on-resnet-0",
+                                            "resnet/random-0", "resnet/tuned-on-mobilenet-0"]
+    assert "evaluators" not in dict(spec.cells[1].flags) and dict(spec.cells[1].flags)["table_noise"] is True
+    # part of the grid first: a configuration that runs elsewhere only is not checked (its gguf need not exist)
+    text = """
+configurations:
+  random: {llm: random}
+  later: {gguf: not-built-yet.gguf, evaluators: [cbm-resnet]}
+seeds: 2
+evaluators: [table:cbm-mobilenet, table:cbm-resnet]
+"""
+    spec = load_spec(write(tmp_path, text, "part.yaml"), select=("cbm-mobilenet",))
+    assert [c.name for c in spec.cells] == ["cbm-mobilenet/random-0", "cbm-mobilenet/random-1"]
+    assert spec.evaluators == ("cbm-mobilenet",) and not spec.servers
+    with pytest.raises(SweepError, match="gguf file"):
+        load_spec(write(tmp_path, text, "all.yaml"))
+    with pytest.raises(SweepError, match="--evaluators: 'nowhere' is not an evaluator"):
+        load_spec(write(tmp_path, text, "part.yaml"), select=("nowhere",))
+
+
 @pytest.mark.parametrize("text, needle", [
     ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [profile]\nparallel: 3\n", "unknown key 'parallel'"),
     ("configurations: {a: {llm: random, no_such_flag: 1}}\nseeds: 1\nevaluators: [profile]\n",
@@ -92,6 +127,10 @@ evaluators:
     ("configurations: [random]\nseeds: 1\nevaluators: [profile]\n", "configurations must be a mapping"),
     ("configurations: {a/b: {llm: random}}\nseeds: 1\nevaluators: [profile]\n", "is not a usable name"),
     ("configurations: {a: {llm: random}\n", "not valid YAML"),
+    ("configurations: {a: {llm: random, evaluators: [resnet]}}\nseeds: 1\nevaluators: [profile]\n",
+     "configuration a: evaluators: 'resnet' is not an evaluator of this spec (profile)"),
+    ("configurations: {a: {llm: random, evaluators: []}}\nseeds: 1\nevaluators: [profile]\n",
+     "configuration a: evaluators must be a non-empty list"),
 ])
 def test_spec_errors(tmp_path, cbm_env, text, needle):
     with pytest.raises(SweepError) as err:
