@@ -139,6 +139,8 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     w.add_argument("--parallel", type=int, default=0, help="runs at once (0: the CPU cores, or the Ray cluster's CPUs)")
     w.add_argument("--evaluators", default=None,
                    help="run only these evaluator entries of the spec (comma-separated names; default: all)")
+    w.add_argument("--configurations", default=None,
+                   help="run only these configurations of the spec (comma-separated names; default: all)")
     return parser
 
 
@@ -197,7 +199,8 @@ def cmd_sweep(args) -> int:
     from search.sweep import SweepConfig, sweep
 
     cfg = SweepConfig(spec=args.spec, out=args.out, executor=args.executor, address=args.address, parallel=args.parallel,
-                      evaluators=tuple(e for e in (args.evaluators or "").split(",") if e) or None)
+                      evaluators=tuple(e for e in (args.evaluators or "").split(",") if e) or None,
+                      configurations=tuple(c for c in (args.configurations or "").split(",") if c) or None)
     try:
         res = sweep(cfg)
     except KeyboardInterrupt:

@@ -24,9 +24,10 @@ the resulting config of every configuration x evaluator then passes `search run`
 A flag set by both a configuration and an evaluator entry is an error (the spec must say which).
 A configuration's `evaluators: [name, ...]` (a sweep key) runs it on those evaluator entries only: e.g.
 an adapter tuned without one space (or seed family) runs only where it searches the held-out one.
-`--evaluators a,b` runs only those evaluator entries of the spec (a configuration that runs on none
-of them is neither checked nor served: its gguf file may not exist yet); the same command without it
-later runs the rest, keeping what is done.
+`--evaluators a,b` / `--configurations x,y` run only those evaluator entries / configurations of the
+spec (a configuration left out, or one that runs on no selected evaluator, is neither checked nor
+served: its gguf file may not exist yet); the same command without them later runs the rest, keeping
+what is done. `search compare` runs for an evaluator once every selected run of it finished.
 
 Each cell (configuration x seed x evaluator) is one `python -m search run ... --out
 DIR/runs/<evaluator>/<configuration>-<seed>` subprocess (the evaluator's name is the part after
@@ -98,6 +99,7 @@ class SweepConfig:
     progress: bool = True
     server_timeout_s: float = 600.0  # for a gguf server to answer /v1/models
     evaluators: tuple[str, ...] | None = None  # run only these evaluator entries (None: all)
+    configurations: tuple[str, ...] | None = None  # run only these configurations (None: all)
 
 
 @dataclass(frozen=True)
@@ -219,9 +221,10 @@ def _names(mapping, where: str) -> None:
 
 
 def load_spec(path: str | Path, executor: str = "local", address: str | None = None,
-              select: tuple[str, ...] | None = None) -> Spec:
-    """The validated grid; SweepError (one line) for anything wrong, before anything starts. select: only
-    these evaluator entries (a configuration that runs on none of them is then not checked or served)."""
+              select: tuple[str, ...] | None = None, select_configs: tuple[str, ...] | None = None) -> Spec:
+    """The validated grid; SweepError (one line) for anything wrong, before anything starts. select /
+    select_configs: only these evaluator entries / configurations (a configuration left out, or one that
+    runs on no selected evaluator, is then not checked or served)."""
     import yaml
 
     from corpus.errors import CorpusError
@@ -282,6 +285,11 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
     if not isinstance(confs, dict):
         raise SweepError(f"{path}: configurations must be a mapping name -> `search run` flags")
     _names(confs, f"{path}: configurations")
+    if select_configs is not None:
+        unknown = [n for n in select_configs if n not in confs]
+        if unknown:
+            raise SweepError(f"--configurations: {unknown[0]!r} is not a configuration of {path} ({', '.join(confs)})")
+        confs = {k: v for k, v in confs.items() if k in select_configs}
     configs, servers, only = {}, {}, {}
     for name, flags in confs.items():
         where = f"{path}: configuration {name}"
@@ -631,7 +639,7 @@ def sweep(cfg: SweepConfig) -> dict:
         raise SweepError(f"--executor must be local or ray, not {cfg.executor!r}")
     if cfg.parallel < 0:
         raise SweepError("--parallel must be >= 0 (0: every core)")
-    spec = load_spec(cfg.spec, cfg.executor, cfg.address, cfg.evaluators)
+    spec = load_spec(cfg.spec, cfg.executor, cfg.address, cfg.evaluators, cfg.configurations)
     out = Path(cfg.out).absolute()  # the runs' --out, also where a Ray task's working directory differs
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file, not a folder")

@@ -100,6 +100,11 @@ evaluators: [table:cbm-mobilenet, table:cbm-resnet]
     assert spec.evaluators == ("cbm-mobilenet",) and not spec.servers
     with pytest.raises(SweepError, match="gguf file"):
         load_spec(write(tmp_path, text, "all.yaml"))
+    spec = load_spec(write(tmp_path, text.replace("[cbm-resnet]", "[cbm-mobilenet]"), "c.yaml"), select_configs=("random",))
+    assert [c.name for c in spec.cells] == ["cbm-mobilenet/random-0", "cbm-mobilenet/random-1",
+                                            "cbm-resnet/random-0", "cbm-resnet/random-1"]
+    with pytest.raises(SweepError, match="--configurations: 'tuned' is not a configuration"):
+        load_spec(write(tmp_path, text, "part.yaml"), select_configs=("random", "tuned"))
     with pytest.raises(SweepError, match="--evaluators: 'nowhere' is not an evaluator"):
         load_spec(write(tmp_path, text, "part.yaml"), select=("nowhere",))
 
