@@ -337,6 +337,9 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
             except (SearchError, LLMError, CorpusError) as exc:
                 raise SweepError(f"{where}: {exc}") from None
             cells += [dataclasses.replace(cell, seed=s, iterations=cfg.iterations) for s in seeds]
+    if not cells:
+        raise SweepError(f"{path}: --evaluators / --configurations select no run (no selected configuration "
+                         "runs on a selected evaluator)")
     return Spec(tuple(cells), servers, tuple(e for e in evaluators if select is None or e in select), raw)
 
 

@@ -105,6 +105,8 @@ evaluators: [table:cbm-mobilenet, table:cbm-resnet]
                                             "cbm-resnet/random-0", "cbm-resnet/random-1"]
     with pytest.raises(SweepError, match="--configurations: 'tuned' is not a configuration"):
         load_spec(write(tmp_path, text, "part.yaml"), select_configs=("random", "tuned"))
+    with pytest.raises(SweepError, match="select no run"):
+        load_spec(write(tmp_path, text, "part.yaml"), select=("cbm-mobilenet",), select_configs=("later",))
     with pytest.raises(SweepError, match="--evaluators: 'nowhere' is not an evaluator"):
         load_spec(write(tmp_path, text, "part.yaml"), select=("nowhere",))
 
