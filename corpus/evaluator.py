@@ -48,14 +48,24 @@ def recipe_for(dataset: str, epochs: float = 1.0, batch_size: int = 0, train_lim
     return Recipe(epochs=epochs, batch_size=batch_size, train_limit=train_limit, seed=seed, flip=flip, **more).to_dict()
 
 
+def worker_threads() -> int:
+    """Threads for the evaluation worker: `NASFORGE_THREADS` (a sweep shares the cores out among its
+    parallel runs), else every core."""
+    try:
+        n = int(os.environ.get("NASFORGE_THREADS") or 0)
+    except ValueError:
+        n = 0
+    return n if n > 0 else os.cpu_count() or 1
+
+
 class _Pooled:
-    """One sandbox worker that runs `corpus.pipeline:evaluate` (threads: every core), closed with the object."""
+    """One sandbox worker that runs `corpus.pipeline:evaluate` (threads: `worker_threads()`), closed with the object."""
 
     def _start(self, timeout_s: float, memory_mb: int, gpu: bool) -> None:
         from mutator.sandbox import WorkerPool
 
         self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
-                               threads_per_worker=os.cpu_count() or 1, gpu=gpu)
+                               threads_per_worker=worker_threads(), gpu=gpu)
 
     def close(self) -> None:
         self.pool.close()

@@ -412,8 +412,13 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def child_env() -> dict:
+def child_env(threads: int | None = None) -> dict:
+    """The runs' environment. threads: each run's training/measuring threads (`NASFORGE_THREADS`, read by
+    `corpus.evaluator`), the cores shared out among the parallel runs, so that N runs on C cores do not
+    start N x C threads and thrash (a value the user exported wins)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads and "NASFORGE_THREADS" not in os.environ:
+        env["NASFORGE_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
@@ -687,7 +692,7 @@ def execute(cfg: SweepConfig, spec: Spec, todo: list, done: int, counts: dict, o
     Returns (runs that ran, {failed run: its log's last line})."""
     from tqdm import tqdm
 
-    parser, env, logs = run_parser(), child_env(), out / "logs"
+    parser, logs = run_parser(), out / "logs"
     logs.mkdir(exist_ok=True)
     servers, executor = LlamaServers(logs, cfg.server_timeout_s), None
     bar = tqdm(total=sum(c.iterations for c in spec.cells), initial=sum(counts.values()), desc="sweep",
@@ -701,6 +706,7 @@ def execute(cfg: SweepConfig, spec: Spec, todo: list, done: int, counts: dict, o
         urls = {name: servers.start(name, s) for name, s in spec.servers.items()
                 if any(c.config == name for c, _, _ in todo)}
         executor = LocalExecutor(cfg.parallel) if cfg.executor == "local" else RayExecutor(cfg.parallel, cfg.address)
+        env = child_env(max(1, (os.cpu_count() or 1) // executor.parallel) if cfg.executor == "local" else 1)
         postfix()
         while pending or running:
             while pending and len(running) < executor.parallel:

@@ -295,3 +295,19 @@ defaults: {{iterations: 1}}
     assert cfg["llm"] == "smollm2" and cfg["llm_url"].startswith("http://127.0.0.1:") and len(iters) == 1
     assert "/v1/models" in (out / "logs" / "server-served.log").read_text()  # the sweep's readiness check
     assert not processes_under(Path(str(smollm2_gguf())))  # the server is stopped
+
+
+def test_parallel_runs_share_the_cores_out(monkeypatch):
+    """N runs on C cores get C // N threads each (NASFORGE_THREADS, read by the evaluator), not C each."""
+    from corpus.evaluator import worker_threads
+    from search.sweep import child_env
+
+    monkeypatch.delenv("NASFORGE_THREADS", raising=False)
+    env = child_env(1)
+    assert env["NASFORGE_THREADS"] == "1" and env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    assert "NASFORGE_THREADS" not in child_env(None)
+    assert worker_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv("NASFORGE_THREADS", "3")  # the user's choice wins
+    assert child_env(1)["NASFORGE_THREADS"] == "3" and worker_threads() == 3
+    monkeypatch.setenv("NASFORGE_THREADS", "many")
+    assert worker_threads() == (os.cpu_count() or 1)
