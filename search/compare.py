@@ -348,6 +348,8 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     where = ""
     if bench:  # which benchmark (and budget) the curves are of: four cells' plots look alike otherwise
         where = bench["space"] + (f", FLOPs <= {bench['max_flops']:.3g}" if bench.get("max_flops") else "") + ": "
+    elif len({(r[1].dataset, Path(str(r[1].seed)).name) for r in runs}) == 1:  # trained: the task and seed
+        where = f"{runs[0][1].dataset}, seed {Path(str(runs[0][1].seed)).name}: "
     ax.set(xlabel="iteration", ylabel="best accuracy so far (%)", title=f"{where}search curves: mean, min-max band")
     ax.grid(alpha=0.3)
     ax.legend()

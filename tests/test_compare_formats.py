@@ -18,11 +18,11 @@ from search.report import report
 from search.runner import new_store
 
 
-def make_run(folder, iters, seed=None, **cfg) -> str:
+def make_run(folder, iters, seed_row=None, **cfg) -> str:
     """A run store in `folder`: config, seed row, and `iters` as (status, accuracy, flops, extra) tuples."""
     store = new_store(SearchConfig(out=str(folder), **cfg))
     try:
-        store.set_meta("seed_row", seed or {"status": "ok", "accuracy": 0.40, "flops": 1000})
+        store.set_meta("seed_row", seed_row or {"status": "ok", "accuracy": 0.40, "flops": 1000})
         for it, (status, acc, flops, extra) in enumerate(iters):
             extra = dict(extra)
             metrics = {"accuracy": acc, "flops": flops} if status == "ok" else {}
@@ -67,6 +67,22 @@ def test_compare_gives_format_rates_llm_time_and_best_after_5_10_n(tmp_path):
     # N = 8: the columns after 5 iterations and after N, none after 10
     short = compare(dirs[:1] + [random_run(tmp_path / "r-short", [0.45] * 8)], str(tmp_path / "cmp8"))
     assert "best acc after 5 %" in short and "best acc after 10 %" not in short and "after N=8 %" in short
+
+
+def test_the_curves_title_names_the_task_and_seed(tmp_path, monkeypatch):
+    """Trained runs of one seed and data set: the curves plot says which (cells' plots look alike)."""
+    import matplotlib.axes
+
+    titles = []
+    orig = matplotlib.axes.Axes.set
+    monkeypatch.setattr(matplotlib.axes.Axes, "set",
+                        lambda self, **kw: (titles.append(kw.get("title")), orig(self, **kw))[1])
+    dirs = [random_run(tmp_path / f"r-{s}", [0.45] * 6, rng_seed=s, seed="vgg-small") for s in range(2)]
+    compare(dirs, str(tmp_path / "cmp"))
+    assert "fashion-mnist, seed vgg-small: search curves: mean, min-max band" in titles
+    titles.clear()  # different seeds: no common name
+    compare(dirs + [random_run(tmp_path / "r-x", [0.45] * 6, seed="lenet")], str(tmp_path / "cmp2"))
+    assert "search curves: mean, min-max band" in titles
 
 
 def test_report_header_sums_up_the_answers(tmp_path):
@@ -119,7 +135,7 @@ def table_file(tmp_path):
 
 def table_run(folder, table_file, budget, iters, **cfg):
     """A benchmark run whose seed (93.5 %, 700 FLOPs) is over the budget of 500."""
-    return make_run(folder, iters, seed={"status": "ok", "accuracy": 0.935, "flops": 700}, llm="scripted",
+    return make_run(folder, iters, seed_row={"status": "ok", "accuracy": 0.935, "flops": 700}, llm="scripted",
                     evaluator="table:cbm-mobilenet", benchmark_file=table_file, max_flops=budget, **cfg)
 
 
