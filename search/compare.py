@@ -253,6 +253,18 @@ def run_stats(cfg, iters: list[dict], seed: dict, n: int, thr: float, bench: dic
             "repeat": ans["repeat"], "llm_seconds": ans["llm_seconds"]}
 
 
+def measured_on(runs, n: int) -> dict[str, list[str]]:
+    """{device setting (the profiler's `device_name`, e.g. "cpu: AMD EPYC (2 threads)"): [configuration
+    labels whose runs have measurements from it]} over the first n iterations of trained runs."""
+    out: dict[str, set[str]] = {}
+    for _, cfg, iters, _, _ in runs:
+        for it in iters[:n]:
+            name = (it.get("metrics") or {}).get("device_name")
+            if name:
+                out.setdefault(name, set()).add(cfg.group)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
 def compare(dirs: list[str], out: str | None = None, threshold: float | None = None, baseline: str | None = None,
             hw_metric: str | None = None, budgets=None) -> str:
     from search.runner import load_extras
@@ -284,6 +296,11 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     lines = [f"Runs compared at N = {n} iterations each; threshold for 'reach' = {100 * thr:.2f}% accuracy; "
              f"baselines = {', '.join(bases)} (two-sided Mann-Whitney U on best after N"
              f"{', as ranks' if bench else ''})", ""]
+    settings = measured_on(runs, n)
+    if len(settings) > 1:  # a thread count or device changes what a trained network measures
+        lines += [f"note: these runs were measured on {len(settings)} device settings ("
+                  + "; ".join(f"{k}: {', '.join(v)}" for k, v in settings.items())
+                  + "): thread count and device change measured accuracy and latency.", ""]
     if bench:
         m = bench["size"]
         if bench["max_flops"] is not None:

@@ -85,6 +85,18 @@ def test_the_curves_title_names_the_task_and_seed(tmp_path, monkeypatch):
     assert "search curves: mean, min-max band" in titles
 
 
+def test_compare_notes_runs_measured_on_different_thread_counts(tmp_path):
+    """A thread count changes what a trained network measures: mixing settings is said, not hidden."""
+    def run(folder, threads, label):
+        return make_run(folder, [("ok", 0.5, 1000, {"metrics": {"device_name": f"cpu: X ({threads} threads)"}})] * 6,
+                        llm="random", label=label)
+    same = compare([run(tmp_path / "a", 1, "random"), run(tmp_path / "b", 1, "tuned")], str(tmp_path / "c1"))
+    assert "device settings" not in same
+    mixed = compare([run(tmp_path / "d", 2, "random"), run(tmp_path / "e", 1, "tuned")], str(tmp_path / "c2"))
+    assert ("note: these runs were measured on 2 device settings (cpu: X (1 threads): tuned; "
+            "cpu: X (2 threads): random)") in mixed
+
+
 def test_report_header_sums_up_the_answers(tmp_path):
     folder = widths_run(tmp_path / "w-0")
     report(folder)
