@@ -133,15 +133,21 @@ def goals_for(source: dict, target: dict) -> list[dict]:
 def load_rows(folder: str) -> list[dict]:
     """All rows of a corpus folder written by `python -m corpus build`; `a,b` names several corpora (e.g.
     two seed families, to tune an adapter that searches a third), their rows concatenated."""
-    if "," in folder and not Path(folder).is_dir():
-        parts = [f for f in folder.split(",") if f]
-        rows = [r for f in parts for r in _load_one(f)]
-        ids = [r.get("id") for r in rows]
-        dup = next((i for i in ids if ids.count(i) > 1), None)
-        if dup is not None:
-            raise FinetuneError(f"corpora {folder}: row id {dup} occurs more than once (the same corpus twice?)")
-        return rows
-    return _load_one(folder)
+    parts = corpus_folders(folder)
+    if len(parts) == 1:
+        return _load_one(parts[0])
+    rows, seen = [], set()
+    for r in (r for f in parts for r in _load_one(f)):
+        if r.get("id") in seen:
+            raise FinetuneError(f"corpora {folder}: row id {r.get('id')} occurs more than once (the same corpus twice?)")
+        seen.add(r.get("id"))
+        rows.append(r)
+    return rows
+
+
+def corpus_folders(spec: str) -> list[str]:
+    """The folders a `--corpus` value names: `a,b` -> [a, b] (unless a folder by that very name exists)."""
+    return [f for f in spec.split(",") if f] if "," in spec and not Path(spec).is_dir() else [spec]
 
 
 def _load_one(folder: str) -> list[dict]:
@@ -425,8 +431,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
         for g in split["goal"]:
             kind = json.loads(g)["kind"]
             kinds[kind] = kinds.get(kind, 0) + 1
-    info = {"config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in cfg.corpus.split(",") if f)
-            if "," in cfg.corpus and not Path(cfg.corpus).is_dir() else str(Path(cfg.corpus).resolve()),
+    info = {"config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in corpus_folders(cfg.corpus)),
             "corpus_fingerprint": corpus_fingerprint(rows), "corpus_rows": len(rows), "ok_rows": len(ok),
             "answer_format": cfg.answer_format, "context": cfg.context,
             "train": len(dd["train"]), "eval": len(dd["eval"]), "goal_kinds": kinds, "skipped": skipped,
