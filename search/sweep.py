@@ -42,8 +42,8 @@ its iterations (or that ended with exit 0 on the same flags, e.g. at its --time-
 is not run again; a started store is continued with `--resume` (the loop loses at most the iteration
 in flight); a folder without a store, or with one that never got past its start, starts fresh; a
 store that is not readable is moved aside (`run.sqlite.invalid-<time>`) and the run starts fresh.
-Every run process dies with the sweep (PR_SET_PDEATHSIG), so a killed sweep leaves none behind to
-write a store twice; one sweep at a time holds DIR (a lock file). `DIR/sweep.jsonl` (a
+Every run process dies with the sweep (PR_SET_PDEATHSIG; a Ray task on the sweep's host watches the
+sweep's process and kills its run), so a killed sweep leaves none behind to write a store twice; one sweep at a time holds DIR (a lock file). `DIR/sweep.jsonl` (a
 `mutator.records` journal) records each invocation's spec, every run's start (fresh/resume, the
 iterations it had) and end (exit code, iterations), moved-aside stores and compares.
 
@@ -67,6 +67,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -433,12 +434,37 @@ def start_run(argv: list[str], log: str, env: dict, cwd: str | None = None):
                             stdin=subprocess.DEVNULL, env=env, cwd=cwd, preexec_fn=_die_with_parent), f
 
 
-def run_task(argv: list[str], log: str, env: dict, cwd: str) -> int:
+def process_identity(pid: int) -> tuple[str, int, str] | None:
+    """(host, pid, start time in clock ticks): names one process for as long as the host runs, pid
+    reuse included; None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return socket.gethostname(), pid, stat.rsplit(")", 1)[1].split()[19]
+
+
+def driver_gone(driver: tuple[str, int, str] | None) -> bool:
+    """True when the sweep that started a Ray task is known dead: only on the sweep's own host (a local
+    Ray instance); on a cluster's other nodes Ray ends the job's tasks when its driver is lost."""
+    return driver is not None and driver[0] == socket.gethostname() and process_identity(driver[1]) != driver
+
+
+def run_task(argv: list[str], log: str, env: dict, cwd: str, driver: tuple[str, int, str] | None = None) -> int:
     """A Ray task: one run on the task's node, from the task's thread (its death kills the run), in the
-    driver's working directory (relative paths in flags mean the same there: a shared file system)."""
+    driver's working directory (relative paths in flags mean the same there: a shared file system).
+    Ray notices a killed driver only seconds later and its worker (and with it the run) lives on till
+    then; so on the driver's host the task watches the driver itself and kills the run at once, before a
+    resumed sweep can start a second writer of the same store."""
     p, f = start_run(argv, log, env, cwd)
     with f:
-        return p.wait()
+        while True:
+            try:
+                return p.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                if driver_gone(driver):
+                    p.kill()
+                    return p.wait()
 
 
 # ---------------------------------------------------------------- executors
@@ -497,7 +523,7 @@ class RayExecutor:
         self.refs: dict = {}
 
     def submit(self, name: str, argv: list[str], log: str, env: dict) -> None:
-        self.refs[self.task.remote(argv, log, env, os.getcwd())] = name
+        self.refs[self.task.remote(argv, log, env, os.getcwd(), process_identity(os.getpid()))] = name
 
     def poll(self) -> list[tuple[str, int]]:
         if not self.refs:

@@ -311,3 +311,18 @@ def test_parallel_runs_share_the_cores_out(monkeypatch):
     assert child_env(1)["NASFORGE_THREADS"] == "3" and worker_threads() == 3
     monkeypatch.setenv("NASFORGE_THREADS", "many")
     assert worker_threads() == (os.cpu_count() or 1)
+
+
+def test_a_ray_task_knows_when_its_sweep_is_gone():
+    from search.sweep import driver_gone, process_identity
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        me = process_identity(child.pid)
+        assert me is not None and not driver_gone(me) and not driver_gone(None)
+        assert driver_gone((me[0], me[1], str(int(me[2]) + 1)))  # the same pid, another process (pid reuse)
+        assert not driver_gone(("another-host", me[1], me[2]))  # another node: Ray's to end
+    finally:
+        child.kill()
+        child.wait()
+    assert process_identity(child.pid) is None and driver_gone(me)
