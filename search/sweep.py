@@ -226,14 +226,32 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
     """The validated grid; SweepError (one line) for anything wrong, before anything starts. select /
     select_configs: only these evaluator entries / configurations (a configuration left out, or one that
     runs on no selected evaluator, is then not checked or served)."""
+    path = Path(path)
+    raw = read_spec(path)
+    parser = run_parser()
+    defaults = check_flags(raw.get("defaults"), f"{path}: defaults", parser)
+    seeds = spec_seeds(raw["seeds"], path)
+    evaluators = spec_evaluators(raw["evaluators"], path, parser, select)
+    configs, servers, only = spec_configurations(raw["configurations"], path, parser, evaluators, select,
+                                                 select_configs, executor, address)
+    cells = []
+    for ename, (ev, eflags) in evaluators.items():
+        if select is not None and ename not in select:
+            continue
+        for cname, cflags in configs.items():
+            if cname not in only or ename in only[cname]:
+                cells += spec_cells(path, parser, defaults, seeds, ename, ev, eflags, cname, cflags,
+                                    servers.get(cname))
+    if not cells:
+        raise SweepError(f"{path}: --evaluators / --configurations select no run (no selected configuration "
+                         "runs on a selected evaluator)")
+    return Spec(tuple(cells), servers, tuple(e for e in evaluators if select is None or e in select), raw)
+
+
+def read_spec(path: Path) -> dict:
+    """The spec file's mapping: YAML, known keys, the required ones not empty."""
     import yaml
 
-    from corpus.errors import CorpusError
-    from search.llm import LLMError
-    from search.loop import check_config
-    from search.runner import validate
-
-    path = Path(path)
     if not path.is_file():
         raise SweepError(f"spec {path} is not a file")
     try:
@@ -250,23 +268,28 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
     for key in ("configurations", "seeds", "evaluators"):
         if raw.get(key) in (None, [], {}):
             raise SweepError(f"{path}: {key} is missing or empty")
-    parser = run_parser()
-    defaults = check_flags(raw.get("defaults"), f"{path}: defaults", parser)
+    return raw
 
-    seeds = raw["seeds"]
+
+def spec_seeds(seeds, path: Path) -> list[int]:
+    """`seeds: N` (0..N-1) or a list of distinct integers >= 0."""
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
-        seeds = list(range(seeds))
-    elif not (isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                              for s in seeds) and len(set(seeds)) == len(seeds)):
-        raise SweepError(f"{path}: seeds must be a count > 0 or a list of distinct integers >= 0, not {seeds!r}")
+        return list(range(seeds))
+    if isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
+            and len(set(seeds)) == len(seeds):
+        return seeds
+    raise SweepError(f"{path}: seeds must be a count > 0 or a list of distinct integers >= 0, not {seeds!r}")
 
-    evs = raw["evaluators"]
+
+def spec_evaluators(evs, path: Path, parser, select) -> dict[str, tuple[str, dict]]:
+    """Evaluator entries, name -> (--evaluator value, its flags): a list of names or a mapping name -> flags."""
     if isinstance(evs, list):
         if not all(isinstance(e, str) for e in evs):
             raise SweepError(f"{path}: evaluators must be names (profile, table:SPACE) or a mapping name -> flags")
-        evs = {evaluator_name(e): {"evaluator": e} for e in evs}
-        if len(evs) != len(raw["evaluators"]):
+        named = {evaluator_name(e): {"evaluator": e} for e in evs}
+        if len(named) != len(evs):
             raise SweepError(f"{path}: an evaluator is listed twice")
+        evs = named
     if not isinstance(evs, dict):
         raise SweepError(f"{path}: evaluators must be a list or a mapping name -> flags")
     _names(evs, f"{path}: evaluators")
@@ -281,8 +304,13 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
         unknown = [n for n in select if n not in evaluators]
         if unknown:
             raise SweepError(f"--evaluators: {unknown[0]!r} is not an evaluator of {path} ({', '.join(evaluators)})")
+    return evaluators
 
-    confs = raw["configurations"]
+
+def spec_configurations(confs, path: Path, parser, evaluators: dict, select, select_configs, executor: str,
+                        address: str | None) -> tuple[dict, dict, dict]:
+    """(name -> flags, name -> served model, name -> the evaluator entries it is restricted to) of the
+    selected configurations that run on a selected evaluator."""
     if not isinstance(confs, dict):
         raise SweepError(f"{path}: configurations must be a mapping name -> `search run` flags")
     _names(confs, f"{path}: configurations")
@@ -314,34 +342,33 @@ def load_spec(path: str | Path, executor: str = "local", address: str | None = N
         elif gguf_args:
             raise SweepError(f"{where}: gguf_args without gguf")
         configs[name] = flags
+    return configs, servers, only
 
-    cells = []
-    for ename, (ev, eflags) in evaluators.items():
-        if select is not None and ename not in select:
-            continue
-        for cname, cflags in configs.items():
-            if cname in only and ename not in only[cname]:
-                continue
-            both = sorted(set(eflags) & set(cflags))
-            if both:
-                raise SweepError(f"{path}: {both[0]} is set by both configuration {cname} and evaluator {ename}")
-            if cname in servers:  # what the runs will get, for the checks below (the port comes later)
-                cflags = {**cflags, "llm": servers[cname]["alias"]}
-            cell = Cell(ename, ev, cname, seeds[0], tuple({**defaults, **eflags, **cflags}.items()), 0,
-                        servers.get(cname, {}).get("gguf"))
-            served = {"llm_url": "http://127.0.0.1:1"} if cname in servers else None
-            where = f"{path}: configuration {cname}, evaluator {ename}"
-            try:
-                cfg = search_config(parser.parse_args(cell.argv(parser, Path("x"), served)))
-                check_config(cfg)
-                validate(cfg, llm_given=False, improver_given=False)
-            except (SearchError, LLMError, CorpusError) as exc:
-                raise SweepError(f"{where}: {exc}") from None
-            cells += [dataclasses.replace(cell, seed=s, iterations=cfg.iterations) for s in seeds]
-    if not cells:
-        raise SweepError(f"{path}: --evaluators / --configurations select no run (no selected configuration "
-                         "runs on a selected evaluator)")
-    return Spec(tuple(cells), servers, tuple(e for e in evaluators if select is None or e in select), raw)
+
+def spec_cells(path: Path, parser, defaults: dict, seeds: list[int], ename: str, ev: str, eflags: dict,
+               cname: str, cflags: dict, server: dict | None) -> list[Cell]:
+    """The runs of one configuration on one evaluator entry, one per seed, after checking their flags as
+    `search run` would (a served model's URL stands in for the port chosen later)."""
+    from corpus.errors import CorpusError
+    from search.llm import LLMError
+    from search.loop import check_config
+    from search.runner import validate
+
+    both = sorted(set(eflags) & set(cflags))
+    if both:
+        raise SweepError(f"{path}: {both[0]} is set by both configuration {cname} and evaluator {ename}")
+    if server:  # what the runs will get
+        cflags = {**cflags, "llm": server["alias"]}
+    cell = Cell(ename, ev, cname, seeds[0], tuple({**defaults, **eflags, **cflags}.items()), 0,
+                server["gguf"] if server else None)
+    try:
+        cfg = search_config(parser.parse_args(cell.argv(parser, Path("x"),
+                                                        {"llm_url": "http://127.0.0.1:1"} if server else None)))
+        check_config(cfg)
+        validate(cfg, llm_given=False, improver_given=False)
+    except (SearchError, LLMError, CorpusError) as exc:
+        raise SweepError(f"{path}: configuration {cname}, evaluator {ename}: {exc}") from None
+    return [dataclasses.replace(cell, seed=s, iterations=cfg.iterations) for s in seeds]
 
 
 def check_gguf(gguf, args, flags: dict, where: str, base: Path, executor: str, address: str | None) -> Path:
