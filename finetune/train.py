@@ -412,7 +412,9 @@ def main_train(cfg: TrainConfig) -> int:
         "context": facts["data_info"].get("context", "source"),
         "loss": facts["mode"],
         "batching": facts["batching"],
-        "config": dataclasses.asdict(cfg),
+        # the format a pairs folder was built in wins over the (then unused) --answer-format/--context flags
+        "config": {**dataclasses.asdict(cfg), "answer_format": facts["data_info"].get("answer_format", cfg.answer_format),
+                   "context": facts["data_info"].get("context", cfg.context)},
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
         "tokens_seen": trainer.state.num_input_tokens_seen,

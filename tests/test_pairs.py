@@ -176,15 +176,23 @@ def tiny_model(tmp_path_factory):
     return folder
 
 
-def test_train_widths_summary_on_a_tiny_model(tiny_model, lenet_corpus, tmp_path):
-    out = tmp_path / "adapter"
-    res = run_module("finetune", "train", "--corpus", lenet_corpus, "--model", tiny_model, "--out", out,
-                     "--answer-format", "widths", "--context", "summary", "--max-steps", 2, "--batch-size", 2,
+@pytest.mark.parametrize("given", ["corpus", "pairs folder"])
+def test_train_widths_summary_on_a_tiny_model(tiny_model, lenet_corpus, tmp_path, given):
+    out, fmt = tmp_path / "adapter", ["--answer-format", "widths", "--context", "summary"]
+    corpus = lenet_corpus
+    if given == "pairs folder":  # built in widths/summary; train's format flags are then unused
+        corpus = tmp_path / "pairs"
+        res = run_module("finetune", "dataset", "--corpus", lenet_corpus, "--out", corpus, *fmt, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        fmt = []
+    res = run_module("finetune", "train", "--corpus", corpus, "--model", tiny_model, "--out", out, *fmt,
+                     "--max-steps", 2, "--batch-size", 2,
                      "--lora-r", 4, "--lora-alpha", 8, "--logging-steps", 1, "--eval-limit", 0, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "trained 2 steps" in res.stdout
     card = json.loads((out / "run_card.json").read_text())
     assert card["answer_format"] == "widths" and card["context"] == "summary" and card["steps"] == 2
+    assert (card["config"]["answer_format"], card["config"]["context"]) == ("widths", "summary")
     assert all(h["loss"] > 0 for h in card["loss_history"] if "loss" in h)
     assert (out / "adapter_model.safetensors").exists()
 
