@@ -1,8 +1,10 @@
 """`search sweep`: the spec's checks, which run folders count as done, and a grid of random-mutation
 runs on a small Channel-Bench-Macro table (conftest's `tiny_cbm_dir`), killed with SIGKILL in the
 middle and run again, with the local executor and with a local Ray instance."""
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -326,3 +328,36 @@ def test_a_ray_task_knows_when_its_sweep_is_gone():
         child.kill()
         child.wait()
     assert process_identity(child.pid) is None and driver_gone(me)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None,
+                    reason="gguf configurations are checked against llama-cpp-python[server]")
+def test_the_one_command_table_spec_runs_what_the_two_space_specs_run(tmp_path, cbm_env, monkeypatch):
+    """benchmarks/headline/table.yaml: the same runs (flags, seeds, served models) as mobilenet.yaml and
+    resnet.yaml together, each tuned model on the space it was not tuned on only."""
+    from search.sweep import run_parser
+
+    monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
+    (tmp_path / "benchmarks" / "headline").mkdir(parents=True)
+    for name in ("table", "mobilenet", "resnet"):
+        shutil.copy(ROOT / "benchmarks" / "headline" / f"{name}.yaml", tmp_path / "benchmarks" / "headline")
+    (tmp_path / "headline" / "models").mkdir(parents=True)
+    for gguf in ("frozen", "tuned-on-resnet", "tuned-on-mobilenet"):
+        (tmp_path / "headline" / "models" / f"{gguf}.q8_0.gguf").write_bytes(b"GGUF")
+    parser = run_parser()
+
+    def runs(cells):
+        out = []
+        for c in cells:
+            ns = vars(parser.parse_args(c.argv(parser, Path("x"), {"llm_url": "http://127.0.0.1:1"} if c.gguf else None)))
+            flags = sorted((k, str(v)) for k, v in ns.items() if k not in ("label", "out"))
+            out.append((c.ev, "tuned" if c.config.startswith("tuned") else c.config, c.seed, c.gguf, tuple(flags)))
+        return sorted(out)
+
+    spec = tmp_path / "benchmarks" / "headline"
+    one = load_spec(spec / "table.yaml").cells
+    two = load_spec(spec / "mobilenet.yaml").cells + load_spec(spec / "resnet.yaml").cells
+    assert len(one) == 160 and runs(one) == runs(two)
+    tuned = {(c.config, c.ev) for c in one if c.config.startswith("tuned")}
+    assert tuned == {("tuned-on-resnet", "mobilenet"), ("tuned-on-resnet", "mobilenet-budget"),
+                     ("tuned-on-mobilenet", "resnet"), ("tuned-on-mobilenet", "resnet-budget")}
