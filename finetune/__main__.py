@@ -37,6 +37,11 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build (a,b: several, concatenated)")
     _opt(d, "--out", DatasetConfig, "output folder (datasets.load_from_disk opens it)")
     _pairs_args(d, DatasetConfig)
+    _opt(d, "--targets", DatasetConfig, "any: each target a random variant that meets a goal; best: the most "
+         "accurate of --best-of variants drawn (rejection sampling), with an accuracy goal", choices=["any", "best"])
+    _opt(d, "--best-of", DatasetConfig, "with --targets best: variants drawn per target", type=int)
+    _opt(d, "--history", DatasetConfig, "with --targets best (widths): show up to this many of the other, less "
+         "accurate drawn variants as the prompt's Tried: list, as the search does", type=int)
     d.add_argument("--config", default=None, help="YAML file with any of these options")
 
     t = sub.add_parser("train", help="LoRA fine-tuning with trl's SFTTrainer, loss on the answer only")

@@ -15,10 +15,17 @@ is true (`finetune.prompts.goal_met(goal, source, target)` holds for every pair)
   actually lost rounded UP to a multiple of 0.5 points (0 when none was lost).
 
 Of the goals a pair meets, one is drawn at random; at most `pairs_per_parent` targets are drawn per
-source network. Everything is drawn from one `random.Random(seed)`: the same corpus and flags give
-the same pairs. The eval split holds out whole source networks (`eval_fraction` of them, at least
-one): no eval prompt shows a network that any training prompt shows. Eval *targets* may appear in
-training; they are answers there, never prompts.
+source network. That teaches *a* better network, not the best: `--targets best` draws `--best-of` K
+variants of the source's seed per target and keeps the most accurate (rejection sampling, as in
+best-of-K / RAFT fine-tuning) when it beats the source, with an accuracy goal; `--history N` then
+shows up to N (a random number from 0) of the other, less accurate drawn variants as the prompt's
+`Tried:` list with their outcomes (`prompts.outcome_text`, what the search's memory shows), so the
+model is tuned on the situation it searches in: propose a network better than every one tried.
+
+Everything is drawn from one `random.Random(seed)`: the same corpus and flags give the same pairs.
+The eval split holds out whole source networks (`eval_fraction` of them, at least
+one): no eval prompt's source is in any training prompt (as source or tried). Eval *targets* may
+appear in training; they are answers there, never prompts.
 
 Answer formats (`--answer-format`, `finetune.formats`; the prompt is `finetune.prompts.prompt_messages`,
 the same function the search renders its prompts with):
@@ -64,6 +71,26 @@ class DatasetConfig:
     seed: int = 0
     answer_format: str = "widths"
     context: str = "source"
+    targets: str = "any"  # any: a random variant that meets a goal; best: the most accurate of best_of drawn
+    best_of: int = 8
+    history: int = 0  # targets best, widths: up to this many of the other drawn variants as a "Tried:" list
+
+
+TARGETS = ("any", "best")
+ACCURACY_GOALS = ("raise_accuracy", "accuracy_under_flops")
+
+
+def check_recipe(cfg: DatasetConfig) -> None:
+    """FinetuneError for impossible --targets / --best-of / --history values."""
+    if cfg.targets not in TARGETS:
+        raise FinetuneError(f"--targets must be one of {', '.join(TARGETS)}, not {cfg.targets!r}")
+    if cfg.best_of < 2:
+        raise FinetuneError("--best-of must be at least 2")
+    if cfg.history < 0:
+        raise FinetuneError("--history must be 0 or more")
+    if cfg.history and (cfg.targets != "best" or cfg.answer_format != "widths"):
+        raise FinetuneError("--history needs --targets best and --answer-format widths (the tried list is of "
+                            "width lists, each less accurate than the answer)")
 
 
 def check_format(answer_format: str, context: str) -> None:
@@ -184,8 +211,13 @@ def usable(row: dict) -> bool:
             and row.get("flops") is not None)
 
 
-def make_pairs(rows: list[dict], pairs_per_parent: int, seed: int) -> list[dict]:
-    """[{source_id, target_id, goal}]: at most `pairs_per_parent` targets per source, goals true."""
+def make_pairs(rows: list[dict], pairs_per_parent: int, seed: int, targets: str = "any", best_of: int = 8,
+               history: int = 0) -> list[dict]:
+    """[{source_id, target_id, goal, tried}]: at most `pairs_per_parent` targets per source, goals true.
+    targets "any": each a random variant that meets a goal (drawn from the goals it meets); "best": each
+    the most accurate of `best_of` variants drawn (rejection sampling), kept when it beats the source,
+    with an accuracy goal; `tried` then lists up to `history` (a random number from 0) of the other,
+    less accurate drawn variants, the search's situation: a better network than those tried."""
     rng = random.Random(seed)
     groups: dict[str, list[dict]] = {}
     for r in sorted((r for r in rows if usable(r)), key=lambda r: r["id"]):
@@ -194,17 +226,43 @@ def make_pairs(rows: list[dict], pairs_per_parent: int, seed: int) -> list[dict]
     for seed_name in sorted(groups):
         group = groups[seed_name]
         for src in group:
-            targets = [t for t in group if t["id"] != src["id"] and t.get("sha256") != src.get("sha256")]
-            rng.shuffle(targets)
+            targets_ = [t for t in group if t["id"] != src["id"] and t.get("sha256") != src.get("sha256")]
+            if targets == "best":
+                pairs += best_of_k(src, targets_, seed_name, pairs_per_parent, best_of, history, rng)
+                continue
+            rng.shuffle(targets_)
             n = 0
-            for tgt in targets:
+            for tgt in targets_:
                 if n >= pairs_per_parent:
                     break
                 goals = goals_for(src, tgt)
                 if goals:
                     pairs.append({"source_id": src["id"], "target_id": tgt["id"], "seed": seed_name,
-                                  "goal": rng.choice(goals)})
+                                  "goal": rng.choice(goals), "tried": []})
                     n += 1
+    return pairs
+
+
+def best_of_k(src: dict, others: list[dict], seed_name: str, n: int, k: int, history: int,
+              rng: random.Random) -> list[dict]:
+    """Up to n best-of-k pairs for one source (`make_pairs`); a draw repeating an earlier pair (same
+    target, same tried list) is dropped."""
+    pairs, seen = [], set()
+    for _ in range(n):
+        drawn = rng.sample(others, min(k, len(others)))
+        best = max(drawn, key=lambda r: (r["accuracy"], r["id"]))
+        goals = [g for g in goals_for(src, best) if g["kind"] in ACCURACY_GOALS]
+        if not goals:
+            continue
+        worse = [r for r in drawn if r["accuracy"] < best["accuracy"] and r.get("widths") != best.get("widths")]
+        rng.shuffle(worse)
+        tried = [r["id"] for r in worse[:rng.randint(0, min(history, len(worse)))]]
+        key = (best["id"], tuple(tried))
+        if key in seen:
+            continue
+        seen.add(key)
+        pairs.append({"source_id": src["id"], "target_id": best["id"], "seed": seed_name,
+                      "goal": rng.choice(goals), "tried": tried})
     return pairs
 
 
@@ -215,7 +273,9 @@ def split_by_source(pairs: list[dict], eval_fraction: float, seed: int) -> tuple
     if eval_fraction > 0 and len(sources) >= 2:
         n_eval = min(len(sources) - 1, max(1, round(eval_fraction * len(sources))))
     held = set(random.Random(f"split-{seed}").sample(sources, n_eval))
-    return ([p for p in pairs if p["source_id"] not in held], [p for p in pairs if p["source_id"] in held])
+    train = [{**p, "tried": [t for t in p.get("tried", ()) if t not in held]}  # held-out networks: in no
+             for p in pairs if p["source_id"] not in held]                     # training prompt
+    return train, [p for p in pairs if p["source_id"] in held]
 
 
 # -- networks: what a widths prompt shows -------------------------------------------------------------
@@ -345,12 +405,15 @@ def diff_blocks(source: str, target: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Network | None = None):
-    """(messages, None) for a pair in a format, or (None, why it has no true answer in it)."""
+def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Network | None = None,
+            tried: list[dict] = ()):
+    """(messages, None) for a pair in a format, or (None, why it has no true answer in it). tried (widths
+    only): rows shown as the prompt's "Tried:" list, with their outcome against the source."""
     from finetune.formats import apply_diff, diff_text, widths_answer
-    from finetune.prompts import answer_message, prompt_messages
+    from finetune.prompts import answer_message, outcome_text, prompt_messages
 
     slots = summary = None
+    history = ()
     if fmt == "widths":
         if net is None or not net.ok:
             return None, f"source {net.status if net else 'not analysed'}"
@@ -361,6 +424,9 @@ def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Netwo
         if any(w not in s.allowed for w, s in zip(want, slots)):
             return None, "target width not allowed"
         answer = widths_answer(want)
+        if any(len(r.get("widths") or ()) != len(slots) for r in tried):
+            return None, "tried widths do not match the source's slots"
+        history = [(tuple(int(w) for w in r["widths"]), outcome_text(r, src)) for r in tried]
     elif fmt == "diff":
         text = diff_text(diff_blocks(src["code"], tgt["code"]))
         back = apply_diff(src["code"], text)
@@ -369,15 +435,17 @@ def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Netwo
         answer = {"role": "assistant", "content": text}
     else:
         answer = answer_message(tgt["code"])
-    return prompt_messages(fmt, context, src["code"], src, goal, slots=slots, summary=summary) + [answer], None
+    return prompt_messages(fmt, context, src["code"], src, goal, slots=slots, summary=summary,
+                           history=history) + [answer], None
 
 
 def records(pairs: list[dict], by_id: dict[str, dict], fmt: str = "code", context: str = "source",
             nets: dict[str, Network] | None = None, skipped: dict | None = None) -> dict[str, list]:
-    cols = {"messages": [], "goal": [], "source_id": [], "target_id": [], "seed": []}
+    cols = {"messages": [], "goal": [], "source_id": [], "target_id": [], "seed": [], "tried": []}
     for p in pairs:
         src, tgt = by_id[p["source_id"]], by_id[p["target_id"]]
-        msgs, why = example(fmt, context, src, tgt, p["goal"], (nets or {}).get(p["source_id"]))
+        msgs, why = example(fmt, context, src, tgt, p["goal"], (nets or {}).get(p["source_id"]),
+                            [by_id[t] for t in p.get("tried", ())])
         if msgs is None:
             if skipped is not None:
                 skipped[why] = skipped.get(why, 0) + 1
@@ -387,6 +455,7 @@ def records(pairs: list[dict], by_id: dict[str, dict], fmt: str = "code", contex
         cols["source_id"].append(p["source_id"])
         cols["target_id"].append(p["target_id"])
         cols["seed"].append(p["seed"])
+        cols["tried"].append(json.dumps(list(p.get("tried", ())) if fmt == "widths" else []))
     return cols
 
 
@@ -395,6 +464,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
     import datasets
 
     check_format(cfg.answer_format, cfg.context)
+    check_recipe(cfg)
     if cfg.pairs_per_parent < 1:
         raise FinetuneError("--pairs-per-parent must be at least 1")
     if not 0 <= cfg.eval_fraction < 1:
@@ -403,7 +473,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
     ok = [r for r in rows if usable(r)]
     if not ok:
         raise FinetuneError(f"corpus {cfg.corpus} has no ok rows ({len(rows)} rows, all failed)")
-    pairs = make_pairs(rows, cfg.pairs_per_parent, cfg.seed)
+    pairs = make_pairs(rows, cfg.pairs_per_parent, cfg.seed, cfg.targets, cfg.best_of, cfg.history)
     if not pairs:
         raise FinetuneError(f"corpus {cfg.corpus} has no ok pairs: {len(ok)} ok rows, but no two distinct "
                             "variants of the same seed with a measurable difference")
@@ -422,7 +492,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
                             + (f"; e.g. {' '.join(str(bad).split())[:160]}" if bad else ""))
     features = datasets.Features({
         "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-        **{c: datasets.Value("string") for c in ("goal", "source_id", "target_id", "seed")}})
+        **{c: datasets.Value("string") for c in ("goal", "source_id", "target_id", "seed", "tried")}})
     dd = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict(cols["train"], features=features),
         "eval": datasets.Dataset.from_dict(cols["eval"], features=features)})
@@ -433,7 +503,8 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
             kinds[kind] = kinds.get(kind, 0) + 1
     info = {"config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in corpus_folders(cfg.corpus)),
             "corpus_fingerprint": corpus_fingerprint(rows), "corpus_rows": len(rows), "ok_rows": len(ok),
-            "answer_format": cfg.answer_format, "context": cfg.context,
+            "answer_format": cfg.answer_format, "context": cfg.context, "targets": cfg.targets,
+            "tried_shown": sum(len(json.loads(t)) for split in cols.values() for t in split["tried"]),
             "train": len(dd["train"]), "eval": len(dd["eval"]), "goal_kinds": kinds, "skipped": skipped,
             "eval_sources": sorted(set(cols["eval"]["source_id"]))}
     return dd, info

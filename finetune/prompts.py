@@ -52,6 +52,19 @@ def telemetry_text(row: dict) -> str:
     return f"accuracy {acc}, {flops}, {params} parameters, latency {lat} (batch 1)"
 
 
+def outcome_text(row: dict, parent: dict | None) -> str:
+    """Short outcome of a candidate, for the search's memory and a training prompt's tried list: metrics
+    and change vs its parent (the best so far, or in Pareto mode the archive member it was asked to
+    change), or the failure."""
+    if row.get("status") != "ok":
+        err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
+        return f"FAILED {row.get('status')}: {err}".strip()
+    text = telemetry_text(row)
+    if parent and parent.get("accuracy") is not None and row.get("accuracy") is not None:
+        text += f"; {100 * (row['accuracy'] - parent['accuracy']):+.2f} points vs the network it started from"
+    return text
+
+
 def _drop(d: float) -> str:
     return "without losing accuracy" if d <= 0 else f"losing at most {100 * d:.2f} accuracy points"
 

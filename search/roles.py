@@ -14,7 +14,7 @@ import re
 from collections import deque
 from dataclasses import asdict, dataclass
 
-from finetune.prompts import build_messages, extract_code, telemetry_text
+from finetune.prompts import build_messages, extract_code, outcome_text, telemetry_text
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,6 @@ class FeedbackMemory:
             return "(no attempts yet)"
         return "\n".join(f"{i}. problem: {t.problem} | tried: {t.modification} | outcome: {t.outcome}"
                          for i, t in enumerate(self.items, 1))
-
-
-def outcome_text(row: dict, parent: dict | None) -> str:
-    """Short outcome of a candidate for the memory: metrics and change vs its parent (the best so far, or
-    in Pareto mode the archive member it was asked to change), or the failure."""
-    if row.get("status") != "ok":
-        err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
-        return f"FAILED {row.get('status')}: {err}".strip()
-    text = telemetry_text(row)
-    if parent and parent.get("accuracy") is not None and row.get("accuracy") is not None:
-        text += f"; {100 * (row['accuracy'] - parent['accuracy']):+.2f} points vs the network it started from"
-    return text
 
 
 def generator_messages(parent_code: str, parent_row: dict, goal: dict, instruction: str, memory: FeedbackMemory,

@@ -511,3 +511,35 @@ def test_train_a_few_steps_on_smollm2(tmp_path):
     card = json.loads((out / "run_card.json").read_text())
     assert card["steps"] == 2 and card["loss"] == "completion_only"
     assert all(h["loss"] > 0 for h in card["loss_history"] if "loss" in h)
+
+
+def test_best_of_k_targets_beat_the_source_and_every_tried_network():
+    rows = random_rows(n_seeds=2, per_seed=12)
+    by_id = {r["id"]: r for r in rows}
+    pairs = make_pairs(rows, pairs_per_parent=4, seed=3, targets="best", best_of=6, history=3)
+    assert pairs and pairs == make_pairs(rows, pairs_per_parent=4, seed=3, targets="best", best_of=6, history=3)
+    assert {p["goal"]["kind"] for p in pairs} <= {"raise_accuracy", "accuracy_under_flops"}
+    assert {len(p["tried"]) for p in pairs} == {0, 1, 2, 3}  # a random number of tried networks, up to 3
+    for p in pairs:
+        src, tgt = by_id[p["source_id"]], by_id[p["target_id"]]
+        assert goal_met(p["goal"], src, tgt) and tgt["accuracy"] > src["accuracy"]
+        for t in p["tried"]:  # the tried networks: the same seed's, less accurate than the answer
+            assert by_id[t]["parent"] == src["parent"] and by_id[t]["accuracy"] < tgt["accuracy"]
+            assert t not in (src["id"], tgt["id"])
+        assert len({(q["target_id"], tuple(q["tried"])) for q in pairs if q["source_id"] == p["source_id"]}) == \
+            len([q for q in pairs if q["source_id"] == p["source_id"]])  # no pair twice
+    # best-of-k targets are more accurate than any-targets on the same corpus
+    mean = lambda ps: sum(by_id[p["target_id"]]["accuracy"] for p in ps) / len(ps)  # noqa: E731
+    anys = [p for p in make_pairs(rows, pairs_per_parent=4, seed=3) if p["goal"]["kind"] == "raise_accuracy"]
+    assert mean(pairs) > mean(anys)
+    train, held = split_by_source(pairs, 0.3, seed=0)
+    out = {p["source_id"] for p in held}
+    assert held and not any(set(p["tried"]) & out for p in train)  # a held-out network is in no training prompt
+
+
+def test_bad_recipe_flags_are_one_line_errors(tmp_path):
+    corpus = write_corpus(tmp_path / "c", random_rows(n_seeds=1, per_seed=4))
+    for flags, msg in ((["--targets", "best", "--best-of", "1"], "--best-of must be at least 2"),
+                       (["--history", "2"], "--history needs --targets best"),
+                       (["--targets", "best", "--history", "-1"], "--history must be 0 or more")):
+        assert_one_line_error(run_module("finetune", "dataset", "--corpus", corpus, "--out", tmp_path / "p", *flags), msg)

@@ -98,6 +98,28 @@ def test_widths_answer_realised_gives_the_target(all_formats, lenet_rows):
             assert v.source == tgt["code"]  # realised from the source, not the seed: the same file
 
 
+def test_best_of_k_pairs_show_the_tried_networks_as_the_search_does(lenet_corpus, lenet_rows):
+    """--targets best --history: the prompt's Tried: list is the search's (widths + outcome vs the
+    source, `finetune.prompts.outcome_text`), and the answer is none of them and beats them all."""
+    from finetune.prompts import outcome_text
+
+    by_id = {r["id"]: r for r in lenet_rows}
+    dd, info = build_pairs(DatasetConfig(corpus=str(lenet_corpus), answer_format="widths", context="summary",
+                                         pairs_per_parent=3, eval_fraction=0, targets="best", best_of=4, history=3))
+    assert info["targets"] == "best" and info["skipped"] == {} and info["tried_shown"] > 0
+    shown = 0
+    for r in dd["train"]:
+        src, tgt, tried = by_id[r["source_id"]], by_id[r["target_id"]], [by_id[t] for t in json.loads(r["tried"])]
+        user = r["messages"][1]["content"]
+        assert all(t["accuracy"] < tgt["accuracy"] for t in tried) and tgt["accuracy"] > src["accuracy"]
+        for t in tried:
+            assert f"{json.dumps(t['widths'])} {outcome_text(t, src)}" in user
+        assert ("Tried:\n" in user) == bool(tried) and ("not a tried list" in user) == bool(tried)
+        assert json.loads(r["messages"][2]["content"]) == tgt["widths"]
+        shown += len(tried)
+    assert shown == info["tried_shown"]
+
+
 def test_pairs_without_a_true_answer_are_counted_not_written(lenet_rows, tmp_path):
     rows = [dict(r) for r in lenet_rows]
     rows[0]["widths"] = rows[0]["widths"][:-1]  # corpus widths that disagree with the network
