@@ -6,7 +6,16 @@
 # on 32 held-out pairs every 24 steps; OUT/lora_cbm_*/loss.png), merged and converted to q8_0 GGUF.
 # The adapter tuned on cbm-resnet pairs searches cbm-mobilenet and the other way round (no leakage).
 # The frozen model is the same base exported and quantised alike. Resumable: finished steps are kept.
+# RECIPE=best (tuning recipe 2, benchmarks/headline.md): best-of-8 targets, prompts with up to 5 tried
+# configurations (`finetune dataset --targets best --best-of 8 --history 5 --pairs-per-parent 4`: 514 /
+# 516 training pairs), into OUT/*best_cbm_* and OUT/tuned-best-on-*.q8_0.gguf; the rest as above.
 set -euo pipefail
+RECIPE=${RECIPE:-any}
+case "$RECIPE" in
+  any) R=""; PAIRS_FLAGS="" ;;
+  best) R="best_"; PAIRS_FLAGS="--targets best --best-of 8 --history 5 --pairs-per-parent 4" ;;
+  *) echo "error: RECIPE must be any or best, not $RECIPE" >&2; exit 2 ;;
+esac
 OUT=${OUT:-headline/models}
 CBM=${NASFORGE_CBM_DIR:-../shared/data/channel-bench-macro}
 PY=${PYTHON:-python}
@@ -23,14 +32,15 @@ to_gguf() {  # HF folder -> q8_0 GGUF
 for sp in resnet mobilenet; do
   [ -f "$OUT/corpus_cbm_$sp/finished" ] || { $PY -m corpus from-table --space "cbm-$sp" --sample 160 --seed 1 \
     --benchmark-file "$CBM/$sp.json" --out "$OUT/corpus_cbm_$sp" && touch "$OUT/corpus_cbm_$sp/finished"; }
-  [ -d "$OUT/pairs_cbm_$sp" ] || $PY -m finetune dataset --corpus "$OUT/corpus_cbm_$sp" --out "$OUT/pairs_cbm_$sp" \
-    --answer-format widths --context summary --eval-fraction 0.1
-  [ -f "$OUT/lora_cbm_$sp/run_card.json" ] || $PY -m finetune train --corpus "$OUT/pairs_cbm_$sp" --model smollm2-135m \
-    --out "$OUT/lora_cbm_$sp" --epochs 1 --batch-size 8 --lr 5e-4 --logging-steps 2 --save-steps 12 \
-    --eval-limit 32 --eval-steps 24 $([ -d "$OUT/lora_cbm_$sp" ] && echo --resume)
-  [ -d "$OUT/merged_cbm_$sp" ] || $PY -m finetune merge --model smollm2-135m --adapter "$OUT/lora_cbm_$sp" \
-    --out "$OUT/merged_cbm_$sp"
-  to_gguf "$OUT/merged_cbm_$sp" "$OUT/tuned-on-$sp.q8_0.gguf"
+  # shellcheck disable=SC2086  # PAIRS_FLAGS: several flags
+  [ -d "$OUT/pairs_${R}cbm_$sp" ] || $PY -m finetune dataset --corpus "$OUT/corpus_cbm_$sp" --out "$OUT/pairs_${R}cbm_$sp" \
+    --answer-format widths --context summary --eval-fraction 0.1 $PAIRS_FLAGS
+  [ -f "$OUT/lora_${R}cbm_$sp/run_card.json" ] || $PY -m finetune train --corpus "$OUT/pairs_${R}cbm_$sp" --model smollm2-135m \
+    --out "$OUT/lora_${R}cbm_$sp" --epochs 1 --batch-size 8 --lr 5e-4 --logging-steps 2 --save-steps 12 \
+    --eval-limit 32 --eval-steps 24 $([ -d "$OUT/lora_${R}cbm_$sp" ] && echo --resume)
+  [ -d "$OUT/merged_${R}cbm_$sp" ] || $PY -m finetune merge --model smollm2-135m --adapter "$OUT/lora_${R}cbm_$sp" \
+    --out "$OUT/merged_${R}cbm_$sp"
+  to_gguf "$OUT/merged_${R}cbm_$sp" "$OUT/tuned-${R/_/-}on-$sp.q8_0.gguf"
 done
 [ -d "$OUT/base_hf" ] || $PY -m finetune merge --model smollm2-135m --out "$OUT/base_hf"
 to_gguf "$OUT/base_hf" "$OUT/frozen.q8_0.gguf"
