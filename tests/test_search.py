@@ -175,6 +175,7 @@ FAKE_SERVER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # ~30 s; tests/test_search_llm.py's default pass runs the CLI over a real server and profiler
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
 def test_cli_run_over_http_server_with_real_profiler(tmp_path):
     seed = tmp_path / "seed.py"
@@ -205,9 +206,15 @@ def test_cli_run_over_http_server_with_real_profiler(tmp_path):
     finally:
         server.kill()
         server2.kill()
-    # unreachable server, resume of a non-run, unknown model, seed that does not build
-    assert_one_line_error(run_module("search", "run", "--llm-url", f"http://127.0.0.1:{port}", "--out", tmp_path / "x"),
-                          "cannot reach")
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
+def test_cli_bad_starts_are_one_line_errors(tmp_path):
+    """Unreachable server, resume of a non-run, unknown model, seed that does not build."""
+    seed = tmp_path / "seed.py"
+    seed.write_text(TINY_VGG)
+    assert_one_line_error(run_module("search", "run", "--llm-url", f"http://127.0.0.1:{free_port()}",
+                                     "--out", tmp_path / "x"), "cannot reach")
     assert_one_line_error(run_module("search", "run", "--out", tmp_path, "--resume"), "not a search run")
     assert_one_line_error(run_module("search", "run", "--llm", "no/such-model-anywhere", "--seed", seed,
                                      "--out", tmp_path / "y", "--train-limit", 256, env={"HF_HUB_OFFLINE": "1"}),

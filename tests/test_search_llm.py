@@ -12,7 +12,6 @@ from conftest import TINY_VGG, free_port, run_module
 from search.store import RunStore
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist"),
 ]
 STATUSES = {"ok", "no_code", "build_error", "shape_error", "train_error", "nan", "oom", "timeout", "crash",
@@ -43,6 +42,7 @@ def check_run(out: Path, iterations: int) -> list[dict]:
     return iters
 
 
+@pytest.mark.slow  # the same search in process (transformers, ~65 s); served by llama.cpp below is the default pass
 def test_search_with_real_smollm2_in_process(tmp_path):
     smollm2_gguf()
     seed = tmp_path / "seed.py"

@@ -213,7 +213,7 @@ def processes_under(path: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])  # ray: ~75 s here
+@pytest.mark.parametrize("executor", ["local", "ray"])  # ~40-45 s each here
 def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, executor):
     if executor == "ray":
         pytest.importorskip("ray", reason="the Ray executor needs ray (pip install -e '.[ray]')")
