@@ -226,13 +226,13 @@ def make_pairs(rows: list[dict], pairs_per_parent: int, seed: int, targets: str 
     for seed_name in sorted(groups):
         group = groups[seed_name]
         for src in group:
-            targets_ = [t for t in group if t["id"] != src["id"] and t.get("sha256") != src.get("sha256")]
+            others = [t for t in group if t["id"] != src["id"] and t.get("sha256") != src.get("sha256")]
             if targets == "best":
-                pairs += best_of_k(src, targets_, seed_name, pairs_per_parent, best_of, history, rng)
+                pairs += best_of_k(src, others, seed_name, pairs_per_parent, best_of, history, rng)
                 continue
-            rng.shuffle(targets_)
+            rng.shuffle(others)
             n = 0
-            for tgt in targets_:
+            for tgt in others:
                 if n >= pairs_per_parent:
                     break
                 goals = goals_for(src, tgt)
