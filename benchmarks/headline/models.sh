@@ -9,6 +9,7 @@
 # RECIPE=best (tuning recipe 2, benchmarks/headline.md): best-of-8 targets, prompts with up to 5 tried
 # configurations (`finetune dataset --targets best --best-of 8 --history 5 --pairs-per-parent 4`: 514 /
 # 516 training pairs), into OUT/*best_cbm_* and OUT/tuned-best-on-*.q8_0.gguf; the rest as above.
+# SPACES="resnet" builds only the adapter tuned on that space's pairs (default: "resnet mobilenet").
 set -euo pipefail
 RECIPE=${RECIPE:-any}
 case "$RECIPE" in
@@ -29,7 +30,9 @@ to_gguf() {  # HF folder -> q8_0 GGUF
   [ -f "$2" ] || PYTHONPATH="$OUT/llama.cpp/gguf-py:$OUT/llama.cpp" $PY "$OUT/llama.cpp/convert_hf_to_gguf.py" "$1" \
     --outfile "$2" --outtype q8_0
 }
-for sp in resnet mobilenet; do
+SPACES=${SPACES:-resnet mobilenet}
+for sp in $SPACES; do
+  case "$sp" in resnet|mobilenet) ;; *) echo "error: SPACES holds resnet and/or mobilenet, not $sp" >&2; exit 2 ;; esac
   [ -f "$OUT/corpus_cbm_$sp/finished" ] || { $PY -m corpus from-table --space "cbm-$sp" --sample 160 --seed 1 \
     --benchmark-file "$CBM/$sp.json" --out "$OUT/corpus_cbm_$sp" && touch "$OUT/corpus_cbm_$sp/finished"; }
   # shellcheck disable=SC2086  # PAIRS_FLAGS: several flags
