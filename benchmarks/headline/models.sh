@@ -13,8 +13,11 @@
 set -euo pipefail
 RECIPE=${RECIPE:-any}
 case "$RECIPE" in
-  any) R=""; PAIRS_FLAGS="" ;;
-  best) R="best_"; PAIRS_FLAGS="--targets best --best-of 8 --history 5 --pairs-per-parent 4" ;;
+  any) R=""; PAIRS_FLAGS=""; TRAIN_FLAGS="" ;;
+  # recipe 2's prompts run to 832 tokens: without activation checkpointing the first (longest) batch of 8
+  # needed > 21 GB here (OOM-killed on 24 GB); checkpointing recomputes, the gradients are the same
+  best) R="best_"; PAIRS_FLAGS="--targets best --best-of 8 --history 5 --pairs-per-parent 4"
+        TRAIN_FLAGS="--gradient-checkpointing" ;;
   *) echo "error: RECIPE must be any or best, not $RECIPE" >&2; exit 2 ;;
 esac
 OUT=${OUT:-headline/models}
@@ -40,7 +43,8 @@ for sp in $SPACES; do
     --answer-format widths --context summary --eval-fraction 0.1 $PAIRS_FLAGS
   [ -f "$OUT/lora_${R}cbm_$sp/run_card.json" ] || $PY -m finetune train --corpus "$OUT/pairs_${R}cbm_$sp" --model smollm2-135m \
     --out "$OUT/lora_${R}cbm_$sp" --epochs 1 --batch-size 8 --lr 5e-4 --logging-steps 2 --save-steps 12 \
-    --eval-limit 32 --eval-steps 24 $([ -d "$OUT/lora_${R}cbm_$sp" ] && echo --resume)
+    --eval-limit 32 --eval-steps 24 $TRAIN_FLAGS \
+    $(compgen -G "$OUT/lora_${R}cbm_$sp/checkpoint-*" >/dev/null && echo --resume)
   [ -d "$OUT/merged_${R}cbm_$sp" ] || $PY -m finetune merge --model smollm2-135m --adapter "$OUT/lora_${R}cbm_$sp" \
     --out "$OUT/merged_${R}cbm_$sp"
   to_gguf "$OUT/merged_${R}cbm_$sp" "$OUT/tuned-${R/_/-}on-$sp.q8_0.gguf"
