@@ -20,6 +20,10 @@ case "$RECIPE" in
         TRAIN_FLAGS="--gradient-checkpointing" ;;
   *) echo "error: RECIPE must be any or best, not $RECIPE" >&2; exit 2 ;;
 esac
+SPACES=${SPACES:-resnet mobilenet}
+for sp in $SPACES; do
+  case "$sp" in resnet|mobilenet) ;; *) echo "error: SPACES holds resnet and/or mobilenet, not $sp" >&2; exit 2 ;; esac
+done
 OUT=${OUT:-headline/models}
 CBM=${NASFORGE_CBM_DIR:-../shared/data/channel-bench-macro}
 PY=${PYTHON:-python}
@@ -33,9 +37,7 @@ to_gguf() {  # HF folder -> q8_0 GGUF
   [ -f "$2" ] || PYTHONPATH="$OUT/llama.cpp/gguf-py:$OUT/llama.cpp" $PY "$OUT/llama.cpp/convert_hf_to_gguf.py" "$1" \
     --outfile "$2" --outtype q8_0
 }
-SPACES=${SPACES:-resnet mobilenet}
 for sp in $SPACES; do
-  case "$sp" in resnet|mobilenet) ;; *) echo "error: SPACES holds resnet and/or mobilenet, not $sp" >&2; exit 2 ;; esac
   [ -f "$OUT/corpus_cbm_$sp/finished" ] || { $PY -m corpus from-table --space "cbm-$sp" --sample 160 --seed 1 \
     --benchmark-file "$CBM/$sp.json" --out "$OUT/corpus_cbm_$sp" && touch "$OUT/corpus_cbm_$sp/finished"; }
   # shellcheck disable=SC2086  # PAIRS_FLAGS: several flags
