@@ -202,7 +202,8 @@ def memory_warning(cfg: TrainConfig, base: str, length: int) -> str | None:
     free = psutil.virtual_memory().available
     if need <= free:
         return None
-    hint = "--batch-size smaller" if cfg.gradient_checkpointing else "--gradient-checkpointing or a smaller --batch-size"
+    hint = "a smaller --batch-size" if cfg.gradient_checkpointing else \
+        "--gradient-checkpointing or a smaller --batch-size"
     return (f"warning: the longest batch ({cfg.batch_size} x {length} tokens) needs about {need / 2**30:.0f} GiB "
             f"for its backward pass, {free / 2**30:.0f} GiB is available: expect the OOM killer; use {hint}")
 
