@@ -413,14 +413,43 @@ def plot_losses(card: dict, path: Path) -> None:
     if evals:
         ax.plot(*zip(*evals), "o-", label=f"eval loss ({card.get('eval_loss_pairs') or '?'} held-out pairs)")
     minutes = (card.get("train_seconds") or 0) / 60
+    partial = card.get("train_seconds_complete") is False  # resumed from a checkpoint without its time
     ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)",
            title=f"{card['base_model']['name']} LoRA, {card.get('answer_format')}/{card.get('context')}: "
-                 f"{card['pairs']['train']} pairs, {card.get('steps')} steps, {minutes:.0f} min")
+                 f"{card['pairs']['train']} pairs, {card.get('steps')} steps, "
+                 + (f"{minutes:.0f} min after step {card.get('resumed_from_step')}" if partial else f"{minutes:.0f} min"))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+ELAPSED_FILE = "nasforge_train_seconds.json"  # in each checkpoint: training seconds up to that step
+
+
+def elapsed_callback(before: float, t0: float):
+    """A trainer callback that writes, into each checkpoint it saves, the training seconds up to it
+    (`before` = the seconds of earlier segments, when resumed): a resumed run's card counts them all."""
+    from transformers import TrainerCallback
+
+    class Elapsed(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / ELAPSED_FILE).write_text(json.dumps({"seconds": round(before + time.time() - t0, 1)}))
+
+    return Elapsed()
+
+
+def seconds_before(checkpoint: str | None) -> float | None:
+    """Training seconds up to `checkpoint` (0 when not resuming; None when the checkpoint does not say)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(json.loads((Path(checkpoint) / ELAPSED_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main_train(cfg: TrainConfig) -> int:
@@ -438,9 +467,13 @@ def main_train(cfg: TrainConfig) -> int:
     from transformers.trainer_utils import get_last_checkpoint
 
     resume = get_last_checkpoint(str(out)) if cfg.resume else None
+    before = seconds_before(resume)
     t0 = time.time()
+    trainer.add_callback(elapsed_callback(before or 0.0, t0))
     result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - t0
+    segment = time.time() - t0
+    # a resumed run: the seconds up to its checkpoint (the steps after it, lost when killed, are redone)
+    seconds = segment + (before or 0.0)
     trainer.save_model(str(out))  # before the eval: a killed eval never costs the adapter
     eval_loss = None
     evald = trainer.eval_dataset
@@ -468,6 +501,9 @@ def main_train(cfg: TrainConfig) -> int:
                    "context": facts["data_info"].get("context", cfg.context)},
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
+        "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else None,
+        # None: resumed from a checkpoint that does not record its time, so train_seconds is this segment's only
+        "train_seconds_complete": before is not None,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,
         "eval_loss": eval_loss,
@@ -490,8 +526,9 @@ def main_train(cfg: TrainConfig) -> int:
         trainer.processing_class.save_pretrained(str(merged))
     last = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
     first = next((h["loss"] for h in trainer.state.log_history if "loss" in h), None)
-    print(f"trained {trainer.state.global_step} steps in {seconds:.0f} s "
-          f"({trainer.state.num_input_tokens_seen / max(seconds, 1e-9):.0f} tokens/s); loss {first} -> {last}"
+    print(f"trained {trainer.state.global_step} steps in {seconds:.0f} s"
+          + (f" ({segment:.0f} s since step {card['resumed_from_step']})" if resume else "")
+          + f" ({trainer.state.num_input_tokens_seen / max(seconds, 1e-9):.0f} tokens/s); loss {first} -> {last}"
           + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
           + f"; adapter in {out}" + (f", merged model in {out / 'merged'}" if cfg.merge else ""))
     return 0

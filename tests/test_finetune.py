@@ -436,6 +436,33 @@ def test_train_cli_writes_a_loadable_adapter_and_run_card(trained, tiny_model, c
     assert_one_line_error(again, "pass --resume")
 
 
+def test_a_resumed_training_counts_the_time_of_every_segment(tiny_model, corpus, tmp_path):
+    from finetune.train import ELAPSED_FILE
+
+    out = tmp_path / "a"
+    common = ("finetune", "train", "--corpus", corpus, "--model", tiny_model, "--out", out, "--answer-format", "code",
+              "--batch-size", 2, "--lora-r", 4, "--lora-alpha", 8, "--save-steps", 1, "--eval-limit", 0)
+    first = run_module(*common, "--max-steps", 2, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["resumed_from_step"] is None and card["train_seconds_complete"] is True
+    upto2 = json.loads((out / "checkpoint-2" / ELAPSED_FILE).read_text())["seconds"]
+    assert 0 < upto2 <= card["train_seconds"]
+    # resumed (as after a kill) to more steps: the card counts the seconds up to checkpoint-2 and the rest
+    second = run_module(*common, "--max-steps", 4, "--resume", timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["steps"] == 4 and card["resumed_from_step"] == 2 and card["train_seconds_complete"] is True
+    segment = float(second.stdout.split(" s since step 2")[0].rsplit("(", 1)[1])
+    assert card["train_seconds"] == pytest.approx(upto2 + segment, abs=1.0)
+    # a checkpoint that does not record its time (written before it was recorded): the card says so
+    (out / "checkpoint-4" / ELAPSED_FILE).unlink()
+    third = run_module(*common, "--max-steps", 5, "--resume", timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["resumed_from_step"] == 4 and card["train_seconds_complete"] is False
+
+
 def test_eval_cli_compares_base_and_adapter(trained, tiny_model, corpus, tmp_path):
     out, _ = trained
     report = tmp_path / "eval.json"
