@@ -24,9 +24,12 @@ SPACES=${SPACES:-resnet mobilenet}
 for sp in $SPACES; do
   case "$sp" in resnet|mobilenet) ;; *) echo "error: SPACES holds resnet and/or mobilenet, not $sp" >&2; exit 2 ;; esac
 done
+PY=${PYTHON:-python}
+# llama.cpp's GGUF converter needs sentencepiece; say so now, not after an hour of training
+$PY -c "import sentencepiece" 2>/dev/null \
+  || { echo "error: llama.cpp's GGUF converter needs sentencepiece: pip install sentencepiece" >&2; exit 2; }
 OUT=${OUT:-headline/models}
 CBM=${NASFORGE_CBM_DIR:-../shared/data/channel-bench-macro}
-PY=${PYTHON:-python}
 mkdir -p "$OUT"
 if [ ! -d "$OUT/llama.cpp" ]; then  # llama.cpp's HF -> GGUF converter, from the llama-cpp-python sdist
   $PY -m pip download --no-deps --no-binary :all: "llama-cpp-python==0.3.36" -d "$OUT/sdist"

@@ -12,8 +12,12 @@ OUT=${OUT:-headline/models}
 PY=${PYTHON:-python}
 FAMILIES=${FAMILIES:-lenet vgg-small resnet-small}
 ALL="lenet vgg-small resnet-small"
-mkdir -p "$OUT"
-[ -d "$OUT/llama.cpp" ] || { echo "run benchmarks/headline/models.sh first (llama.cpp converter, frozen model)" >&2; exit 2; }
+for fam in $FAMILIES; do
+  case " $ALL " in *" $fam "*) ;; *) echo "error: FAMILIES holds lenet, vgg-small and/or resnet-small, not $fam" >&2; exit 2 ;; esac
+done
+$PY -c "import sentencepiece" 2>/dev/null \
+  || { echo "error: llama.cpp's GGUF converter needs sentencepiece: pip install sentencepiece" >&2; exit 2; }
+[ -d "$OUT/llama.cpp" ] || { echo "error: run benchmarks/headline/models.sh first (llama.cpp converter, frozen model)" >&2; exit 2; }
 for fam in $ALL; do
   [ -f "$OUT/variants_fm_$fam/manifest.jsonl" ] || $PY -m mutator generate --seed "$fam" --num 70 --out "$OUT/variants_fm_$fam"
   [ -f "$OUT/corpus_fm_$fam/finished" ] || { $PY -m corpus build --variants "$OUT/variants_fm_$fam" \
@@ -25,7 +29,8 @@ for fam in $FAMILIES; do
     --answer-format widths --context summary --pairs-per-parent 5 --eval-fraction 0.1
   [ -f "$OUT/lora_fm_without_$fam/run_card.json" ] || $PY -m finetune train --corpus "$OUT/pairs_fm_without_$fam" \
     --model smollm2-135m --out "$OUT/lora_fm_without_$fam" --epochs 1 --batch-size 8 --lr 5e-4 --logging-steps 2 \
-    --save-steps 12 --eval-limit 32 --eval-steps 24 $([ -d "$OUT/lora_fm_without_$fam" ] && echo --resume)
+    --save-steps 12 --eval-limit 32 --eval-steps 24 \
+    $(compgen -G "$OUT/lora_fm_without_$fam/checkpoint-*" >/dev/null && echo --resume)
   [ -d "$OUT/merged_fm_without_$fam" ] || $PY -m finetune merge --model smollm2-135m --adapter "$OUT/lora_fm_without_$fam" \
     --out "$OUT/merged_fm_without_$fam"
   [ -f "$OUT/tuned-without-$fam.q8_0.gguf" ] || PYTHONPATH="$OUT/llama.cpp/gguf-py:$OUT/llama.cpp" \
