@@ -181,6 +181,11 @@ def test_worker_of_a_venv_under_tmp_starts(tmp_path):
     env_dir = Path(tempfile.mkdtemp(prefix="nasforge-venv-", dir="/tmp"))
     try:
         venv.create(env_dir, system_site_packages=True, with_pip=False)
+        # the packages of the interpreter running the tests: system_site_packages reaches only the base
+        # interpreter's, which lack torch when the tests run from a venv (a new user's, under /tmp too)
+        import site
+        site_dir = next((env_dir / "lib").glob("python*/site-packages"))
+        (site_dir / "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
         script = ("import sys; sys.path.insert(0, %r)\nfrom mutator.sandbox import WorkerPool\n"
                   "p = WorkerPool(1, timeout_s=30)\nprint(p.containment['mode'])\n"
                   "print(p.call('mutator.analysis:validate', {'source': %r, 'spec': %r})['status'])\np.close()"
