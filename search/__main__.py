@@ -123,7 +123,8 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="folder for the table and plot (default: the first run's parent)")
     c.add_argument("--threshold", type=float, default=None, help="accuracy for 'iterations to reach'")
     c.add_argument("--baseline", default=None,
-                   help="comma-separated baseline groups for the tests and latency reduction (default: random, else the first)")
+                   help="comma-separated baseline groups for the tests and latency reduction (default: random, else "
+                        "the first), or `best`: each group vs the strongest non-LLM group (the strongest vs the next)")
     c.add_argument("--hw-metric", default=None, choices=["latency_ms", "flops", "params"],
                    help="cost axis of HV/IGD (default: the first Pareto run's, else latency_ms)")
     c.add_argument("--budgets", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,

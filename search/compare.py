@@ -8,21 +8,33 @@ stored proposal time, pre-check included where one runs; `-` for `--llm random`)
 after 5, 10 and N iterations (the seed counts as the starting best), area under the best-so-far
 curve (its mean over the N iterations), and iterations to reach a threshold (default: the best seed
 accuracy + 1 point). Per group: the answer format (`-` for random), and mean ± standard deviation
-(and the median best) over its runs (seeds). Each group is tested against every `--baseline` group
-(default `random` if present, else the first) with a two-sided Mann-Whitney U test on best-after-N
-(scipy): one column `p vs <baseline>` each; compare.json keeps them per group in `p_vs` and the first
-baseline's in `p_vs_baseline`. The curves are plotted as the group mean with a min-max band.
+(and the median best, with its 95 % percentile-bootstrap interval `median [lo, hi]`, `search.stats`) over
+its runs (seeds). Each group is tested against every `--baseline` group (default `random` if present,
+else the first) with a two-sided Mann-Whitney U test on best-after-N whose p is exact (the permutation
+distribution of U, midranks under ties; `search.stats.permutation_p`): one column `p vs <baseline>`
+each, and beside it the Holm-adjusted p (`Holm p vs <baseline>`) over the family of every distinct
+pair of groups tested in this one compare; then the probability of superiority vs the first
+baseline, P(a run of the row is better than a baseline run) + half the ties (> 0.5: the row is
+better). `--baseline best` tests every group against the strongest non-LLM group (stored `strategy`
+other than `llm`, or `--llm random`; strongest: the best median best-after-N, the lowest median rank
+in benchmark mode) and that group against the next strongest; a column names each row's baseline.
+compare.json keeps per group `p_vs` (raw), `p_holm_vs`, `superiority_vs`, `median_ci`, `baseline`
+(the group the row's superiority and `p_vs_baseline` are against) and `p_vs_baseline`. The curves are
+plotted as the group mean with a min-max band.
 
     python -m search compare runs/pareto-* runs/accuracy-* runs/random-* --baseline random,accuracy --out runs/cmp
 
 Benchmark mode (every run looked up the same `table:SPACE`): each run's best after N as its rank in
-the table (1 = best; 1 + the configurations strictly better), tested as ranks, and random search's
-exact expected best-of-N rank (`corpus.table.expected_best_rank`). With a FLOPs budget (every run's
-`--max-flops` the same; different budgets are refused) the table is cut to the configurations whose
-`flops` (the table's count, the `flops` of every stored row: conv + linear multiply-adds at 16x16) are
-within it: ranks, the size, the optimum and random's expected rank are among those, candidates over
-it and a seed over it do not count as a best. (The search itself holds `--max-flops` against its
-pre-check's count at 32x32, about 4x the table's; a note says so when the runs' rows show it.)
+the table (1 = best; 1 + the configurations strictly better), tested as ranks, and a reference row: the
+exact median best-of-N rank of uniform sampling (N draws without replacement from the table,
+`search.stats.expected_median_best_rank`), beside its exact mean (`corpus.table.expected_best_rank`).
+Uniform sampling is neither random search (mutation from the seed) nor any run: it is what the table
+alone says of N blind draws. With a FLOPs budget (every run's `--max-flops` the same; different
+budgets are refused) the table is cut to the configurations whose `flops` (the table's count, the
+`flops` of every stored row: conv + linear multiply-adds at 16x16) are within it: ranks, the size, the
+optimum and uniform sampling's ranks are among those, candidates over it and a seed over it do not
+count as a best. (The search itself holds `--max-flops` against its pre-check's count at 32x32, about
+4x the table's; a note says so when the runs' rows show it.)
 
 Multi-objective table (whenever every run's seed has the hw metric), over the same N iterations:
 hypervolume and IGD (pymoo; objectives normalised by the median seed accuracy and cost of the
@@ -43,6 +55,8 @@ from pathlib import Path
 from search.loop import SearchError
 from search.report import _plt, best_curve, log_x_if_spread
 from search.runner import load_run
+from search.stats import (bootstrap_median_ci, expected_median_best_rank, holm, is_exact, permutation_p,
+                          superiority)
 
 
 def _fmt(vals, pct=False, digits=2):
@@ -56,12 +70,7 @@ def _fmt(vals, pct=False, digits=2):
 
 
 def _p(a, b):
-    from scipy.stats import mannwhitneyu
-
-    a, b = [x for x in a if x is not None], [x for x in b if x is not None]
-    if not a or not b:
-        return None
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return permutation_p([x for x in a if x is not None], [x for x in b if x is not None])
 
 
 def pareto_table(runs: list[tuple], n: int, bases: list[str], metric: str, budgets=(0.5, 0.75, 1.0)) -> dict | None:
@@ -190,8 +199,8 @@ CHECKPOINTS = (5, 10)  # best accuracy after these many iterations too, where N 
 
 def benchmark(runs: list[tuple], n: int) -> dict | None:
     """The table every run looked up (None when the runs did not all use one table): its size, optimum,
-    rank function and random search's expected best-of-n rank, all among the configurations inside the
-    runs' common FLOPs budget when they have one (see the module docstring)."""
+    rank function and uniform sampling's exact median and mean best-of-n rank, all among the configurations
+    inside the runs' common FLOPs budget when they have one (see the module docstring)."""
     import bisect
 
     from corpus.table import expected_best_rank, load_table, table_path
@@ -217,7 +226,10 @@ def benchmark(runs: list[tuple], n: int) -> dict | None:
         return bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
 
     return {"space": space, "size": len(means), "table_size": len(tab), "max_flops": budget,
-            "optimum": means[0] / 100, "rank_of": rank_of, "random_expected_rank": expected_best_rank(len(means), n)}
+            "optimum": means[0] / 100, "rank_of": rank_of,
+            "uniform_median_rank": expected_median_best_rank(len(means), n),
+            "uniform_mean_rank": expected_best_rank(len(means), n),
+            "random_expected_rank": expected_best_rank(len(means), n)}  # the old key of the mean, kept
 
 
 def within(iters: list[dict], budget: float | None) -> list[dict]:
@@ -265,6 +277,36 @@ def measured_on(runs, n: int) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
+def non_llm(cfg) -> bool:
+    """A run whose proposals come from no LLM: a stored `strategy` other than llm, or `--llm random` (old runs)."""
+    return getattr(cfg, "strategy", "llm") != "llm" or cfg.llm == "random"
+
+
+def pick_baselines(groups: dict, runs: list[tuple], baseline: str | None, good) -> tuple[dict, dict, list[str]]:
+    """({group: the baselines it is tested against}, {group: the baseline of its superiority and
+    p_vs_baseline, None when it has none}, the baselines in order). `--baseline a,b`: every group against
+    each; `best` (a keyword, even where a group is named so): every group against the strongest non-LLM
+    group (the highest median of `good`), and that one against the next strongest."""
+    if baseline == "best":
+        free = [g for g in groups if all(non_llm(r[1]) for r in runs if r[1].group == g)]
+        if not free:
+            raise SearchError(f"--baseline best: no non-LLM configuration among {', '.join(groups)} "
+                              "(a stored strategy other than llm, or --llm random)")
+        free.sort(key=lambda g: -statistics.median(good(r) for r in groups[g]))  # stable: ties keep the run order
+        base_of = {g: next((b for b in free if b != g), None) for g in groups}
+        return {g: [b] if b else [] for g, b in base_of.items()}, base_of, free[:1]
+    bases = [b for b in (baseline or "").split(",") if b] or ["random" if "random" in groups else next(iter(groups))]
+    unknown = [b for b in bases if b not in groups]
+    if unknown:
+        raise SearchError(f"--baseline {','.join(unknown)}: no such configuration (have {', '.join(groups)}; "
+                          "or `best`)")
+    return {g: list(bases) for g in groups}, {g: bases[0] for g in groups}, bases
+
+
+def _rank(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
 def compare(dirs: list[str], out: str | None = None, threshold: float | None = None, baseline: str | None = None,
             hw_metric: str | None = None, budgets=None) -> str:
     from search.runner import load_extras
@@ -285,17 +327,28 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     groups: dict[str, list[dict]] = {}
     for d, cfg, iters, seed, _ in runs:
         groups.setdefault(cfg.group, []).append({"dir": d, **run_stats(cfg, iters, seed, n, thr, bench)})
-    bases = [b for b in (baseline or "").split(",") if b] or ["random" if "random" in groups else next(iter(groups))]
-    unknown = [b for b in bases if b not in groups]
-    if unknown:
-        raise SearchError(f"--baseline {','.join(unknown)}: no such configuration (have {', '.join(groups)})")
-    base = bases[0]
-    # the tested score per run: the best-of-N rank in benchmark mode (lower is better), else the best accuracy
+    # the tested score per run: the best-of-N rank in benchmark mode (lower is better), else the best accuracy;
+    # `good` is the same with higher = better, for the effect size and for ranking groups
     score = (lambda r: bench["rank_of"](r["best"])) if bench else (lambda r: r["best"])
+    good = (lambda r: -score(r)) if bench else score
+    vs, base_of, bases = pick_baselines(groups, runs, baseline, good)
+    base = bases[0]
+    pair_of = lambda g, b: tuple(sorted((g, b), key=list(groups).index))  # noqa: E731
+    # the Holm family: each pair of groups tested in this compare, once (a vs b and b vs a are one test)
+    pairs = list(dict.fromkeys(pair_of(g, b) for g, bs in vs.items() for b in bs if b != g))
+    raw = {pr: permutation_p([score(r) for r in groups[pr[0]]], [score(r) for r in groups[pr[1]]]) for pr in pairs}
+    adj = dict(zip(raw, holm(list(raw.values()))))
     checks = [k for k in CHECKPOINTS if k < n]
+    fam = sum(p is not None for p in raw.values())
+    how = ("exact permutation p" if all(is_exact(len(groups[a]), len(groups[b])) for a, b in pairs) else
+           "permutation p (exact, or 100,000 seeded relabellings for pairs of more than about 50 + 50 runs)")
+    against = ("the strongest non-LLM configuration of the runs (`--baseline best`; the strongest is tested against "
+               "the next strongest)" if baseline == "best" else f"baselines = {', '.join(bases)}")
     lines = [f"Runs compared at N = {n} iterations each; threshold for 'reach' = {100 * thr:.2f}% accuracy; "
-             f"baselines = {', '.join(bases)} (two-sided Mann-Whitney U on best after N"
-             f"{', as ranks' if bench else ''})", ""]
+             f"{against}: Mann-Whitney U on best after N{', as ranks' if bench else ''}, {how} "
+             f"(two-sided); Holm p: adjusted over the K = {fam} comparisons of this compare; P(superior): a run "
+             f"of the row better than a run of {'its baseline' if baseline == 'best' else base} (+ half the ties; "
+             "> 0.5: the row better); medians with 95% percentile-bootstrap intervals [lo, hi]", ""]
     settings = measured_on(runs, n)
     if len(settings) > 1:  # a thread count or device changes what a trained network measures
         lines += [f"note: these runs were measured on {len(settings)} device settings ("
@@ -303,53 +356,75 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
                   + "): thread count and device change measured accuracy and latency.", ""]
     if bench:
         m = bench["size"]
+        med_u, mean_u = bench["uniform_median_rank"], bench["uniform_mean_rank"]
         if bench["max_flops"] is not None:
             lines += [f"FLOPs budget {bench['max_flops']:.4g} (the table's count: conv + linear multiply-adds at "
-                      f"16x16): {m:,} of {bench['table_size']:,} configurations inside; ranks, optimum and random's "
-                      f"expected rank are among those, and a seed over the budget does not count as a best.", ""]
+                      f"16x16): {m:,} of {bench['table_size']:,} configurations inside; ranks, optimum and uniform "
+                      f"sampling's ranks are among those, and a seed over the budget does not count as a best.", ""]
             ratio = precheck_ratio(runs, n)
             if ratio is not None and abs(ratio - 1) > 0.01:
                 lines += [f"note: these runs held --max-flops against the pre-check's FLOPs (32x32 input, median "
                           f"{ratio:.2f}x the table's count), not against the table's count used here.", ""]
         lines += [f"Benchmark {bench['space']}: {m:,} configurations, "
                   f"{'optimum inside the budget' if bench['max_flops'] is not None else 'global optimum'} "
-                  f"{100 * bench['optimum']:.2f}%; random search's exact expected best-of-{n} rank: "
-                  f"{bench['random_expected_rank']:.1f} (top {100 * bench['random_expected_rank'] / m:.2f}%)", ""]
+                  f"{100 * bench['optimum']:.2f}%; uniform sampling's exact best-of-{n} rank ({n} draws without "
+                  f"replacement from the {m:,}): median {med_u} (top {100 * med_u / m:.2f}%), mean {mean_u:.1f} "
+                  f"(top {100 * mean_u / m:.2f}%)", ""]
+    if baseline == "best":
+        tests = ["baseline", "p vs baseline", "Holm p", "P(superior) vs baseline"]
+    else:
+        tests = [h for b in bases for h in (f"p vs {b}", f"Holm p vs {b}")] + [f"P(superior) vs {base}"]
     head = (["configuration", "runs", "format", "valid rate %", "well-formed %", "repeat rate %", "LLM s / proposal"]
             + [f"best acc after {k} %" for k in checks] + [f"best acc after N={n} %"]
-            + (["median best rank", "median percentile", "ranks"] if bench else
-               ["median best %"])
-            + ["AUC best-so-far %"] + ([] if bench else ["runs reaching", "mean its to reach"])
-            + [f"p vs {b}" for b in bases])
+            + (["median best rank [95% CI]", "median percentile", "ranks"] if bench else
+               ["median best % [95% CI]"])
+            + ["AUC best-so-far %"] + ([] if bench else ["runs reaching", "mean its to reach"]) + tests)
     lines += ["| " + " | ".join(head) + " |",
-              "|" + "".join("---|" if h in ("configuration", "format", "ranks") else "---:|" for h in head)]
+              "|" + "".join("---|" if h in ("configuration", "format", "ranks", "baseline") else "---:|" for h in head)]
+    fmt_p = lambda p: "—" if p is None else f"{p:.3g}"  # noqa: E731
     table = {}
     for g, rs in groups.items():
         best = [r["best"] for r in rs]
         reach = [r["reach"] for r in rs if r["reach"] is not None]
-        p_vs = {b: None if g == b else _p([score(r) for r in rs], [score(r) for r in groups[b]]) for b in bases}
+        p_vs = {b: None if g == b else raw[pair_of(g, b)] for b in vs[g]}
+        p_holm = {b: None if g == b else adj[pair_of(g, b)] for b in vs[g]}
+        sup = {b: None if g == b else superiority([good(r) for r in rs], [good(r) for r in groups[b]]) for b in vs[g]}
+        sc = [score(r) for r in rs]
+        med, ci = statistics.median(sc), bootstrap_median_ci(sc)
         formats = sorted({r["format"] or "-" for r in rs})
         llm_s = [r["llm_seconds"] for r in rs]
         table[g] = {"runs": len(rs), "format": "/".join(formats), "valid": [r["valid"] for r in rs],
                     "well_formed": [r["well_formed"] for r in rs], "repeat": [r["repeat"] for r in rs],
                     "llm_seconds": llm_s, "best": best, "best_at": {k: [r["at"][k] for r in rs] for k in checks},
                     "auc": [r["auc"] for r in rs], "reach": [r["reach"] for r in rs],
-                    "p_vs": p_vs, "p_vs_baseline": p_vs[base]}
+                    "baseline": base_of[g], "p_vs": p_vs, "p_vs_baseline": p_vs.get(base_of[g]),
+                    "p_holm_vs": p_holm, "superiority_vs": sup,
+                    "median_ci": {"of": "rank" if bench else "accuracy", "median": med, "lo": ci[0], "hi": ci[1],
+                                  "level": 0.95}}
         cells = [g, str(len(rs)), table[g]["format"], _fmt(table[g]["valid"], True, 1),
                  _fmt(table[g]["well_formed"], True, 1), _fmt(table[g]["repeat"], True, 1),
                  "-" if all(v is None for v in llm_s) else _fmt(llm_s, digits=1)]
         cells += [_fmt(table[g]["best_at"][k], True) for k in checks] + [_fmt(best, True)]
         if bench:
-            rk = [score(r) for r in rs]
-            table[g]["ranks"] = rk
-            med = statistics.median(rk)
-            cells += [f"{med:.0f}", f"{100 * med / bench['size']:.2f}%", ",".join(map(str, sorted(rk)))]
+            table[g]["ranks"] = sc
+            cells += [f"{_rank(med)} [{_rank(ci[0])}, {_rank(ci[1])}]", f"{100 * med / bench['size']:.2f}%",
+                      ",".join(map(str, sorted(sc)))]
         else:
-            cells.append(f"{100 * statistics.median(best):.2f}")
+            cells.append(f"{100 * med:.2f} [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]")
         cells.append(_fmt(table[g]["auc"], True))
         if not bench:
             cells += [f"{len(reach)}/{len(rs)}", f"{statistics.mean(reach) if reach else float('nan'):.1f}"]
-        cells += ["—" if p_vs[b] is None else f"{p_vs[b]:.3g}" for b in bases]
+        if baseline == "best":
+            b = base_of[g]
+            cells += ["—"] * 4 if b is None else [b, fmt_p(p_vs[b]), fmt_p(p_holm[b]), f"{sup[b]:.2f}"]
+        else:
+            cells += [c for b in bases for c in (fmt_p(p_vs[b]), fmt_p(p_holm[b]))]
+            cells.append("—" if sup[base] is None else f"{sup[base]:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if bench:  # the reference row: what the table alone says of n uniform draws (exact, no runs)
+        cells = ["uniform sampling (exact, from the table)"] + ["—"] * (len(head) - 1)
+        at = head.index("median best rank [95% CI]")
+        cells[at:at + 3] = [f"{med_u}", f"{100 * med_u / m:.2f}%", f"mean {mean_u:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     dest = Path(out) if out else Path(runs[0][0]).resolve().parent
     dest.mkdir(parents=True, exist_ok=True)
@@ -384,7 +459,10 @@ def compare(dirs: list[str], out: str | None = None, threshold: float | None = N
     (dest / "compare.md").write_text(text + "\n\n" + pics + "\n")
     extra = {k: v for k, v in (bench or {}).items() if k != "rank_of"}
     (dest / "compare.json").write_text(json.dumps({"n": n, "threshold": thr, "baseline": base, "baselines": bases,
-                                                   "groups": table, "benchmark": extra or None, "pareto": pt},
+                                                   "baseline_mode": "best" if baseline == "best" else "named",
+                                                   "test": "Mann-Whitney U, exact permutation p, two-sided",
+                                                   "holm_family": [list(pr) for pr in pairs], "groups": table,
+                                                   "benchmark": extra or None, "pareto": pt},
                                                   indent=1))
     return text + f"\n\nwrote {dest / 'compare.md'}, {dest / 'compare.json'}, {dest / 'compare_curves.png'}" + \
         (f", {dest / 'compare_pareto.png'}" if pt else "")

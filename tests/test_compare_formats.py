@@ -8,7 +8,8 @@ file in Channel-Bench-Macro's format with made-up accuracies and FLOPs.
 import json
 
 import pytest
-from scipy.stats import mannwhitneyu
+import numpy as np
+from scipy.stats import mannwhitneyu, permutation_test
 
 from conftest import assert_one_line_error, run_module
 from corpus.table import expected_best_rank
@@ -60,7 +61,9 @@ def test_compare_gives_format_rates_llm_time_and_best_after_5_10_n(tmp_path):
     assert r["well_formed"] == [1.0, 1.0] and r["repeat"] == [0.0, 0.0]
     head = next(line for line in text.splitlines() if line.startswith("| configuration"))
     assert "| format | valid rate % | well-formed % | repeat rate % | LLM s / proposal | best acc after 5 % | " \
-           "best acc after 10 % | best acc after N=12 % |" in head and head.endswith("| p vs random |")
+           "best acc after 10 % | best acc after N=12 % |" in head
+    assert head.endswith("| median best % [95% CI] | AUC best-so-far % | runs reaching | mean its to reach | "
+                         "p vs random | Holm p vs random | P(superior) vs random |")
     assert "| widths | 2 | widths | 50.0 ± 0.0 | 75.0 ± 0.0 | 25.0 ± 0.0 | 2.0 ± 0.0 | 54.00 ± 0.00 | " \
            "58.00 ± 0.00 | 61.00 ± 0.00 |" in text
     assert "| random | 2 | - | 100.0 ± 0.0 | 100.0 ± 0.0 | 0.0 ± 0.0 | - | 45.00 ± 0.00 |" in text
@@ -118,18 +121,31 @@ def test_one_p_value_per_baseline(tmp_path):
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     g = data["groups"]
 
-    def p(x, y):
-        return mannwhitneyu(g[x]["best"], g[y]["best"], alternative="two-sided").pvalue
+    def p(x, y):  # exact: every relabelling of the 4 + 4 runs (a and c tie at 0.81 and 0.83)
+        return permutation_test((g[x]["best"], g[y]["best"]), lambda u, v: mannwhitneyu(u, v).statistic,
+                                n_resamples=np.inf).pvalue
 
     assert data["baselines"] == ["b", "c"] and data["baseline"] == "b"
     assert g["a"]["p_vs"] == {"b": pytest.approx(p("a", "b")), "c": pytest.approx(p("a", "c"))}
     assert g["a"]["p_vs"]["b"] < 0.05 < g["a"]["p_vs"]["c"]  # two different tests, not the first one twice
     assert g["a"]["p_vs_baseline"] == g["a"]["p_vs"]["b"]
     assert g["b"]["p_vs"]["b"] is None and g["b"]["p_vs"]["c"] == pytest.approx(p("b", "c"))
+    # Holm over the 3 pairs tested (a-b, a-c, b-c; c-b is b-c again)
+    assert sorted(map(tuple, data["holm_family"])) == [("a", "b"), ("a", "c"), ("b", "c")]
+    ps = {"ab": p("a", "b"), "ac": p("a", "c"), "bc": p("b", "c")}
+    order = sorted(ps, key=ps.get)
+    want, run = {}, 0.0
+    for j, k in enumerate(order):
+        run = max(run, min(1.0, (3 - j) * ps[k]))
+        want[k] = run
+    assert g["a"]["p_holm_vs"] == {"b": pytest.approx(want["ab"]), "c": pytest.approx(want["ac"])}
+    assert g["c"]["p_holm_vs"]["b"] == g["b"]["p_holm_vs"]["c"] == pytest.approx(want["bc"])
+    assert g["a"]["superiority_vs"]["b"] == 1.0 and g["b"]["superiority_vs"]["b"] is None
     head = next(line for line in text.splitlines() if line.startswith("| configuration"))
-    assert head.endswith("| p vs b | p vs c |")
+    assert head.endswith("| p vs b | Holm p vs b | p vs c | Holm p vs c | P(superior) vs b |")
     row_a = next(line for line in text.splitlines() if line.startswith("| a |"))
-    assert row_a.endswith(f"| {g['a']['p_vs']['b']:.3g} | {g['a']['p_vs']['c']:.3g} |")
+    assert row_a.endswith(f"| {g['a']['p_vs']['b']:.3g} | {g['a']['p_holm_vs']['b']:.3g} | "
+                          f"{g['a']['p_vs']['c']:.3g} | {g['a']['p_holm_vs']['c']:.3g} | 1.00 |")
 
 
 # key -> (mean accuracy %, FLOPs): the best configuration is over a budget of 500 FLOPs
@@ -164,7 +180,12 @@ def test_benchmark_ranks_are_among_the_configurations_inside_the_budget(tmp_path
     g = json.loads((tmp_path / "cmp" / "compare.json").read_text())["groups"]["llm"]
     assert g["best"] == [0.92, 0.92] and g["ranks"] == [2, 2]  # 93 % (400 FLOPs) is the only one better inside
     assert "FLOPs budget 500 (the table's count" in text and "4 of 6 configurations inside" in text
-    assert "optimum inside the budget 93.00%" in text and "| 2 | 50.00% | 2,2 |" in text
+    assert "optimum inside the budget 93.00%" in text and "| 2 [2, 2] | 50.00% | 2,2 |" in text
+    # uniform sampling, 3 draws from the 4 inside: P(best > 1) = C(3, 3) / C(4, 3) = 1/4, so median 1, mean 1.25
+    assert bench["uniform_median_rank"] == 1 and bench["uniform_mean_rank"] == pytest.approx(1.25)
+    assert "uniform sampling's exact best-of-3 rank (3 draws without replacement from the 4): median 1" in text
+    ref = next(line for line in text.splitlines() if line.startswith("| uniform sampling (exact, from the table) |"))
+    assert f"| 1 | 25.00% | mean {bench['uniform_mean_rank']:.1f} |" in ref
     assert "note: these runs held --max-flops against the pre-check's FLOPs (32x32 input, median 4.00x" in text
     # the same answers without a budget: the seed (93.5 %) and the 95 % candidate count, among all 6
     text = compare(dirs[None], str(tmp_path / "cmp-all"))
