@@ -2,7 +2,7 @@
 older commit on the same machine in the same run.
 
     python benchmarks/search_iteration.py --llm smollm2-135m --iterations 3
-    python benchmarks/search_iteration.py --llm random --objective pareto --hw-metric flops --iterations 6 \
+    python benchmarks/search_iteration.py --strategy mutation --objective pareto --hw-metric flops --iterations 6 \
         --train-limit 2000 --ref 9bfc5ed                      # before/after, interleaved
 
 Runs a real search (seed `lenet` on a Fashion-MNIST subset by default, the corpus profiler, one

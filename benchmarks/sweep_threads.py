@@ -4,7 +4,7 @@ cores shared out among the parallel runs (now: NASFORGE_THREADS = cores // --par
     python benchmarks/sweep_threads.py                      # 2 seeds x 4 iterations of lenet, --parallel 2
     python benchmarks/sweep_threads.py --seeds 4 --iterations 6 --seed vgg-small --rounds 2
 
-Both sides run the same spec (`--llm random` on Fashion-MNIST, the search's default recipe) with this
+Both sides run the same spec (`--strategy mutation` on Fashion-MNIST, the search's default recipe) with this
 checkout's `search sweep`, into fresh folders, interleaved in rounds (this machine is noisy). "before"
 exports NASFORGE_THREADS = the number of cores (what every run used before the change), "now" leaves
 it unset (the sweep then gives each run cores // parallel). Reported per side: the median over rounds
@@ -27,7 +27,7 @@ def one(side: str, args, folder: Path) -> tuple[float, float]:
     folder.mkdir(parents=True)
     spec = folder / "spec.yaml"
     spec.write_text(f"defaults: {{iterations: {args.iterations}, dataset: fashion-mnist, seed: {args.seed}}}\n"
-                    "configurations: {random: {llm: random}}\n"
+                    "configurations: {random: {strategy: mutation}}\n"
                     f"seeds: {args.seeds}\nevaluators: [profile]\n")
     env = dict(os.environ)
     env.pop("NASFORGE_THREADS", None)
@@ -60,7 +60,7 @@ def main() -> None:
             for side in ("before", "now"):
                 got[side].append(one(side, args, Path(tmp) / f"{side}-{r}"))
     cores = os.cpu_count() or 1
-    print(f"{args.seeds} runs x {args.iterations} iterations of `--llm random --seed {args.seed}` (Fashion-MNIST), "
+    print(f"{args.seeds} runs x {args.iterations} iterations of `--strategy mutation --seed {args.seed}` (Fashion-MNIST), "
           f"--parallel {args.parallel}, {cores} cores, {args.rounds} round(s)\n")
     print("| side | threads per run | sweep wall s | s per candidate evaluation |")
     print("|---|---:|---:|---:|")

@@ -6,7 +6,8 @@
 Channel-Bench-Macro (Su et al., ICLR 2021; as distributed with GENIUS, Zheng et al. 2023) lists
 every channel configuration of two CIFAR-10 macro networks (4 choices for each of 7 widths, 16,384
 each) with three seeds' test accuracies, FLOPs and params. A candidate's seven widths are found by
-building it (the mutator's width analysis, sandboxed); it must have exactly the space's seven widths,
+building it (the mutator's width analysis, sandboxed), or given by whoever realised it (`remember`:
+the mutator's own build of a widths answer or a strategy's choice, 0 builds per lookup); it must have exactly the space's seven widths,
 each one of the allowed values, and the parameter count of the table's network for that key (so a
 candidate with a different structure is refused); otherwise the row is a failure saying exactly why.
 FLOPs are the table's (conv + linear multiply-adds at 16x16, see the data README); latency is None,
@@ -121,6 +122,15 @@ class TableEvaluator:
             self._memo.clear()
         self._memo[code] = res
         return res
+
+    def remember(self, code: str, widths: list[int], params: int | None) -> None:
+        """The widths and parameter count of a network the mutator has just realised (and built, in the
+        sandbox): its lookup then builds nothing. The parameter count is still held against the table's."""
+        if params is None:
+            return
+        if len(self._memo) >= 16:
+            self._memo.clear()
+        self._memo[code] = (list(widths), None, params)
 
     def evaluate(self, code: str) -> dict:
         widths, err, params = self.widths(code)

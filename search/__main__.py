@@ -2,10 +2,11 @@
 
     python -m search run --llm smollm2-135m --seed lenet --dataset fashion-mnist --iterations 10 --out runs/frozen-0
     python -m search run --llm smollm2-135m --adapter adapters/lenet --out runs/tuned-0 --label tuned
-    python -m search run --llm random --out runs/random-0
+    python -m search run --strategy mutation --out runs/mutation-0
+    python -m search run --strategy tpe --evaluator table:cbm-mobilenet --out runs/tpe-0
     python -m search run --llm-url http://127.0.0.1:8000 --llm smollm2 --out runs/server-0
     python -m search run --out runs/frozen-0 --resume
-    python -m search run --llm random --objective pareto --hw-metric latency_ms --bins 4 --knowledge-base --out runs/pareto-0
+    python -m search run --strategy mutation --objective pareto --hw-metric latency_ms --bins 4 --knowledge-base --out runs/pareto-0
     python -m search compare runs/* --baseline random --out runs/compare
     python -m search report runs/frozen-0
     python -m search compare runs/* --out runs/compare
@@ -23,6 +24,13 @@ import warnings
 UNSET = object()  # the default of every `run` flag in make_parser(defaults=False)
 
 
+def llm_name(value: str) -> str:
+    if value == "random":
+        raise argparse.ArgumentTypeError("--llm random is now --strategy random (uniform sampling; in table mode "
+                                         "the old --llm random) or --strategy mutation (a random change of the parent)")
+    return value
+
+
 def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """defaults=False: `run` flags not written on the command line are left out (see `given_flags`)."""
     from search.loop import SearchConfig
@@ -31,7 +39,15 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or resume) a search")
-    r.add_argument("--llm", default=d.llm, help="smollm2-135m | Hub id | local folder | random (no-LLM baseline)")
+    r.add_argument("--strategy", default=d.strategy,
+                   help="what proposes the candidates: llm (the Code Generator, --llm) | random (uniform inside the "
+                        "limits) | mutation (a random change of the parent) | largest | evolution | tpe | gp | "
+                        "surrogate (search.strategies)")
+    r.add_argument("--prior", default=None,
+                   help="--strategy surrogate: a labelled corpus folder of another space or family to warm-start from")
+    r.add_argument("--explore", type=float, default=d.explore, help="--strategy surrogate: share of uniform proposals")
+    r.add_argument("--llm", default=d.llm, type=llm_name,
+                   help="the Code Generator of --strategy llm: smollm2-135m | Hub id | local folder")
     r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")
     r.add_argument("--improver-llm", default=None, help="Prompt Improver model (default: the same as --llm; 'rule' = no LLM)")
     r.add_argument("--improver-adapter", default=None, help="peft adapter for the Prompt Improver")
@@ -79,7 +95,8 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--rng-seed", type=int, default=0)
     r.add_argument("--temperature", type=float, default=d.temperature)
     r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    r.add_argument("--label", default=None, help="configuration name used by `compare` (default: llm[+adapter])")
+    r.add_argument("--label", default=None,
+                   help="configuration name used by `compare` (default: the strategy, or llm[+adapter])")
     r.add_argument("--epochs", type=float, default=d.epochs)
     r.add_argument("--train-limit", type=int, default=d.train_limit)
     r.add_argument("--batch-size", type=int, default=d.batch_size)

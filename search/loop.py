@@ -47,6 +47,9 @@ class SearchError(Exception):
 
 @dataclass(frozen=True)
 class SearchConfig:
+    strategy: str = "llm"  # search.strategies.STRATEGIES: llm | random | mutation | largest | evolution | tpe | gp | surrogate
+    prior: str | None = None  # surrogate: a labelled corpus of another space or family
+    explore: float = 0.1  # surrogate: share of uniform proposals after its start
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -101,6 +104,16 @@ class SearchConfig:
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
     exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
 
+    def __post_init__(self):
+        # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a
+        # table's configurations, a random variant of the parent elsewhere
+        if self.llm == "random" and self.strategy == "llm":
+            object.__setattr__(self, "strategy", "random" if self.evaluator.startswith("table:") else "mutation")
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.strategy == "llm"
+
     @property
     def partition_metric(self) -> str:
         return self.partition_by or self.hw_metric
@@ -119,8 +132,8 @@ class SearchConfig:
         """The configuration a run belongs to in `search compare` (label, else llm + adapter)."""
         if self.label:
             return self.label
-        if self.llm == "random":
-            return "random"
+        if not self.uses_llm:
+            return self.strategy
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"
 
 
@@ -170,8 +183,12 @@ def check_config(cfg: SearchConfig) -> None:
             raise SearchError(f"{name} belongs to a benchmark table: it needs --evaluator table:SPACE")
     if cfg.latency_column and not cfg.latency_table:
         raise SearchError("--latency-column names a column of --latency-table, which is not given")
-    if cfg.llm == "random" and (cfg.adapter or cfg.llm_url):
-        raise SearchError("--llm random proposes without an LLM: drop --adapter / --llm-url")
+    if not cfg.uses_llm and (cfg.adapter or cfg.llm_url):
+        raise SearchError(f"--strategy {cfg.strategy} proposes without an LLM: drop --adapter / --llm-url")
+    if not 0 <= cfg.explore <= 1:
+        raise SearchError("--explore must be between 0 and 1")
+    if cfg.prior and cfg.strategy != "surrogate":
+        raise SearchError("--prior warm-starts --strategy surrogate: it needs --strategy surrogate")
     if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
         raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):
@@ -206,6 +223,11 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
     state = SearchState.restore(cfg, store, seed_code, seed_row(cfg, store, seed_code, evaluate_seed or evaluate,
                                                                 precheck))
     plan, goal, start = Plan(cfg, edges), goal_of(cfg), time.time()
+    observe = getattr(proposer, "observe", None)  # a strategy that learns from the outcomes (search.strategies)
+    if observe is not None:
+        for rec in store.iterations():
+            observe({"widths": (rec["extra"] or {}).get("answer_widths"), "code": rec["code"]},
+                    {**(rec["metrics"] or {}), "status": rec["status"]})
     bar = tqdm(total=cfg.iterations, initial=state.done, desc=f"search {cfg.group}", unit="it", disable=not progress)
     try:
         for it in range(state.done, cfg.iterations):
@@ -220,6 +242,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                                     parent["code"], state.tried)
             timing = {"started": t0, "llm_seconds": llm_s, "profile_seconds": profile_s, "proposals": len(cands)}
             conclude(cfg, state, plan, improver, store, it, b, parent, cand, row, seed, timing)
+            if observe is not None:
+                observe(cand, row)
             bar.update(1)
             bar.set_postfix(best=f"{100 * state.best_row['accuracy']:.2f}%", archive=len(state.archive.entries),
                             last=row.get("status"))
@@ -326,6 +350,7 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
              "answer_format": cand.get("format"), "parse_status": cand.get("parse_status"),
              "constrained": cand.get("constrained"), "answer_widths": cand.get("widths"),
              "repeats": cand.get("repeats", 0), "samples": cand.get("samples", 1), "repaired": repaired,
+             "strategy_seconds": cand.get("strategy_seconds"),
              **({"repair": cand["repair"], "llm_code": cand.get("llm_code")} if cand.get("repair") else {}),
              **({"improver_error": diag["error"]} if diag.get("error") else {})}
     store.add({"it": it, "started": timing["started"], "prompt": cand.get("prompt"), "raw_answer": cand.get("raw"),

@@ -73,7 +73,8 @@ class CodeGenerator:
     `parse_status` (`wrong_count`, `not_allowed`, `unmatched`, ...) and one-line reason."""
 
     def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536, fmt: str = "code",
-                 context: str = "source", pool=None, spec: dict | None = None, width_choices=None, constrain=None):
+                 context: str = "source", pool=None, spec: dict | None = None, width_choices=None, constrain=None,
+                 on_realize=None):
         from finetune.prompts import check_format
 
         check_format(fmt, context)
@@ -82,6 +83,7 @@ class CodeGenerator:
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
         self.fmt, self.context, self.pool, self.spec = fmt, context, pool, spec
         self.width_choices, self.constrain = width_choices, constrain
+        self.on_realize = on_realize  # (source, widths, params) of each realised widths answer: a table's lookup
         self._parents: dict[str, dict] = {}
 
     def parent_info(self, parent_code: str) -> dict:
@@ -163,6 +165,8 @@ class CodeGenerator:
         if not v.ok:
             return {**out, "code": None, "status": v.status, "parse_status": "ok", "widths": widths,
                     "error": f"widths {widths} do not build: {v.error}"}
+        if self.on_realize is not None:
+            self.on_realize(v.source, widths, v.params)
         return {**out, "code": v.source, "parse_status": "ok", "widths": widths}
 
 

@@ -128,9 +128,13 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
 
         if not torch.cuda.is_available():
             raise SearchError("--latency-device cuda, but CUDA is not available here")
-    if cfg.llm != "random" and not llm_given:
+    from search.strategies import STRATEGIES
+
+    if cfg.strategy not in STRATEGIES:
+        raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
+    if cfg.uses_llm and not llm_given:
         check_backend(cfg.llm, cfg.adapter, cfg.llm_url)
-    if cfg.llm != "random" and cfg.improver_llm != "rule" and not improver_given and \
+    if cfg.uses_llm and cfg.improver_llm != "rule" and not improver_given and \
             (cfg.improver_llm or cfg.improver_adapter or cfg.improver_url):
         check_backend(cfg.improver_llm or cfg.llm, cfg.improver_adapter, cfg.improver_url or cfg.llm_url)
 
@@ -258,7 +262,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     from corpus.build import versions
     from mutator.generate import resolve_seed
     from search.llm import make_llm
-    from search.roles import CodeGenerator, PromptImprover, RandomProposer
+    from search.roles import PromptImprover
 
     check_config(cfg)
     store, created = None, False
@@ -313,15 +317,19 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                 seed_variant_edges(cfg, seed_code, spec, pool, measure, width_choices)
             if len(edges) != cfg.bins - 1:
                 raise SearchError(f"--bins {cfg.bins} needs {cfg.bins - 1} --bin-edges, not {len(edges)}")
-        if cfg.llm == "random":
-            proposer = RandomProposer(spec, pool, cfg.rng_seed, width_choices)
-            improver = PromptImprover(None)
+        from search.strategies import StrategyContext, make_strategy
+
+        if not cfg.uses_llm and measure is None and any(v is not None for v in limits(cfg).values()):
+            measure = pre_checker(cfg, spec, profiler, ev, closers)  # the strategy's in-limits filter
+        ctx = StrategyContext(cfg, seed_code, spec, pool, ev, measure)
+        if not cfg.uses_llm:
+            proposer, improver = make_strategy(ctx), PromptImprover(None)
         else:
             server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}
             llm_given = llm is not None
-            llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
-            proposer = CodeGenerator(llm, cfg.temperature, cfg.max_new_tokens, cfg.answer_format, cfg.context, pool,
-                                     spec, width_choices, constrained_requests(cfg, llm_given))
+            ctx.llm = llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
+            ctx.constrain = constrained_requests(cfg, llm_given)
+            proposer = make_strategy(ctx)
             if cfg.improver_llm == "rule":
                 improver = PromptImprover(None)
             elif improver_llm is not None or cfg.improver_llm or cfg.improver_adapter or cfg.improver_url:
@@ -337,7 +345,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         if not store.started():
             store.set_meta("versions", versions())
         fix = None
-        if cfg.repair and cfg.llm != "random" and cfg.answer_format in ("diff", "code"):
+        if cfg.repair and cfg.uses_llm and cfg.answer_format in ("diff", "code"):
             from mutator.repair import repair
 
             fix = lambda code, parent: repair(code, spec, pool, parent=parent)  # noqa: E731

@@ -8,7 +8,7 @@ The spec (YAML; every key is checked before anything starts, errors are one line
 
     defaults: {iterations: 20}               # `search run` flags shared by every run (optional)
     configurations:                          # name -> `search run` flags (the name is the run's --label)
-      random: {llm: random}
+      random: {strategy: random}
       tuned: {llm: smollm2, llm_url: "http://127.0.0.1:8092"}          # the user's server
       served: {gguf: models/tuned.q8_0.gguf, gguf_args: [--n_ctx, "4096"]}   # served by the sweep
       tuned-r: {llm: smollm2, llm_url: "http://127.0.0.1:8093", evaluators: [mobilenet]}  # only there
@@ -380,8 +380,8 @@ def check_gguf(gguf, args, flags: dict, where: str, base: Path, executor: str, a
     for key in ("llm_url", "improver_url", "adapter"):
         if key in flags:
             raise SweepError(f"{where}: {key} and gguf exclude each other (the sweep serves the gguf file)")
-    if flags.get("llm") == "random":
-        raise SweepError(f"{where}: llm random uses no model: drop gguf")
+    if flags.get("strategy", "llm") != "llm":
+        raise SweepError(f"{where}: strategy {flags['strategy']} uses no model: drop gguf")
     p = Path(gguf).expanduser()
     p = p if p.is_absolute() else base / p
     if not p.is_file():

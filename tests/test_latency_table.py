@@ -81,5 +81,5 @@ def test_search_looks_latency_up_instead_of_measuring(tmp_path, cbm_dir):
     assert [r["extra"]["cost"] for r in iters[:2]] == [4.0, 25.0]
     assert f"{keys[2]} has no latency in" in iters[2]["error"]
     # only the benchmark spaces have keys to look up
-    assert_one_line_error(run_module("search", "run", "--llm", "random", "--latency-table", tmp_path / "lat.json",
+    assert_one_line_error(run_module("search", "run", "--strategy", "random", "--latency-table", tmp_path / "lat.json",
                                      "--out", tmp_path / "x"), "needs --evaluator table:SPACE")

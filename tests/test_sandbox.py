@@ -266,7 +266,7 @@ def test_search_run_needs_unsafe_no_sandbox_where_nothing_contains(tmp_path, tin
     from conftest import assert_one_line_error, run_module
 
     env = {"NASFORGE_NO_NAMESPACES": "1", "NASFORGE_NO_LANDLOCK": "1", "NASFORGE_CBM_DIR": str(tiny_cbm_dir)}
-    args = ["run", "--llm", "random", "--evaluator", "table:cbm-resnet", "--iterations", 1]
+    args = ["run", "--strategy", "random", "--evaluator", "table:cbm-resnet", "--iterations", 1]
     res = run_module("search", *args, "--out", tmp_path / "refused", env=env)
     assert_one_line_error(res, "--unsafe-no-sandbox")
     assert not (tmp_path / "refused").exists()

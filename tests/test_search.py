@@ -221,7 +221,7 @@ def test_cli_bad_starts_are_one_line_errors(tmp_path):
                           "no/such-model-anywhere")
     broken = tmp_path / "broken.py"
     broken.write_text(TINY_VGG.replace("nn.Linear(32,", "nn.Linear(31,"))
-    assert_one_line_error(run_module("search", "run", "--llm", "random", "--seed", broken, "--out", tmp_path / "z",
+    assert_one_line_error(run_module("search", "run", "--strategy", "mutation", "--seed", broken, "--out", tmp_path / "z",
                                      "--train-limit", 256), "seed network does not profile")
 
 
@@ -303,7 +303,7 @@ def test_cli_resume_names_the_refused_flag_and_counts_only_written_flags(tmp_pat
     run(cfg_for(tmp_path, iterations=1), llm=ScriptedLLM([code_with(20)]), evaluate=fake_evaluate, progress=False)
     assert_one_line_error(run_module("search", "run", "--out", tmp_path / "r", "--resume", "--seed", "lenet"),
                           f"--seed lenet differs from the stored run's {tmp_path / 'seed.py'}")
-    assert_one_line_error(run_module("search", "run", "--out", tmp_path / "r", "--llm", "random"),
+    assert_one_line_error(run_module("search", "run", "--out", tmp_path / "r", "--strategy", "mutation"),
                           "already holds a run")
 
 

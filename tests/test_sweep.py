@@ -24,8 +24,8 @@ SPEC = f"""
 defaults:
   iterations: {ITERATIONS}
 configurations:
-  random: {{llm: random}}
-  random-noise: {{llm: random, table-noise: true}}
+  random: {{strategy: random}}
+  random-noise: {{strategy: random, table-noise: true}}
 seeds: 2
 evaluators: [table:cbm-mobilenet]
 """
@@ -47,8 +47,8 @@ def test_the_grid_and_its_flags(tmp_path, cbm_env):
     spec = load_spec(write(tmp_path, """
 defaults: {iterations: 3, memory: 2}
 configurations:
-  random: {llm: random}
-  pareto: {llm: random, objective: pareto, hw_metric: flops}
+  random: {strategy: random}
+  pareto: {strategy: random, objective: pareto, hw_metric: flops}
 seeds: [3, 5]
 evaluators:
   mobilenet: {evaluator: "table:cbm-mobilenet"}
@@ -59,7 +59,7 @@ evaluators:
                                             "resnet-budget/pareto-3", "resnet-budget/pareto-5"]
     cell = spec.cells[-1]
     assert cell.evaluator == "table:cbm-resnet" and cell.iterations == 3
-    assert dict(cell.flags) == {"iterations": 3, "memory": 2, "max_flops": "1.0e9", "llm": "random",  # as written
+    assert dict(cell.flags) == {"iterations": 3, "memory": 2, "max_flops": "1.0e9", "strategy": "random",  # as written
                                 "objective": "pareto", "hw_metric": "flops"}
     from search.sweep import run_parser
 
@@ -76,9 +76,9 @@ def test_a_configuration_can_be_restricted_to_some_evaluators(tmp_path, cbm_env)
     spec = load_spec(write(tmp_path, """
 defaults: {iterations: 3}
 configurations:
-  random: {llm: random}
-  tuned-on-resnet: {llm: random, table-noise: true, evaluators: [mobilenet, mobilenet-budget]}
-  tuned-on-mobilenet: {llm: random, evaluators: resnet}
+  random: {strategy: random}
+  tuned-on-resnet: {strategy: random, table-noise: true, evaluators: [mobilenet, mobilenet-budget]}
+  tuned-on-mobilenet: {strategy: random, evaluators: resnet}
 seeds: 1
 evaluators:
   mobilenet: {evaluator: "table:cbm-mobilenet"}
@@ -92,7 +92,7 @@ evaluators:
     # part of the grid first: a configuration that runs elsewhere only is not checked (its gguf need not exist)
     text = """
 configurations:
-  random: {llm: random}
+  random: {strategy: random}
   later: {gguf: not-built-yet.gguf, evaluators: [cbm-resnet]}
 seeds: 2
 evaluators: [table:cbm-mobilenet, table:cbm-resnet]
@@ -114,31 +114,31 @@ evaluators: [table:cbm-mobilenet, table:cbm-resnet]
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [profile]\nparallel: 3\n", "unknown key 'parallel'"),
-    ("configurations: {a: {llm: random, no_such_flag: 1}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a: {strategy: random}}\nseeds: 1\nevaluators: [profile]\nparallel: 3\n", "unknown key 'parallel'"),
+    ("configurations: {a: {strategy: random, no_such_flag: 1}}\nseeds: 1\nevaluators: [profile]\n",
      "configuration a: no_such_flag is not a `search run` flag"),
-    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [profile]\ndefaults: {iterations: many}\n",
+    ("configurations: {a: {strategy: random}}\nseeds: 1\nevaluators: [profile]\ndefaults: {iterations: many}\n",
      "defaults: iterations: 'many' is not a valid value"),
-    ("configurations: {a: {llm: random, knowledge_base: 1}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a: {strategy: random, knowledge_base: 1}}\nseeds: 1\nevaluators: [profile]\n",
      "knowledge_base is a switch: true or false"),
-    ("configurations: {a: {llm: random, objective: best}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a: {strategy: random, objective: best}}\nseeds: 1\nevaluators: [profile]\n",
      "objective must be one of accuracy, pareto"),
-    ("configurations: {a: {llm: random, out: x}}\nseeds: 1\nevaluators: [profile]\n", "out is set by the sweep"),
-    ("configurations: {a: {llm: random, max_flops: 1}}\nseeds: 1\n"
+    ("configurations: {a: {strategy: random, out: x}}\nseeds: 1\nevaluators: [profile]\n", "out is set by the sweep"),
+    ("configurations: {a: {strategy: random, max_flops: 1}}\nseeds: 1\n"
      "evaluators: {m: {evaluator: 'table:cbm-mobilenet', max_flops: 2}}\n",
      "max_flops is set by both configuration a and evaluator m"),
-    ("configurations: {a: {llm: random, benchmark_file: x.json}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a: {strategy: random, benchmark_file: x.json}}\nseeds: 1\nevaluators: [profile]\n",
      "configuration a, evaluator profile: --benchmark-file belongs to a benchmark table"),
-    ("configurations: {a: {llm: random}}\nseeds: 1\nevaluators: [table:cbm-nowhere]\n",
+    ("configurations: {a: {strategy: random}}\nseeds: 1\nevaluators: [table:cbm-nowhere]\n",
      "configuration a, evaluator cbm-nowhere:"),
-    ("configurations: {a: {llm: random}}\nseeds: [1, 1]\nevaluators: [profile]\n", "seeds must be"),
+    ("configurations: {a: {strategy: random}}\nseeds: [1, 1]\nevaluators: [profile]\n", "seeds must be"),
     ("configurations: {a: {gguf: missing.gguf}}\nseeds: 1\nevaluators: [profile]\n", "gguf file"),
     ("configurations: [random]\nseeds: 1\nevaluators: [profile]\n", "configurations must be a mapping"),
-    ("configurations: {a/b: {llm: random}}\nseeds: 1\nevaluators: [profile]\n", "is not a usable name"),
-    ("configurations: {a: {llm: random}\n", "not valid YAML"),
-    ("configurations: {a: {llm: random, evaluators: [resnet]}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a/b: {strategy: random}}\nseeds: 1\nevaluators: [profile]\n", "is not a usable name"),
+    ("configurations: {a: {strategy: random}\n", "not valid YAML"),
+    ("configurations: {a: {strategy: random, evaluators: [resnet]}}\nseeds: 1\nevaluators: [profile]\n",
      "configuration a: evaluators: 'resnet' is not an evaluator of this spec (profile)"),
-    ("configurations: {a: {llm: random, evaluators: []}}\nseeds: 1\nevaluators: [profile]\n",
+    ("configurations: {a: {strategy: random, evaluators: []}}\nseeds: 1\nevaluators: [profile]\n",
      "configuration a: evaluators must be a non-empty list"),
 ])
 def test_spec_errors(tmp_path, cbm_env, text, needle):
@@ -148,7 +148,7 @@ def test_spec_errors(tmp_path, cbm_env, text, needle):
 
 
 def test_a_bad_spec_is_one_line_and_starts_nothing(tmp_path, cbm_env):
-    spec = write(tmp_path, "configurations: {a: {llm: random, iterations: -1}}\nseeds: 1\nevaluators: [profile]\n")
+    spec = write(tmp_path, "configurations: {a: {strategy: random, iterations: -1}}\nseeds: 1\nevaluators: [profile]\n")
     assert_one_line_error(run_module("search", "sweep", spec, "--out", tmp_path / "sw", env=cbm_env), "--iterations")
     assert not (tmp_path / "sw").exists()
 

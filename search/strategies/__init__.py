@@ -1,0 +1,147 @@
+"""Search strategies: what proposes the next candidate from the state of the search.
+
+    python -m search run --strategy tpe --evaluator table:cbm-mobilenet --iterations 20 --out runs/tpe-0
+    python -m search run --strategy llm --llm smollm2-135m --out runs/llm-0      # the LLM Code Generator
+
+A strategy is an object with the loop's proposer method
+`propose(parent_code, parent_row, goal, instruction, memory, seed, extra="", exclude=None) -> candidate`
+(a dict with `code`, else a `status` and `error`; `widths` where it chose a width list) and, optionally,
+`observe(candidate, row)`, which the loop calls after every stored iteration (and for each stored
+iteration on `--resume`). `STRATEGIES` maps a name to a factory `f(ctx) -> strategy`; `ctx` is a
+`StrategyContext` (the config, the seed network, the sandbox pool, the input spec, the table evaluator
+of a table run, the pre-check). Adding one is one module plus one line here (or `register` from
+outside the package, as the tests do).
+
+The non-LLM strategies (`search.strategies.base.WidthsStrategy`) search the seed's width slots
+(`search.strategies.space`): a table's choices, or a grid around the seed's widths for any network;
+each candidate is the seed realised by the mutator with the chosen widths (built and checked in the
+sandbox), and a table looks the widths up without building anything again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class StrategyContext:
+    cfg: object
+    seed_code: str
+    spec: dict
+    pool: object
+    table: object = None  # corpus.table.TableEvaluator of a table run, else None
+    precheck: object = None  # source -> pre-check row (FLOPs, params, latency), or None
+    llm: object = None  # the Code Generator's LLM (strategy llm)
+    constrain: object = None  # search.constrain.ConstrainedRequests (strategy llm)
+
+
+def _space(ctx: StrategyContext):
+    from mutator.calls import analyze
+    from search.loop import SearchError
+    from search.screening import limits
+    from search.strategies.space import code_space, table_space
+
+    a = analyze(ctx.pool, ctx.seed_code, ctx.spec)
+    if not a.ok or not a.groups:
+        raise SearchError(f"--strategy {ctx.cfg.strategy}: the seed's widths cannot be analysed: "
+                          f"{a.error or 'no width literals'}")
+    lim = {k: v for k, v in limits(ctx.cfg).items() if v is not None}
+    if ctx.table is not None:
+        return table_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.table, lim, a)
+    if lim and ctx.precheck is None:
+        raise SearchError(f"--strategy {ctx.cfg.strategy} with limits needs a pre-check (internal: none was built)")
+    return code_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.precheck, lim, a)
+
+
+def _llm(ctx):
+    from search.roles import CodeGenerator
+
+    c = ctx.cfg
+    width_choices = _table_choices(ctx)
+    return CodeGenerator(ctx.llm, c.temperature, c.max_new_tokens, c.answer_format, c.context, ctx.pool, ctx.spec,
+                         width_choices, ctx.constrain, on_realize=ctx.table.remember if ctx.table else None)
+
+
+def _table_choices(ctx):
+    if ctx.table is None:
+        return None
+    from corpus.spaces import SPACES
+
+    return SPACES[ctx.table.space]["choices"]
+
+
+def _uniform(ctx):
+    from search.strategies.uniform import Uniform
+
+    return Uniform(_space(ctx), ctx.cfg)
+
+
+def _mutation(ctx):
+    from search.roles import RandomProposer
+    from search.strategies.mutation import Mutation
+
+    if ctx.table is None:  # any network: a random variant of the parent, as `--llm random` was
+        return RandomProposer(ctx.spec, ctx.pool, ctx.cfg.rng_seed)
+    return Mutation(_space(ctx), ctx.cfg)
+
+
+def _largest(ctx):
+    from search.strategies.largest import Largest
+
+    return Largest(_space(ctx), ctx.cfg)
+
+
+def _evolution(ctx):
+    from search.strategies.evolution import Evolution
+
+    return Evolution(_space(ctx), ctx.cfg)
+
+
+def _tpe(ctx):
+    from search.strategies.optuna_samplers import OptunaStrategy
+
+    return OptunaStrategy(_space(ctx), ctx.cfg)
+
+
+def _gp(ctx):
+    from search.strategies.optuna_samplers import GP
+
+    return GP(_space(ctx), ctx.cfg)
+
+
+def _surrogate(ctx):
+    from search.loop import SearchError
+    from search.strategies.surrogate import PriorError, Surrogate, load_prior
+
+    space = _space(ctx)
+    prior = None
+    if ctx.cfg.prior:
+        try:
+            prior, _ = load_prior(ctx.cfg.prior, len(space.choices))
+        except PriorError as exc:
+            raise SearchError(str(exc)) from None
+    return Surrogate(space, ctx.cfg, prior)
+
+
+STRATEGIES = {
+    "llm": _llm,
+    "random": _uniform,
+    "mutation": _mutation,
+    "largest": _largest,
+    "evolution": _evolution,
+    "tpe": _tpe,
+    "gp": _gp,
+    "surrogate": _surrogate,
+}
+
+
+def register(name: str, factory) -> None:
+    """Add a strategy (`factory(ctx) -> strategy`) under `name`; `--strategy name` then selects it."""
+    STRATEGIES[name] = factory
+
+
+def make_strategy(ctx: StrategyContext):
+    return STRATEGIES[ctx.cfg.strategy](ctx)
+
+
+def uses_llm(name: str) -> bool:
+    return name == "llm"
