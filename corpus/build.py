@@ -107,12 +107,27 @@ def schedule_note(recipe: dict, data_path: str) -> str:
             f"({steps * bs / n:.2f} passes over the images)")
 
 
+# a row's keys that the parent writes itself; every other one is a measurement `journal_row` checks
+PARENT_KEYS = ("id", "parent", "code", "sha256", "widths", "dataset", "recipe", "latency_batch", "versions",
+               "profiled_at", "zero_cost")
+
+
+def journal_row(row: dict) -> dict:
+    """A row as the journal and the Arrow table may hold it: its measurements checked against
+    `mutator.results.ROW_SCHEMA` (a row that breaks it is that variant's `invalid_result`, never the
+    end of the build), every string valid UTF-8. Applied on write and again on reading, so a journal
+    poisoned before this check existed still builds (its bad rows become `invalid_result`)."""
+    from mutator.results import STATUSES, valid_strings, validate_row
+
+    return valid_strings(validate_row(row, statuses=STATUSES | {"missing"}, keep=PARENT_KEYS))
+
+
 def read_journal(path: Path) -> list[dict]:
-    """The journaled rows (`mutator.records`: a torn last line is profiled again)."""
+    """The journaled rows (`mutator.records`: a torn last line is profiled again), each `journal_row`."""
     from mutator.records import JournalError, read
 
     try:
-        return read(path, required=("id", "status"), what="row")
+        return [journal_row(r) for r in read(path, required=("id", "status"), what="row")]
     except JournalError as exc:
         raise CorpusError(str(exc)) from None
 
@@ -120,7 +135,7 @@ def read_journal(path: Path) -> list[dict]:
 def append_row(path: Path, row: dict) -> None:
     from mutator.records import append
 
-    append(path, row)
+    append(path, journal_row(row))
 
 
 def load_variants(folder: str) -> list[dict]:
@@ -210,7 +225,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
             row["status"] = res.get("status") or "crash"
             row["zero_cost"] = "on" if v["id"] in redo else mode
             row["versions"] = json.dumps(vers)
-            row["profiled_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            row = journal_row({**row, "profiled_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             append_row(journal, row)
             counts[row["status"]] = counts.get(row["status"], 0) + 1
             bar.update(1)
@@ -263,7 +278,9 @@ full source code and what one fixed proxy-training recipe measured.
 - `id`, `parent`, `widths`: variant id, the seed it came from, its width values (source order).
 - `code`, `sha256`: the full source, and its SHA-256.
 - `status`: `ok`, or why not: `build_error`, `shape_error`, `train_error`, `nan`, `oom`, `timeout`,
-  `crash`, `missing`. `error`: a short message. A failed row has null metrics, never made-up ones.
+  `crash`, `missing`, `invalid_result` (the network's process answered something that is not a
+  result: a non-finite number, text where a number goes, ...; `error` names the field).
+  `error`: a short message. A failed row has null metrics, never made-up ones.
 - `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1].
 - `train_seconds`: wall time of the training loop. `final_loss`: the last training batch's loss.
 - `flops`: fvcore's count for one sample's forward pass at the data set's input shape;
@@ -304,7 +321,7 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, sc
 
     datasets.disable_progress_bars()
     latest = {}
-    for r in rows:
+    for r in map(journal_row, rows):  # one bad row must not lose the others (the journal's are checked already)
         latest[r["id"]] = r
     rows = list(latest.values())
     table = {c: [r.get(c) for r in rows] for c in COLUMNS}

@@ -8,7 +8,8 @@
 
 Every row is `corpus.pipeline.evaluate`'s (statuses and conventions there) plus what makes it
 reproducible: the source's `sha256`, the data set, the recipe (JSON) and the zero-cost mode. A request
-that crashed or timed out in the sandbox is a row with that status, never an exception. Used by
+that crashed or timed out in the sandbox is a row with that status, never an exception; so is an
+answer that breaks the row's schema (`invalid_result`: the pool checks it, `mutator.results`). Used by
 `search run` (its evaluator and pre-check) and `python -m corpus profile`; `corpus build` sends the
 same requests through its own pool of workers.
 """

@@ -26,6 +26,8 @@ import ast
 import re
 import textwrap
 
+from mutator.results import clean_text, finite
+
 SYSTEM = ("You are an expert in neural architecture design. You edit the source code of PyTorch "
           "networks so that they meet a goal measured on a fixed training recipe. Keep the file's "
           "interface (class names, constructor arguments, helper functions) unchanged. Answer with "
@@ -44,23 +46,27 @@ def _mflops(flops: float) -> str:
 
 
 def telemetry_text(row: dict) -> str:
-    """One line of measured numbers: 'accuracy 84.12%, 0.2871 MFLOPs, 44,426 parameters, latency 0.310 ms'."""
-    acc = _pct(row["accuracy"]) if row.get("accuracy") is not None else "unknown"
-    flops = _mflops(row["flops"]) if row.get("flops") is not None else "unknown MFLOPs"
-    params = f"{int(row['params']):,}" if row.get("params") is not None else "unknown"
-    lat = f"{row['latency_ms']:.3f} ms" if row.get("latency_ms") is not None else "unknown"
+    """One line of measured numbers: 'accuracy 84.12%, 0.2871 MFLOPs, 44,426 parameters, latency 0.310 ms'.
+    A value that is not a finite number (a row stored before results were validated) is "unknown"."""
+    acc, flops, params, lat = (finite(row.get(k)) for k in ("accuracy", "flops", "params", "latency_ms"))
+    acc = _pct(acc) if acc is not None else "unknown"
+    flops = _mflops(flops) if flops is not None else "unknown MFLOPs"
+    params = f"{int(params):,}" if params is not None else "unknown"
+    lat = f"{lat:.3f} ms" if lat is not None else "unknown"
     return f"accuracy {acc}, {flops}, {params} parameters, latency {lat} (batch 1)"
 
 
 def outcome_text(row: dict, parent: dict | None) -> str:
     """Short outcome of a candidate, for the search's memory and a training prompt's tried list: metrics
     and change vs its parent (the best so far, or in Pareto mode the archive member it was asked to
-    change), or the failure."""
+    change), or the failure: its status and the first line of its error, cut to 160 characters, one
+    line of valid UTF-8 whatever the candidate wrote (`mutator.results.clean_text`)."""
     if row.get("status") != "ok":
-        err = (row.get("error") or "").splitlines()[0][:160] if row.get("error") else ""
-        return f"FAILED {row.get('status')}: {err}".strip()
+        err = row.get("error")
+        err = clean_text(err.strip().splitlines()[0] if isinstance(err, str) and err.strip() else err, 160)
+        return f"FAILED {clean_text(row.get('status'), 40)}: {err}".strip()
     text = telemetry_text(row)
-    if parent and parent.get("accuracy") is not None and row.get("accuracy") is not None:
+    if parent and finite(parent.get("accuracy")) is not None and finite(row.get("accuracy")) is not None:
         text += f"; {100 * (row['accuracy'] - parent['accuracy']):+.2f} points vs the network it started from"
     return text
 

@@ -35,7 +35,10 @@ shorter than 0.2 s across several processes (each process is still bounded by RL
 broken): Landlock alone then contains files, TCP and signals, not processes (third column, with Landlock);
 `NASFORGE_NO_LANDLOCK=1` skips Landlock. Where nothing at all can be contained, a pool refuses to start
 where `REQUIRE_CONTAINMENT` is set (`search run` sets it unless `--unsafe-no-sandbox`); elsewhere it warns.
-Error text in results is cut to MAX_ERROR characters: it goes into LLM prompts.
+Every result is checked before `call` returns it (`mutator.results.check_result`): one JSON object,
+valid UTF-8, a short status, one line of error text cut to `results.MAX_ERROR` characters (it goes into LLM
+prompts), and for `corpus.pipeline:evaluate` the evaluation row's schema; anything else is that
+candidate's failed result (`invalid_result`), never an exception in the parent.
 `NASFORGE_SANDBOX_READ=/a:/b` adds read-only paths a candidate may need (data outside the cache).
 Requests and results cross pipes as JSON, never pickle: a hostile child could craft a pickle.
 """
@@ -54,6 +57,7 @@ import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mutator.results import FrameError, check_result, decode_frame
 from mutator.worker import READY
 
 MAX_MESSAGE = 64 << 20  # a worker's answer larger than this is treated as a crash
@@ -62,7 +66,6 @@ GRACE_S = 30  # the worker enforces the time limit; the parent waits this much l
 PACKAGES = ("mutator", "corpus", "search", "finetune")
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
             "CUDA_HOME", "NVIDIA_VISIBLE_DEVICES", "NASFORGE_CACHE", "PYTORCH_CUDA_ALLOC_CONF")
-MAX_ERROR = 500  # characters of a result's error text (it goes into LLM prompts; a candidate chooses it)
 _LAUNCH: dict[str, object] = {}  # how workers start on this machine, decided once per process
 # Set by `search run` (LLM-written code) unless --unsafe-no-sandbox: then a pool that could contain
 # nothing (no bubblewrap, namespaces or Landlock) refuses to start instead of warning.
@@ -230,14 +233,14 @@ class _Worker:
             if not self.recv.poll(timeout_s + GRACE_S):
                 self.kill()
                 return {"status": "timeout", "error": f"no answer within {timeout_s:.0f} s"}
-            msg = json.loads(self.recv.recv_bytes(MAX_MESSAGE))
-            if not isinstance(msg, dict) or msg.get("id") != self.seq or not isinstance(msg.get("result"), dict):
+            try:
+                msg = decode_frame(self.recv.recv_bytes(MAX_MESSAGE))
+            except FrameError:
+                msg = None
+            if msg is None or msg.get("id") != self.seq or not isinstance(msg.get("result"), dict):
                 self.kill()
                 return {"status": "crash", "error": "sandbox protocol error (answer without the request's id)"}
-            out = msg["result"]
-            if isinstance(out.get("error"), str) and len(out["error"]) > MAX_ERROR:
-                out["error"] = out["error"][:MAX_ERROR - 3] + "..."
-            return out
+            return check_result(handler, msg["result"])
         except (EOFError, OSError, ValueError, SandboxError) as exc:
             self.kill()
             return {"status": "crash", "error": f"sandbox worker died ({type(exc).__name__})"}

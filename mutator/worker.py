@@ -21,7 +21,9 @@ resident memory every 0.2 s: over the budget, all of them are killed and the res
 (RLIMIT_AS alone is per process, so forks could multiply it).
 
 The child answers on its own pipe with one JSON document {"id": ..., "result": ...}; the worker
-accepts exactly that (the right id, one document, nothing else), and forwards it to the parent on
+accepts exactly that (the right id, one document, nothing else; decoded by
+`mutator.results.decode_frame`: duplicate keys, NaN or 1e999, or nesting too deep for the decoder
+make it that candidate's `invalid_result`, never the worker's end), and forwards it to the parent on
 the control channel with the same id. A candidate can lie about itself (the measuring code runs in
 its process), never about another one. Python exceptions, `sys.exit` and `KeyboardInterrupt` from
 model code are answered as {"status": "error"}; a child that dies, hangs or floods is `crash`,
@@ -40,6 +42,8 @@ import tempfile
 import time
 import traceback
 from multiprocessing.connection import Connection
+
+from mutator.results import FrameError, decode_frame, failure
 
 ALLOWED = ("mutator.", "corpus.", "search.", "finetune.")
 READY = b'{"ready": true'  # the ready message starts with this; the rest reports the containment
@@ -191,9 +195,9 @@ def _run_child(req: dict, result_fd: int, scratch: str, cfg: dict) -> None:
         out = {"status": "oom", "error": "MemoryError: over the worker's memory limit"}
     except BaseException as exc:  # model code may raise SystemExit or KeyboardInterrupt
         out = {"status": "error", "error": short_error(exc)}
-    try:
-        data = json.dumps({"id": req["id"], "result": out}).encode()
-    except (TypeError, ValueError) as exc:
+    try:  # allow_nan=False: a non-finite number is no measurement (the worker would refuse it anyway)
+        data = json.dumps({"id": req["id"], "result": out}, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
         data = json.dumps({"id": req["id"], "result": {"status": "error",
                                                        "error": f"unserialisable result: {exc}"}}).encode()
     try:
@@ -266,16 +270,15 @@ def _collect(pid: int, fd: int, req: dict, cfg: dict, ctrl_fd: int) -> dict:
     os.close(fd)
     if why:
         return {"status": why[0], "error": why[1]}
-    try:
-        msg = json.loads(bytes(buf))
-        if isinstance(msg, dict) and msg.get("id") == req["id"] and isinstance(msg.get("result"), dict) \
-                and set(msg) == {"id", "result"}:
+    if buf:  # the candidate's own frame: it may lie about itself, never break us (mutator.results)
+        try:
+            msg = decode_frame(bytes(buf))
+        except FrameError as exc:
+            return {"status": "crash", "error": "malformed answer from the candidate's process"} if exc.malformed \
+                else failure(str(exc))
+        if msg.get("id") == req["id"] and isinstance(msg.get("result"), dict) and set(msg) == {"id", "result"}:
             return msg["result"]
-        if buf:
-            return {"status": "crash", "error": "malformed answer from the candidate's process"}
-    except ValueError:
-        if buf:
-            return {"status": "crash", "error": "malformed answer from the candidate's process"}
+        return {"status": "crash", "error": "malformed answer from the candidate's process"}
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -366,7 +369,11 @@ def main() -> None:
             req = json.loads(ctrl.recv_bytes())
         except EOFError:
             return
-        out = _serve_one(req, cfg, ctrl.fileno())
+        try:
+            out = _serve_one(req, cfg, ctrl.fileno())
+        except Exception as exc:  # noqa: BLE001  (one candidate's failure, never the server's end)
+            _kill_descendants()
+            out = {"status": "crash", "error": f"the worker could not serve the request ({type(exc).__name__})"}
         send.send_bytes(json.dumps({"id": req["id"], "result": out}).encode())
 
 

@@ -12,9 +12,11 @@ own seed, reference point `search.pareto.HV_REF`), per-bin coverage, and every k
 """
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
+from mutator.results import clean_text, finite
 from search.runner import load_extras, load_run
 
 
@@ -41,9 +43,9 @@ def best_curve(iters: list[dict], seed_acc: float) -> list[float]:
     """Best accuracy after each iteration (the seed counts as the starting best)."""
     out, best = [], seed_acc
     for rec in iters:
-        m = rec["metrics"] or {}
-        if rec["status"] == "ok" and m.get("accuracy") is not None:
-            best = max(best, m["accuracy"])
+        acc = finite((rec["metrics"] or {}).get("accuracy"))
+        if rec["status"] == "ok" and acc is not None:
+            best = max(best, acc)
         out.append(best)
     return out
 
@@ -52,7 +54,7 @@ WELL_FORMED = ("ok", "duplicate", "constraint")  # a network of the space: evalu
 
 
 def answer_stats(cfg, iters: list[dict]) -> dict:
-    """How a run's proposals went, over `iters`: answer format (None for `--llm random`), well-formed
+    """How a run's proposals went, over `iters`: answer format (None for a strategy without an LLM), well-formed
     rate (status in WELL_FORMED), repeat rate (status duplicate), repaired count (diff/code answers
     fixed by the shape repair), mean answers asked per proposal (`extra.samples`, stores from before
     it: None) and mean LLM seconds per proposal (the stored `llm_seconds`: the proposal step, pre-check
@@ -61,7 +63,7 @@ def answer_stats(cfg, iters: list[dict]) -> dict:
     extras = [r["extra"] or {} for r in iters]
     samples = [e["samples"] for e in extras if e.get("samples") is not None]
     timed = [(r["llm_seconds"], e.get("proposals") or 1) for r, e in zip(iters, extras) if r["llm_seconds"] is not None]
-    llm = cfg.llm != "random"
+    llm = cfg.uses_llm
     return {"format": cfg.answer_format if llm else None,
             "well_formed": sum(r["status"] in WELL_FORMED for r in iters) / n if n else None,
             "repeat": sum(r["status"] == "duplicate" for r in iters) / n if n else None,
@@ -70,15 +72,21 @@ def answer_stats(cfg, iters: list[dict]) -> dict:
             "llm_seconds": sum(s for s, _ in timed) / sum(k for _, k in timed) if llm and timed else None}
 
 
-def clip(text: str | None, width: int = 90) -> str:
-    """One table cell: `|` and newlines neutralised, cut at a word boundary with an ellipsis past `width`."""
-    text = " ".join((text or "").replace("|", "/").split())
+def _markdown_safe(text: str) -> str:
+    """Text shown as text: HTML (`<script>`, `<img>`) escaped, no image link (`![`)."""
+    return html.escape(text, quote=False).replace("![", "!&#91;")
+
+
+def clip(text, width: int = 90) -> str:
+    """One table cell: `|` and newlines neutralised, cut at a word boundary with an ellipsis past `width`,
+    valid UTF-8, HTML escaped (a candidate chooses its error text, an LLM its answer)."""
+    text = clean_text(text, 10 ** 6).replace("|", "/")
     if len(text) <= width:
-        return text
+        return _markdown_safe(text)
     cut = text[:width]
     if " " in cut and not text[width].isspace():
         cut = cut[:cut.rfind(" ")]
-    return cut.rstrip(" ,;:.-") + "…"
+    return _markdown_safe(cut.rstrip(" ,;:.-") + "…")
 
 
 def searched(cfg) -> tuple[str, str]:
@@ -115,7 +123,7 @@ def report(folder: str) -> str:
     curve = best_curve(iters, seed_acc)
     counts: dict[str, int] = {}
     for r in iters:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
     axes[0].plot(range(0, n + 1), [100 * seed_acc] + [100 * c for c in curve], "b.-")
     axes[0].set(xlabel="iteration", ylabel="best accuracy so far (%)", title="best so far")
@@ -151,8 +159,8 @@ def report(folder: str) -> str:
     lines = [f"# Search run {folder}", "",
              f"- configuration: `{cfg.group}` (llm `{cfg.llm}`, adapter `{cfg.adapter}`, improver `{cfg.improver_llm or 'same'}`{' at ' + cfg.improver_url if cfg.improver_url else ''})",
              f"- {long}, rng seed {cfg.rng_seed}, memory K={cfg.memory}",
-             f"- iterations: {n}; statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
-             f"- answers: format {ans['format'] or '- (random mutation)'}; well-formed {pct(ans['well_formed'])} "
+             f"- iterations: {n}; statuses: {', '.join(f'{clip(k, 40)} {v}' for k, v in sorted(counts.items()))}",
+             f"- answers: format {ans['format'] or '- (strategy ' + cfg.strategy + ', no LLM)'}; well-formed {pct(ans['well_formed'])} "
              f"({', '.join(WELL_FORMED)}); repeats {pct(ans['repeat'])} (duplicate); repaired {ans['repaired']}; "
              f"answers asked per proposal {asked}",
              f"- seed accuracy {100 * seed_acc:.2f}%, best {100 * (curve[-1] if curve else seed_acc):.2f}%",
@@ -162,10 +170,11 @@ def report(folder: str) -> str:
              "|---:|---|---:|---:|---|---|---|"]
     for r in iters:
         m = r["metrics"] or {}
-        acc = f"{100 * m['accuracy']:.2f}" if m.get("accuracy") is not None else ""
-        fl = f"{m['flops'] / 1e6:.3f}" if m.get("flops") is not None else ""
-        lines.append(f"| {r['it']} | {r['status']} | {acc} | {fl} | {clip(r['problem'])} | {clip(r['instruction'])} "
-                     f"| {clip(r['outcome'])} |")
+        acc, fl = finite(m.get("accuracy")), finite(m.get("flops"))
+        acc = f"{100 * acc:.2f}" if acc is not None else ""
+        fl = f"{fl / 1e6:.3f}" if fl is not None else ""
+        lines.append(f"| {r['it']} | {clip(r['status'], 40)} | {acc} | {fl} | {clip(r['problem'])} "
+                     f"| {clip(r['instruction'])} | {clip(r['outcome'])} |")
     lines += pareto_section(folder, cfg, iters, seed)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     extra = " and pareto.png" if (out / "pareto.png").exists() else ""
@@ -236,8 +245,8 @@ def pareto_section(folder: str, cfg, iters: list[dict], seed: dict) -> list[str]
     if ext["kb"]:
         lines += ["", "Knowledge base versions:", ""]
         for v in ext["kb"]:
-            lines.append(f"- v{v['version']} (after iteration {v['after_it']}, {v['source']}):")
-            lines += [f"    - {h}" for h in v["items"]]
+            lines.append(f"- v{v['version']} (after iteration {v['after_it']}, {clip(v['source'], 40)}):")
+            lines += [f"    - {clip(h, 400)}" for h in v["items"]]
     if ext["screened"]:
         n = sum(s["status"] == "screened" for s in ext["screened"])
         lines += ["", f"Screening: {len(ext['screened'])} proposals not trained: {n} screened out by the "

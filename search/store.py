@@ -7,12 +7,19 @@ mode's bin, parent, archive flag and knowledge-base version), `kb` (one row per 
 version: the heuristics after each round) and `screened` (proposals screened out before training).
 SQLite commits are atomic, so a killed run loses at most the iteration in flight. Stores written
 before `extra`, `kb` and `screened` existed get them added when opened.
+
+Text reaches SQLite valid UTF-8 (a lone surrogate from a candidate or an LLM answer would end the run
+with a traceback), `status` and `error` one line and cut (`mutator.results.clean_text`), a number
+column a finite number or NULL; JSON columns keep their data with every string made valid. Candidates'
+rows are validated before they get here (`mutator.results`); this is the writer's own guard.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 from pathlib import Path
+
+from mutator.results import MAX_ERROR, clean_text, finite, valid_strings, valid_utf8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +43,27 @@ COLUMNS = ["it", "started", "prompt", "raw_answer", "code", "status", "error", "
            "modification", "outcome", "instruction", "improver_raw", "improver_source", "llm_seconds",
            "profile_seconds", "best_accuracy", "is_best", "next_problem", "extra"]
 JSON_COLUMNS = ("prompt", "metrics", "extra")
+NUMBER_COLUMNS = ("started", "llm_seconds", "profile_seconds", "best_accuracy", "is_best")
+MAX_STATUS = 64
+
+
+def _json(value) -> str:
+    return json.dumps(valid_strings(value))
+
+
+def _cell(column: str, value):
+    """One column's value as SQLite takes it (module docstring)."""
+    if value is None:
+        return None
+    if column in JSON_COLUMNS:
+        return _json(value)
+    if column in NUMBER_COLUMNS:
+        return finite(value)
+    if column in ("status", "error"):
+        return clean_text(value, MAX_STATUS if column == "status" else MAX_ERROR)
+    if isinstance(value, str):
+        return valid_utf8(value)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else clean_text(value, 10 ** 6)
 
 
 class StoreError(Exception):
@@ -92,17 +120,14 @@ class RunStore:
 
     def set_meta(self, key: str, value) -> None:
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _json(value)))
 
     def meta(self, key: str, default=None):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def add(self, rec: dict) -> None:
-        values = []
-        for c in COLUMNS:
-            v = rec.get(c)
-            values.append(json.dumps(v) if c in JSON_COLUMNS and v is not None else v)
+        values = [rec.get("it")] + [_cell(c, rec.get(c)) for c in COLUMNS[1:]]
         with self.db:
             self.db.execute(f"INSERT INTO iterations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                             values)
@@ -123,7 +148,8 @@ class RunStore:
 
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO kb VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (version, after_it, json.dumps(items), source, summary, raw, time.time()))
+                            (version, after_it, _json(items), _cell("source", source), _cell("summary", summary),
+                             _cell("raw", raw), time.time()))
 
     def kb_versions(self) -> list[dict]:
         cur = self.db.execute("SELECT version, after_it, items, source, summary, raw FROM kb ORDER BY version")
@@ -133,8 +159,9 @@ class RunStore:
     def add_screened(self, it: int, idx: int, rec: dict) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO screened VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (it, idx, rec.get("code"), rec.get("raw"), rec.get("status"), rec.get("error"),
-                             json.dumps(rec.get("metrics") or {})))
+                            (it, idx, _cell("code", rec.get("code")), _cell("raw", rec.get("raw")),
+                             _cell("status", rec.get("status")), _cell("error", rec.get("error")),
+                             _json(rec.get("metrics") or {})))
 
     def screened(self) -> list[dict]:
         cur = self.db.execute("SELECT it, idx, code, raw_answer, status, error, metrics FROM screened ORDER BY it, idx")
