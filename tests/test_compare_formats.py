@@ -45,7 +45,7 @@ def widths_run(folder, label="widths", shift=0.0, **cfg):
 
 
 def random_run(folder, accs, **cfg):
-    return make_run(folder, [("ok", a, 1000, {"answer_format": None}) for a in accs], llm="random", **cfg)
+    return make_run(folder, [("ok", a, 1000, {"answer_format": None}) for a in accs], **{"strategy": "random", **cfg})
 
 
 def test_compare_gives_format_rates_llm_time_and_best_after_5_10_n(tmp_path):
@@ -108,7 +108,7 @@ def test_report_header_sums_up_the_answers(tmp_path):
     assert "- answers: format widths; well-formed 75.0% (ok, duplicate, constraint); repeats 25.0% (duplicate); " \
            "repaired 1; answers asked per proposal 1.25" in md
     report(random_run(tmp_path / "r-0", [0.45] * 3))
-    assert "- answers: format - (random mutation); well-formed 100.0%" in (tmp_path / "r-0" / "report.md").read_text()
+    assert "- answers: format - (strategy random, no LLM); well-formed 100.0%" in (tmp_path / "r-0" / "report.md").read_text()
 
 
 def test_one_p_value_per_baseline(tmp_path):
