@@ -111,7 +111,7 @@ def propose(args) -> int:
                 msgs = widths_messages(slots, row, goal, summary=summary if args.context == "summary" else None,
                                        source=source if args.context == "source" else None, history=history)
                 t0 = time.perf_counter()
-                text = chat(url, msgs, extra, seed=args.seed + i, temperature=args.temperature, max_tokens=args.max_tokens)
+                text = chat(url, msgs, extra, seed=args.rng_seed + i, temperature=args.temperature, max_tokens=args.max_tokens)
                 seconds.append(time.perf_counter() - t0)
                 ans = parse_answer("widths", text, slots=slots)
                 rec = {"i": i, "raw": text, "status": ans.status, "error": ans.error,
@@ -196,7 +196,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rng-seed", type=int, default=0, help="the first request's sampling seed (request i gets N + i)")
     ap.add_argument("--log", default="/tmp/answer_formats_server.log", help="server log file")
     ap.add_argument("--out", help="write every proposal as JSON lines here")
     ap.add_argument("--tokens", action="store_true", help="only count tokens per training example")

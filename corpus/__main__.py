@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from mutator.cli import RNG_SEED_RENAMED, renamed
+
 
 def _profile_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
     p.add_argument("--dataset", required=dataset_required, help="fashion-mnist | cifar10 | cifar100 | mnist")
@@ -28,7 +30,8 @@ def _profile_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> 
     p.add_argument("--timeout-s", type=float, default=1800.0, help="time limit per network")
     p.add_argument("--use-model-recipe", action="store_true",
                    help="train with the model's own train_setup/learn (LEMUR) instead of the proxy recipe")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, subset and batch order")
+    p.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed for weights, subset and batch order")
+    renamed(p, "--seed", RNG_SEED_RENAMED)
     p.add_argument("--latency-batch", type=int, default=64, help="the larger latency batch size")
 
 
@@ -58,7 +61,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
     t.add_argument("--out", required=True)
     t.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed of the sample")
+    renamed(t, "--seed", RNG_SEED_RENAMED)
     t.add_argument("--benchmark-file", default=None, help="the space's JSON table (default: see README)")
     lt = sub.add_parser("latency-table", help="measure a per-device latency lookup table of a benchmark space")
     lt.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
@@ -66,7 +70,8 @@ def make_parser() -> argparse.ArgumentParser:
     lt.add_argument("--device", default="cpu", help="cpu | cuda: where the latencies are measured")
     lt.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384; "
                     "the seed's configuration is always included)")
-    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed of the sample")
+    renamed(lt, "--seed", RNG_SEED_RENAMED)
     lt.add_argument("--runs", type=int, default=30, help="timed batch-1 runs per network (median)")
     lt.add_argument("--label", default=None, help="device column name (default: the device's name)")
     s = sub.add_parser("show", help="summary table and accuracy-vs-FLOPs plot of a corpus")
@@ -79,7 +84,8 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="model file (a FILE.json sidecar is written beside it)")
     f.add_argument("--features", default=None, help="comma-separated columns (default: all zc_* proxies, params, flops)")
     f.add_argument("--holdout", type=float, default=0.2, help="fraction of rows held out for evaluation")
-    f.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
+    f.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed of the split and the model")
+    renamed(f, "--seed", RNG_SEED_RENAMED)
     f.add_argument("--by", default=None, help="also a table per value of this column (e.g. parent)")
     e = psub.add_parser("eval", help="rank correlations on the rows the model was not fitted on")
     e.add_argument("--corpus", required=True)

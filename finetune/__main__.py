@@ -14,12 +14,16 @@ import argparse
 import dataclasses
 import sys
 
+from mutator.cli import RNG_SEED_RENAMED, renamed
+
 _S = argparse.SUPPRESS  # only flags actually given reach the config; the rest keep its defaults
 
 
-def _opt(p, flag, cls, help, **kw):
-    """An option whose shown default is the config dataclass's default."""
-    name = flag.lstrip("-").replace("-", "_")
+def _opt(p, flag, cls, help, field: str | None = None, **kw):
+    """An option whose shown default is the config dataclass's default (of `field`, default the flag's name)."""
+    name = field or flag.lstrip("-").replace("-", "_")
+    if field:
+        kw["dest"] = field
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
     shown = "" if field.default is dataclasses.MISSING else f" (default {field.default})"
     p.add_argument(flag, default=_S, help=help + shown, **kw)
@@ -110,7 +114,8 @@ def _max_length(text: str):
 def _pairs_args(p, cls) -> None:
     _opt(p, "--pairs-per-parent", cls, "at most this many pairs per source network", type=int)
     _opt(p, "--eval-fraction", cls, "share of source networks held out for eval", type=float)
-    _opt(p, "--seed", cls, "seed for pair sampling, the split and training", type=int)
+    _opt(p, "--rng-seed", cls, "rng seed for pair sampling, the split and training", field="seed", metavar="N", type=int)
+    renamed(p, "--seed", RNG_SEED_RENAMED)
     _opt(p, "--answer-format", cls, "widths (the list of channel widths), diff (SEARCH/REPLACE blocks) or "
          "code (the whole file)" + (", comma-separated for several; default: the adapter's" if cls.__name__ ==
                                    "EvalConfig" else ""))

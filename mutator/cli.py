@@ -5,8 +5,30 @@ the package's user errors into one line on stderr with exit code 2 (never a trac
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
+
+
+class _Renamed(argparse.Action):
+    """A flag that was renamed: using it prints one line naming the new spelling and exits with 2."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"error: {option_string} is {self.new}", file=sys.stderr)
+        sys.exit(2)
+
+
+def renamed(parser, old: str, new: str) -> None:
+    """`old` is refused with 'error: OLD is NEW' (e.g. renamed(p, "--seed", "the seed network in nasforge's
+    commands; the rng seed is --rng-seed")): a one-line error instead of a silently different meaning."""
+    parser.add_argument(old, action=_Renamed, new=new)
+
+
+RNG_SEED_RENAMED = "the seed network in nasforge's commands, not a number: the rng seed is --rng-seed"
 
 
 def show_warnings_as_lines() -> None:

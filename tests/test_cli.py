@@ -88,7 +88,9 @@ def test_apply_writes_exact_widths(seed, tmp_path):
     ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
      "        super().__init__()\n        self.fc = nn.Linear(3, num_classes)\n"
      "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n", [], "no width literals"),
-    (VGG, ["--in-shape", "1,3"], "forward pass fails"),
+    (VGG, ["--in-shape", "1,3,32"], "--in-shape needs four positive integers batch,channels,height,width"),
+    (VGG, ["--in-shape", "1,3,0,32"], "got 1,3,0,32"),
+    (VGG, ["--in-shape", "1,3,a,32"], "got 1,3,a,32"),
     ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
      "        while True: pass\n", ["--timeout-s", "5"], "no answer within"),
 ])
@@ -103,3 +105,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, content, args, needle):
 
 def test_unknown_seed_name_lists_builtins():
     assert_one_line_error(run("generate", "--seed", "no-such-seed", "--num", "1"), "built-in:")
+
+
+@pytest.mark.parametrize("argv", [["corpus", "profile", "{t}/v.py", "--seed", "3"],
+                                  ["corpus", "from-table", "--space", "cbm-resnet", "--out", "{t}/o", "--seed", "1"],
+                                  ["corpus", "predictor", "fit", "--corpus", "{t}/c", "--out", "{t}/m", "--seed", "0"],
+                                  ["finetune", "dataset", "--corpus", "{t}/c", "--out", "{t}/o", "--seed", "0"],
+                                  ["finetune", "train", "--corpus", "{t}/c", "--out", "{t}/o", "--seed", "0"]])
+def test_seed_is_never_an_rng_seed(argv, tmp_path):
+    """--seed is the seed network in every command; where it used to be an rng seed it is a one-line error
+    naming --rng-seed, before anything runs (nothing written)."""
+    from conftest import run_module
+
+    res = run_module(*[a.format(t=tmp_path) for a in argv])
+    assert_one_line_error(res, "the rng seed is --rng-seed")
+    assert not list(tmp_path.iterdir())

@@ -41,7 +41,7 @@ to_gguf() {  # HF folder -> q8_0 GGUF
     --outfile "$2" --outtype q8_0
 }
 for sp in $SPACES; do
-  [ -f "$OUT/corpus_cbm_$sp/finished" ] || { $PY -m corpus from-table --space "cbm-$sp" --sample 160 --seed 1 \
+  [ -f "$OUT/corpus_cbm_$sp/finished" ] || { $PY -m corpus from-table --space "cbm-$sp" --sample 160 --rng-seed 1 \
     --benchmark-file "$CBM/$sp.json" --out "$OUT/corpus_cbm_$sp" && touch "$OUT/corpus_cbm_$sp/finished"; }
   # shellcheck disable=SC2086  # PAIRS_FLAGS: several flags
   [ -d "$OUT/pairs_${R}cbm_$sp" ] || $PY -m finetune dataset --corpus "$OUT/corpus_cbm_$sp" --out "$OUT/pairs_${R}cbm_$sp" \
