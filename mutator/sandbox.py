@@ -15,26 +15,38 @@ times out, crashes or floods gets a result with that status and the run goes on.
 What is contained, by mode (`pool.containment` says which one this machine got; README "Sandbox"):
 
 - "bubblewrap": a minimal read-only view (interpreter, libraries, the project's packages, the data
-  cache; no $HOME, /root, /etc/shadow), private /tmp, writes to scratch only, no network, own PID
+  cache's training files: the test labels live beside it in `cache/labels` and stay out, as do Debian's
+  raw data sets under HIDDEN; no $HOME, /root, /etc/shadow), private /tmp, writes to scratch only, no network, own PID
   namespace, uid 65534 in a user namespace with no capabilities and no nested user namespaces.
 - "unshare+landlock" (no bubblewrap): user, PID, network, IPC and mount namespaces from `unshare`;
-  Landlock limits reads to the same paths and writes to scratch (a tmpfs); capabilities dropped.
-- "landlock" (no namespaces): Landlock for files, TCP (ABI >= 4) and signals (ABI >= 6); other
-  processes are visible but cannot be signalled or traced.
-- "none": time, memory, fresh process per candidate, process-tree kill; nothing else. A pool refuses
-  this where `REQUIRE_CONTAINMENT` is set (`search run` unless `--unsafe-no-sandbox`).
+  Landlock limits reads to the same paths and writes to scratch (a tmpfs; HIDDEN stays readable: it
+  is under /usr); capabilities dropped; the
+  seccomp filter keeps it from the host's Unix sockets by path (its mount view still has them).
+- "landlock" (no namespaces): Landlock for files, TCP (ABI >= 4) and signals (ABI >= 6), the seccomp
+  filter for every other socket (UDP, MPTCP, Unix by path); other processes are visible (NOT
+  contained: every process's command line is readable; only a mount namespace could hide them) but
+  cannot be signalled or traced.
+- "none": time, memory, the seccomp filter, fresh process per candidate, process-tree kill; nothing
+  else. A pool refuses this where `REQUIRE_CONTAINMENT` is set (`search run` unless `--unsafe-no-sandbox`).
 In every mode: a fresh fork per request with its own id-checked pipe, a whitelisted environment, the
-tree's memory and time limits, every descendant killed after the request, the worker exits when the
-parent does (its control pipe closes), stale scratch folders of dead parents are removed.
+seccomp filter (`mutator.seccomp`: no SysV IPC, message queues, keyrings, memfd or io_uring, so no
+state outlives a candidate or reaches the next), the tree's memory (PSS, memfd files, scratch tmpfs),
+scratch (`scratch_mb`), process-and-thread and time limits, every descendant killed and the scratch
+folder emptied (permissions restored) after the request, the worker exits when the parent does (its
+control pipe closes), stale scratch folders of dead parents are removed. `containment["gaps"]` says in
+a sentence each what a mode does not contain (the fallback's warning repeats it).
 
 Never contained: a candidate lying about its own result (the measuring code runs in its process),
-CPU time stolen from other processes while it runs (bounded by the time limit), and memory spikes
-shorter than 0.2 s across several processes (each process is still bounded by RLIMIT_AS).
+CPU time stolen from other processes while it runs (bounded by the time limit), memory spikes
+shorter than 0.2 s across several processes (each process is still bounded by RLIMIT_AS, except on a
+GPU, where the watchdog alone bounds host memory), processes started and ended within one 0.2 s round,
+and GPU memory beyond torch's per-process cap (a hostile candidate can lift its own cap).
 
 `NASFORGE_NO_NAMESPACES=1` skips bubblewrap and `unshare` (for a machine where they are installed but
 broken): Landlock alone then contains files, TCP and signals, not processes (third column, with Landlock);
-`NASFORGE_NO_LANDLOCK=1` skips Landlock. Where nothing at all can be contained, a pool refuses to start
-where `REQUIRE_CONTAINMENT` is set (`search run` sets it unless `--unsafe-no-sandbox`); elsewhere it warns.
+`NASFORGE_NO_LANDLOCK=1` skips Landlock, `NASFORGE_NO_SECCOMP=1` the seccomp filter. Where nothing at all
+can be contained, a pool refuses to start where `REQUIRE_CONTAINMENT` is set (`search run` sets it unless
+`--unsafe-no-sandbox`); elsewhere it warns.
 Every result is checked before `call` returns it (`mutator.results.check_result`): one JSON object,
 valid UTF-8, a short status, one line of error text cut to `results.MAX_ERROR` characters (it goes into LLM
 prompts), and for `corpus.pipeline:evaluate` the evaluation row's schema; anything else is that
@@ -64,12 +76,15 @@ MAX_MESSAGE = 64 << 20  # a worker's answer larger than this is treated as a cra
 STARTUP_S = 300  # a worker that has not imported torch by then is broken, not slow
 GRACE_S = 30  # the worker enforces the time limit; the parent waits this much longer before killing it
 PACKAGES = ("mutator", "corpus", "search", "finetune")
+SCRATCH_MB = 2048  # a candidate's scratch folder: a tmpfs of this size (its use counts as memory) or, on the host
+# disk (Landlock alone), this many MB counted by the worker's watchdog
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
             "CUDA_HOME", "NVIDIA_VISIBLE_DEVICES", "NASFORGE_CACHE", "PYTORCH_CUDA_ALLOC_CONF")
 _LAUNCH: dict[str, object] = {}  # how workers start on this machine, decided once per process
 # Set by `search run` (LLM-written code) unless --unsafe-no-sandbox: then a pool that could contain
 # nothing (no bubblewrap, namespaces or Landlock) refuses to start instead of warning.
 REQUIRE_CONTAINMENT = False
+HIDDEN = ("/usr/share/datasets",)  # empty under bubblewrap; readable where Landlock alone contains (it allows /usr)
 
 
 def _root() -> Path:
@@ -96,18 +111,19 @@ def read_paths() -> list[str]:
             paths.add(rp)
     paths.update(os.path.join(root, pkg) for pkg in PACKAGES)
     cache = os.environ.get("NASFORGE_CACHE") or os.path.join(home, ".cache", "nasforge")
-    os.makedirs(cache, exist_ok=True)
-    paths.add(os.path.realpath(cache))
+    # the prepared data sets only: their test labels live in the cache's `labels/` (corpus.data.prepare)
+    os.makedirs(os.path.join(cache, "data"), exist_ok=True)
+    paths.add(os.path.realpath(os.path.join(cache, "data")))
     paths.update(p for p in os.environ.get("NASFORGE_SANDBOX_READ", "").split(os.pathsep) if p)
     existing = sorted(p for p in paths if os.path.lexists(p))
     return [p for p in existing if not any(p.startswith(q + "/") for q in existing if q != p)]
 
 
-def _bwrap_args(read: list[str], gpu: bool, disable_userns: bool = False) -> list[str]:
+def _bwrap_args(read: list[str], gpu: bool, disable_userns: bool = False, scratch_mb: int = SCRATCH_MB) -> list[str]:
     args = ["--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
             *(["--disable-userns"] if disable_userns else []), "--new-session", "--proc", "/proc",
             *(["--dev-bind", "/dev", "/dev", "--ro-bind", "/sys", "/sys"] if gpu else ["--dev", "/dev"]),
-            "--size", str(2 << 30), "--tmpfs", "/tmp"]
+            "--size", str(scratch_mb << 20), "--tmpfs", "/tmp"]
     for p in read:
         if p in ("/proc", "/dev/urandom", "/dev/random", "/dev/zero") or (gpu and p.startswith("/sys")):
             continue
@@ -115,6 +131,8 @@ def _bwrap_args(read: list[str], gpu: bool, disable_userns: bool = False) -> lis
             args += ["--symlink", os.readlink(p), p]  # /lib -> usr/lib on merged-/usr systems
         else:
             args += ["--ro-bind", p, p]
+    # raw data sets under /usr (Debian's, test labels included): a candidate reads the prepared cache only
+    args += [x for d in HIDDEN if os.path.isdir(d) for x in ("--tmpfs", d)]
     return [*args, "--chdir", "/tmp"]
 
 
@@ -167,7 +185,8 @@ class SandboxError(RuntimeError):
 class _Worker:
     """One fork-server process, started under the launcher this machine supports."""
 
-    def __init__(self, memory_mb: int, mode: str, threads: int, gpu: bool):
+    def __init__(self, memory_mb: int, mode: str, threads: int, gpu: bool, gpu_memory_fraction: float = 0.0,
+                 scratch_mb: int = SCRATCH_MB, max_tasks: int = 0):
         self.mode, self.seq = mode, 0
         read = read_paths()
         host_scratch = None
@@ -176,15 +195,18 @@ class _Worker:
             exe = shutil.which("bwrap")
             if "disable_userns" not in _LAUNCH:
                 _LAUNCH["disable_userns"] = _bwrap_can_disable_userns(exe)
-            prefix = [exe, *_bwrap_args(read, gpu, disable_userns=_LAUNCH["disable_userns"])]
+            prefix = [exe, *_bwrap_args(read, gpu, disable_userns=_LAUNCH["disable_userns"], scratch_mb=scratch_mb)]
         else:
             host_scratch = tempfile.mkdtemp(prefix=f"nasforge-worker-{os.getpid()}-")
             scratch = host_scratch
             prefix = [shutil.which("unshare"), *_UNSHARE] if mode == "unshare" else []
         self.host_scratch = host_scratch
         settings = {"memory_mb": memory_mb, "threads": threads, "read": read, "scratch": scratch,
+                    "scratch_mb": scratch_mb, "max_tasks": max_tasks, "gpu": gpu,
+                    "gpu_memory_fraction": gpu_memory_fraction,
                     "userns": mode in ("bwrap", "unshare"), "tmpfs_scratch": mode == "unshare",
-                    "landlock": os.environ.get("NASFORGE_NO_LANDLOCK") != "1"}
+                    "landlock": os.environ.get("NASFORGE_NO_LANDLOCK") != "1",
+                    "seccomp": os.environ.get("NASFORGE_NO_SECCOMP") != "1"}
         env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith("LC_")}
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1",
                    NASFORGE_SANDBOX=json.dumps(settings), HOME=scratch, TMPDIR=scratch,
@@ -267,19 +289,36 @@ class _Worker:
             shutil.rmtree(self.host_scratch, ignore_errors=True)
 
 
+# what a candidate can do where a column of `_describe` is False
+GAPS = {
+    "files": "read every file its user can read and write outside its scratch folder",
+    "network": "reach listeners on the host (UDP, Unix sockets by path, MPTCP; TCP too without Landlock ABI >= 4)",
+    "signals": "signal other processes of its user",
+    "processes": "see every process of the machine (command lines, /proc/PID/status) and count against the user's "
+                 "process limit",
+    "shared_state": "keep SysV shared memory, message queues, keys or memfd memory beyond its request (shared "
+                    "memory can outlive the pool and reach the next candidate) and hold memory files",
+}
+
+
 def _describe(mode: str, report: dict) -> dict:
     """What this launcher contains here, for the docs table's columns."""
     ll = int(report.get("landlock") or 0)
+    sc = bool(report.get("seccomp"))
     ns = mode in ("bwrap", "unshare")
     contained = {
         "files": mode == "bwrap" or ll >= 1,
-        "network": ns or ll >= 4,
+        # bubblewrap's network namespace and mount view hide the host's listeners; unshare's view still has
+        # the host's Unix sockets and Landlock alone covers TCP only: the seccomp filter does the rest
+        "network": mode == "bwrap" or (sc and (mode == "unshare" or ll >= 4)),
         "signals": ns or ll >= 6,
         "processes": ns,
+        "shared_state": sc,
     }
+    not_contained = [k for k, v in contained.items() if not v]
     return {"mode": {"bwrap": "bubblewrap", "unshare": "unshare+landlock", "plain": "landlock" if ll else "none"}[mode],
-            "landlock_abi": ll, "contained": contained,
-            "not_contained": [k for k, v in contained.items() if not v]}
+            "landlock_abi": ll, "seccomp": sc, "contained": contained, "not_contained": not_contained,
+            "gaps": [f"{k}: a candidate can {GAPS[k]}" for k in not_contained]}
 
 
 class WorkerPool:
@@ -289,14 +328,22 @@ class WorkerPool:
     "namespaces" (bubblewrap or an error), "none" (the fallback without bubblewrap)."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 6144,
-                 isolate: str = "auto", threads_per_worker: int = 1, gpu: bool = False):
-        """memory_mb=0: no memory limit (CUDA reserves far more address space than it uses, so GPU
-        workers rely on the GPU's own out-of-memory errors)."""
+                 isolate: str = "auto", threads_per_worker: int = 1, gpu: bool = False,
+                 gpu_memory_fraction: float | None = None, scratch_mb: int = SCRATCH_MB, max_tasks: int = 0):
+        """memory_mb: host memory of a candidate's process tree (PSS, memory files, scratch space in memory);
+        0: no limit. Without a GPU each process is also bounded by RLIMIT_AS; with one (gpu=True) only the
+        watchdog bounds it (CUDA reserves far more address space than it uses).
+        gpu_memory_fraction: each candidate's share of every GPU for torch's allocator (default 0.9 divided
+        among the workers); a hostile candidate can lift it in its own process.
+        scratch_mb: what a candidate may write to its scratch folder (also bounds each file it writes).
+        max_tasks: processes and threads of one candidate together (0: 256 and 4 per thread it is given)."""
         if isolate not in ("auto", "namespaces", "none"):
             raise ValueError(f"isolate must be auto, namespaces or none, not {isolate!r}")
         _clean_stale_scratch()
         self.timeout_s = timeout_s
-        self._spec = [memory_mb, None, threads_per_worker, gpu]
+        if gpu_memory_fraction is None:
+            gpu_memory_fraction = 0.9 / max(1, workers) if gpu else 0.0
+        self._spec = [memory_mb, None, threads_per_worker, gpu, gpu_memory_fraction, scratch_mb, max_tasks]
         first = self._first_worker(isolate)
         self._spec[1] = first.mode
         self.containment = _describe(first.mode, first.report or {})
@@ -327,7 +374,7 @@ class WorkerPool:
             modes.append("plain")
         why = None
         for mode in modes:
-            w = _Worker(self._spec[0], mode, self._spec[2], self._spec[3])
+            w = _Worker(self._spec[0], mode, *self._spec[2:])
             try:
                 w.start()
             except SandboxError as exc:
@@ -351,7 +398,8 @@ class WorkerPool:
                 d = _describe(mode, w.report or {})
                 reason = f"bubblewrap failed: {why}" if why else "bubblewrap unavailable"
                 missing = ", ".join(d["not_contained"]) or "nothing"
-                warnings.warn(f"sandbox: {reason}; fallback '{d['mode']}' does not contain: {missing}",
+                gaps = "".join(f"; {g}" for g in d["gaps"])
+                warnings.warn(f"sandbox: {reason}; fallback '{d['mode']}' does not contain: {missing}{gaps}",
                               RuntimeWarning, stacklevel=3)
             return w
         raise SandboxError("no way to start a sandbox worker here")

@@ -8,17 +8,20 @@ patched `torch.Tensor.__eq__` dies with its process). Before the handler runs, t
 - closes every inherited file descriptor but its own result pipe (it cannot write to the parent's
   channel, nor to another candidate's), points stdin/stdout/stderr at /dev/null, starts a session;
 - gets a fresh scratch folder as its working directory, HOME and TMPDIR;
-- is limited: RLIMIT_AS (memory per process), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_CORE=0, a process
-  count where it has its own user namespace; PR_SET_PDEATHSIG (dies with the worker);
-- drops every capability and sets no_new_privs;
+- is limited: RLIMIT_AS (memory per process; not on a GPU), RLIMIT_CPU, RLIMIT_FSIZE (scratch_mb at
+  most), RLIMIT_MSGQUEUE=0, RLIMIT_CORE=0, a process count where it has its own user namespace;
+  PR_SET_PDEATHSIG (dies with the worker); on a GPU, its share of each device for torch's allocator;
+- drops every capability, sets no_new_privs and installs the seccomp filter (`mutator.seccomp`);
 - restricts itself with Landlock where the kernel has it (`mutator.landlock`): reads only beneath
   the interpreter, its libraries, the project and the data cache; writes only to its scratch
   folder; no TCP; no signals to processes outside (ABI >= 6).
 
 The worker is a child subreaper: every process the candidate starts, double-forked daemons
-included, stays its descendant, and all of them are killed when the request ends. It sums their
-resident memory every 0.2 s: over the budget, all of them are killed and the result is `oom`
-(RLIMIT_AS alone is per process, so forks could multiply it).
+included, stays its descendant, and all of them are killed when the request ends. Every 0.2 s it
+counts their processes and threads (over the limit: `crash`), their memory: PSS, memfd files they
+hold open and what they wrote to a private scratch tmpfs (over the budget: `oom`; RLIMIT_AS alone is
+per process, so forks could multiply it), and their scratch folder on the host disk (over scratch_mb:
+`oom`). After each request it restores the scratch folder's permissions and empties it.
 
 The child answers on its own pipe with one JSON document {"id": ..., "result": ...}; the worker
 accepts exactly that (the right id, one document, nothing else; decoded by
@@ -37,6 +40,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -48,6 +52,9 @@ from mutator.results import FrameError, decode_frame, failure
 ALLOWED = ("mutator.", "corpus.", "search.", "finetune.")
 READY = b'{"ready": true'  # the ready message starts with this; the rest reports the containment
 MAX_RESULT = 64 << 20  # a candidate's answer larger than this is a crash
+TASKS = 256  # processes and threads of one candidate, besides 4 per thread it is given (RLIMIT_NPROC does not
+# bind in a user namespace: the watchdog counts them)
+MAX_SCRATCH_ENTRIES = 20000  # files a candidate may leave in scratch (the watchdog walks them every 0.2 s)
 WARM = ("torch", "torch._dynamo", "mutator.probe", "mutator.analysis", "corpus", "search", "finetune", "corpus.pipeline",
         "corpus.measure", "corpus.train", "corpus.zerocost", "fvcore.nn", "search.precheck")
 
@@ -72,23 +79,29 @@ def _settings() -> dict:
 
 def _descendants(root: int) -> list[int]:
     """Every descendant of `root`, from /proc."""
-    parent = {}
+    return list(_tree(root))
+
+
+def _tree(root: int) -> dict[int, int]:
+    """Every descendant of `root` and its number of threads, from /proc."""
+    parent, threads = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
-            parent[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+            fields = stat[stat.rindex(b")") + 2:].split()
+            parent[int(entry)], threads[int(entry)] = int(fields[1]), int(fields[17])
         except (OSError, ValueError, IndexError):
             continue
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
+    out, todo = {}, [root]
     while todo:
         for c in children.get(todo.pop(), []):
-            out.append(c)
+            out[c] = threads[c]
             todo.append(c)
     return out
 
@@ -107,6 +120,87 @@ def _memory_kib(pid: int) -> int:
             return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _held_files(pids, scratch: str, scratch_dev: int, walked: set) -> tuple[int, int]:
+    """KiB in memory-backed files (memfd) and in files on the scratch device that the candidate's
+    processes hold open but the walk of its folder did not see (deleted, or behind a `chmod 000`):
+    neither RLIMIT_AS, PSS nor that walk counts them."""
+    seen, memory, on_disk = set(walked), 0, 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                target = os.readlink(path)
+                mine = target.startswith(scratch + "/") or target.endswith(" (deleted)")
+                if not (target.startswith("/memfd:") or mine):
+                    continue
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            if target.startswith("/memfd:"):
+                memory += st.st_blocks // 2
+            elif st.st_dev == scratch_dev:  # (a private tmpfs is counted whole, by statvfs)
+                on_disk += st.st_blocks // 2
+    return memory, on_disk
+
+
+def _tmpfs_used_kib(path: str) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize >> 10
+
+
+def _folder_kib(path: str, seen: set, limit: int = MAX_SCRATCH_ENTRIES) -> tuple[int, int]:
+    """KiB of blocks beneath `path` and the number of entries (counting stops after `limit` entries);
+    adds each file's (device, inode) to `seen`."""
+    total, n, todo = 0, 0, [path]
+    while todo and n <= limit:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for e in it:
+                    n += 1
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks // 2
+                    if stat.S_ISDIR(st.st_mode):
+                        todo.append(e.path)
+        except OSError:
+            continue
+    return total, n
+
+
+def _wipe(path: str) -> None:
+    """Empty and remove a candidate's folder, also where it took its own permissions away (chmod 000 of
+    a full folder used to stay behind and fill scratch for the next candidate). Symbolic links are
+    removed, never followed."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+        os.chmod(path, 0o700)
+    except OSError:
+        return
+    for root, dirs, _files in os.walk(path):
+        for d in dirs:
+            p = os.path.join(root, d)
+            try:
+                if stat.S_ISDIR(os.lstat(p).st_mode):
+                    os.chmod(p, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_descendants() -> None:
@@ -162,24 +256,55 @@ def _enter_candidate(result_fd: int, scratch: str, timeout_s: float, cfg: dict) 
     os.environ.update(HOME=scratch, TMPDIR=scratch)
     tempfile.tempdir = scratch
     mb = int(cfg.get("memory_mb", 0))
-    if mb > 0:
+    if mb > 0 and not cfg.get("gpu"):  # CUDA reserves far more address space than it uses: PSS watchdog only
         resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     cpu = int(timeout_s * max(1, int(cfg.get("threads", 1)) + 1) + 10)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    fsize = min(1 << 30, _scratch_mb(cfg) << 20, *([mb << 20] if mb > 0 else []))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))  # one file; the watchdog counts the sum
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
     if cfg.get("userns"):
-        resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_tasks(cfg), max_tasks(cfg)))
     try:
         _drop_capabilities()
     except OSError:
         if cfg.get("require_caps_dropped"):
             raise
+    cap_device_memory(cfg)  # before the filters: CUDA starts unrestricted, as it would without them
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if cfg.get("seccomp"):
+        from mutator.seccomp import deny_shared_state
+
+        deny_shared_state()
     if cfg.get("landlock"):
         from mutator.landlock import restrict
 
         restrict(read=cfg["read"], write=[scratch, "/dev/null"])
+
+
+def _scratch_mb(cfg: dict) -> int:
+    return int(cfg.get("scratch_mb") or 2048)
+
+
+def max_tasks(cfg: dict) -> int:
+    return int(cfg.get("max_tasks") or TASKS + 4 * max(1, int(cfg.get("threads", 1))))
+
+
+def cap_device_memory(cfg: dict) -> float | None:
+    """Give a GPU candidate `gpu_memory_fraction` of each device: torch's caching allocator raises
+    out-of-memory beyond it. Returns the fraction set, None where there is nothing to cap. A candidate
+    can lift its own cap (it runs in this process): this bounds a greedy model, not a hostile one."""
+    frac = float(cfg.get("gpu_memory_fraction") or 0)
+    if not cfg.get("gpu") or not 0 < frac <= 1:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    for i in range(torch.cuda.device_count()):
+        torch.cuda.set_per_process_memory_fraction(frac, i)
+    return frac
 
 
 def _run_child(req: dict, result_fd: int, scratch: str, cfg: dict) -> None:
@@ -208,11 +333,46 @@ def _run_child(req: dict, result_fd: int, scratch: str, cfg: dict) -> None:
         os._exit(0)
 
 
+def _over_limits(cfg: dict, budget_kib: int, scratch_kib: int, scratch: str, scratch_dev: int,
+                 tmpfs_base: int | None) -> tuple[str, str] | None:
+    """The watchdog's round: the candidate's processes and threads, their memory (PSS, memfd files,
+    its private tmpfs) and its scratch folder, each against its limit."""
+    tree = _tree(os.getpid())
+    tasks = sum(tree.values())
+    if tasks > max_tasks(cfg):
+        return "crash", f"the candidate ran {tasks} processes and threads, over the limit of {max_tasks(cfg)}"
+    walked: set = set()
+    if tmpfs_base is not None:
+        on_disk, entries = max(0, _tmpfs_used_kib(scratch) - tmpfs_base), 0
+        held_mem = _held_files(tree, scratch, -1, walked)[0]
+        in_memory = on_disk
+    else:
+        on_disk, entries = _folder_kib(scratch, walked)
+        held_mem, held_scratch = _held_files(tree, scratch, scratch_dev, walked)
+        on_disk, in_memory = on_disk + held_scratch, 0
+    if entries > MAX_SCRATCH_ENTRIES:
+        return "oom", f"the candidate left more than {MAX_SCRATCH_ENTRIES} files in its scratch folder"
+    if on_disk > scratch_kib:
+        return "oom", f"the candidate wrote {on_disk >> 10} MB to its scratch folder, over the limit of " \
+                      f"{scratch_kib >> 10} MB"
+    if budget_kib:
+        used = sum(_memory_kib(p) for p in tree) + held_mem + in_memory
+        if used > budget_kib:
+            return "oom", f"the candidate's processes used {used >> 10} MB together (memory, memory files and " \
+                          f"scratch space in memory), over the limit of {budget_kib >> 10} MB"
+    return None
+
+
 def _collect(pid: int, fd: int, req: dict, cfg: dict, ctrl_fd: int) -> dict:
     """Read the child's answer with its deadline and the memory budget of its whole process tree."""
     timeout_s = float(req["timeout_s"])
     deadline = time.monotonic() + timeout_s
     budget_kib = int(cfg.get("memory_mb", 0)) << 10
+    scratch_kib = _scratch_mb(cfg) << 10
+    scratch = cfg["_request_scratch"]
+    scratch_dev = os.stat(scratch).st_dev
+    # a private tmpfs (bubblewrap, unshare) is memory: what the candidate writes there counts as such
+    tmpfs_base = _tmpfs_used_kib(scratch) if cfg.get("_private_tmpfs") else None
     buf, eof, status, why = bytearray(), False, None, None
     os.set_blocking(fd, False)
     next_check = time.monotonic() + 0.2  # RLIMIT_AS bounds each process meanwhile
@@ -243,12 +403,10 @@ def _collect(pid: int, fd: int, req: dict, cfg: dict, ctrl_fd: int) -> dict:
         if status is not None and not eof:
             _kill_descendants()  # a grandchild holds the pipe open: the candidate is over
         now = time.monotonic()
-        if budget_kib and now >= next_check:
+        if now >= next_check:
             next_check = now + 0.2
-            used = sum(_memory_kib(p) for p in _descendants(os.getpid()))
-            if used > budget_kib:
-                why = ("oom", f"the candidate's processes used {used >> 10} MB together, "
-                              f"over the limit of {budget_kib >> 10} MB")
+            why = _over_limits(cfg, budget_kib, scratch_kib, scratch, scratch_dev, tmpfs_base)
+            if why:
                 break
         if now >= deadline and not (eof and status is not None):
             why = ("timeout", f"no answer within {timeout_s:.0f} s")
@@ -305,8 +463,8 @@ def _serve_one(req: dict, cfg: dict, ctrl_fd: int) -> dict:
         _warm(req)
     except Exception:  # noqa: BLE001  (the handler meets the same problem in the child and reports it)
         pass
-    scratch = os.path.join(cfg["scratch"], f"c{int(req['id'])}")
-    shutil.rmtree(scratch, ignore_errors=True)
+    _empty_scratch(cfg["scratch"])
+    scratch = cfg["_request_scratch"] = os.path.join(cfg["scratch"], f"c{int(req['id'])}")
     os.mkdir(scratch, 0o700)
     r, w = os.pipe()
     pid = os.fork()
@@ -317,7 +475,31 @@ def _serve_one(req: dict, cfg: dict, ctrl_fd: int) -> dict:
     try:
         return _collect(pid, r, req, cfg, ctrl_fd)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _empty_scratch(cfg["scratch"])
+
+
+def _empty_scratch(root: str) -> None:
+    """Every request starts with an empty scratch root (a candidate may have changed its permissions)."""
+    os.chmod(root, 0o700)
+    for name in os.listdir(root):
+        _wipe(os.path.join(root, name))
+
+
+def _probe_seccomp() -> bool:
+    """True when the seccomp filter installs here (tested in a throw-away child)."""
+    from mutator.seccomp import deny_shared_state, supported
+
+    if not supported():
+        return False
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            deny_shared_state()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def _probe_landlock(cfg: dict) -> int:
@@ -346,7 +528,10 @@ def main() -> None:
     cfg.setdefault("scratch", os.environ.get("NASFORGE_SCRATCH") or os.getcwd())
     os.makedirs(cfg["scratch"], exist_ok=True)
     if cfg.get("tmpfs_scratch"):  # own mount namespace: scratch space that vanishes with us
-        _libc.mount(b"tmpfs", cfg["scratch"].encode(), b"tmpfs", 0, b"size=2g,mode=0700")
+        opts = f"size={_scratch_mb(cfg)}m,mode=0700".encode()
+        cfg["_private_tmpfs"] = _libc.mount(b"tmpfs", cfg["scratch"].encode(), b"tmpfs", 0, opts) == 0
+    else:  # bubblewrap's /tmp is our own tmpfs
+        cfg["_private_tmpfs"] = bool(cfg.get("userns"))
     # No PR_SET_PDEATHSIG here: it fires when the parent *thread* that started us ends (pool threads
     # do). The control pipe's end of file tells us the parent is gone, also while a request runs.
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -358,10 +543,11 @@ def main() -> None:
             pass
     cfg["_zygote"], cfg["_max_fd"] = os.getpid(), os.sysconf("SC_OPEN_MAX")
     cfg["landlock"] = _probe_landlock(cfg) if cfg.get("landlock", True) else 0
+    cfg["seccomp"] = _probe_seccomp() if cfg.get("seccomp", True) else False
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)  # start-up errors went to the parent's log; from here on, nothing
-    report = {"ready": True, "landlock": cfg["landlock"], "pid_ns": os.getpid() <= 2,
+    report = {"ready": True, "landlock": cfg["landlock"], "seccomp": cfg["seccomp"], "pid_ns": os.getpid() <= 2,
               "uid": os.getuid()}
     send.send_bytes(json.dumps(report).encode())
     while True:

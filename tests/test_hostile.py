@@ -243,8 +243,10 @@ def profile(pool, source: str, w: dict, timeout_s: float = 60) -> dict:
     from corpus.train import Recipe
 
     recipe = Recipe(epochs=4, batch_size=64, min_steps=0, crop=False, flip=False).to_dict()  # 32 steps
-    return pool.call("corpus.pipeline:evaluate", {"source": source, "data_path": w["data"], "classes": 4,
-                                                "class_name": None, "recipe": recipe, "device": "cpu"}, timeout_s)
+    from corpus.evaluator import call  # scored here: the labels never enter the sandbox
+
+    return call(pool, {"source": source, "data_path": w["data"], "classes": 4, "class_name": None, "recipe": recipe,
+                       "device": "cpu"}, timeout_s)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -394,3 +396,307 @@ def test_mutator_generate_and_corpus_profile_contain_a_hostile_seed(tmp_path, wo
         assert row["status"] != "ok" and "RuntimeError" in row["error"] and SECRET not in res.stdout
         untouched(w, got)
     assert worker_processes() <= before
+
+
+# ---- memory, state and resources that the first limits did not see (issue 28) -------------------
+
+SMALL_MB, SMALL_SCRATCH_MB = 900, 300  # RLIMIT_AS needs room for torch's ~700 MB of address space
+SMALL_TASKS = 48  # processes and threads (the default is 256 and more: forking that many copies of torch is slow)
+
+
+def small(body: str) -> str:
+    """A tiny model whose constructor runs `body` (validated, not trained: seconds per candidate)."""
+    return textwrap.dedent("""
+        import os, sys, time, socket, ctypes, json, threading
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self, num_classes=4):
+                super().__init__()
+        {body}
+                self.fc = nn.Linear(1, num_classes)
+
+            def forward(self, x):
+                return self.fc(x.mean((1, 2, 3)).unsqueeze(1))
+        """).format(body=textwrap.indent(textwrap.dedent(body).strip(), " " * 8))
+
+
+def check(pool, source: str, timeout_s: float = 30) -> dict:
+    return pool.call("mutator.analysis:validate", {"source": source, "spec": {"in_shape": [1, 1, 8, 8], "classes": 4,
+                                                                             "class_name": None}}, timeout_s)
+
+
+def _pool(mode: str, **kw) -> WorkerPool:
+    return WorkerPool(1, timeout_s=30, memory_mb=SMALL_MB, scratch_mb=SMALL_SCRATCH_MB, max_tasks=SMALL_TASKS,
+                      isolate="namespaces" if mode == "namespaces" else "none", **kw)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def small_pool(request):
+    if request.param == "landlock":
+        os.environ["NASFORGE_NO_NAMESPACES"] = "1"
+    try:
+        p = _pool(request.param)
+        assert check(p, small("pass"))["status"] == "ok"
+        yield p, request.param
+        p.close()
+    finally:
+        os.environ.pop("NASFORGE_NO_NAMESPACES", None)
+
+
+MEMFD = """
+fds = []
+for i in range(3):  # 3 x 290 MB (each under RLIMIT_FSIZE), written, never mapped: RLIMIT_AS and PSS see none of it
+    fd = os.memfd_create(f'hoard{i}')
+    block = b'x' * (1 << 20)
+    for _ in range(290):
+        os.write(fd, block)
+    fds.append(fd)
+time.sleep(3)
+"""
+
+
+def test_memory_files_are_denied_or_counted(small_pool):
+    p, mode = small_pool
+    res = check(p, small(MEMFD))
+    assert res["status"] != "ok", res  # was ok: 870 MB of files and the process's own memory, under a 900 MB limit
+    assert res["status"] == "oom" or "PermissionError" in res["error"], res
+    assert check(p, small("pass"))["status"] == "ok"
+
+
+def test_the_watchdog_counts_memory_files_without_the_filter(monkeypatch):
+    """Where the seccomp filter cannot be installed memfd works: the watchdog then counts its size."""
+    monkeypatch.setenv("NASFORGE_NO_SECCOMP", "1")
+    with _pool("none") as p:
+        assert not p.containment["seccomp"] and "shared_state" in p.containment["not_contained"]
+        res = check(p, small(MEMFD))
+        assert res["status"] == "oom" and "memory files" in res["error"], res
+        assert check(p, small("pass"))["status"] == "ok"
+
+
+SHM = """
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shm = libc.shmget({key}, 1 << 20, {flags})
+if shm < 0:
+    raise OSError(ctypes.get_errno(), 'shmget')
+addr = libc.shmat(shm, None, 0)
+{act}
+"""
+
+
+def _host_segments(key: int) -> list[int]:
+    """Ids of the host's SysV segments with this key (/proc/sysvipc/shm: key, shmid, ...)."""
+    rows = [ln.split() for ln in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    return [int(r[1]) for r in rows if int(r[0]) == key]
+
+
+def test_sysv_shared_memory_neither_outlives_nor_carries(small_pool):
+    p, mode = small_pool
+    key = int(TOKEN[:7], 16)
+    secret = f"carried-{TOKEN}"
+    try:
+        writer = check(p, small(SHM.format(key=key, flags=0o1600, act=f"ctypes.memmove(addr, {secret.encode()!r}, "
+                                                                        f"{len(secret)})")))
+        assert writer["status"] != "ok" and "Errno 1" in writer["error"], writer  # shmget: EPERM
+        reader = check(p, small(SHM.format(key=key, flags=0, act=f"raise RuntimeError(ctypes.string_at(addr, "
+                                                                 f"{len(secret)}))")))
+        assert secret not in json.dumps(reader), "a SysV segment carried data to the next candidate"
+        assert not _host_segments(key), "a SysV segment outlived its candidate on the host"
+    finally:
+        import ctypes
+
+        for shmid in _host_segments(key):  # (never let a failed run leave one behind)
+            ctypes.CDLL(None).shmctl(shmid, 0, None)
+
+
+FILL = """
+os.mkdir('full')
+try:
+    for i in range(40):  # 400 MB in 10 MB files, over the 300 MB scratch limit
+        with open(f'full/f{i}', 'wb') as f:
+            f.write(b'x' * (10 << 20))
+finally:
+    for path in ('full', '.'):  # fchmod: chmod by path is refused by the filter, by descriptor it is not
+        fd = os.open(path, os.O_RDONLY)
+        os.fchmod(fd, 0)
+        os.close(fd)
+    time.sleep(1)
+"""
+AFTER_FILL = """
+st = os.statvfs('.')
+used = (st.f_blocks - st.f_bfree) * st.f_frsize >> 20
+with open('next.bin', 'wb') as f:
+    f.write(b'y' * (200 << 20))  # fits in an emptied scratch folder, not beside a full one
+if {tmpfs} and used > 50:
+    raise RuntimeError(f'{{used}} MB of an earlier candidate left in scratch')
+"""
+
+
+def test_a_full_locked_scratch_folder_is_emptied(small_pool):
+    p, mode = small_pool
+    res = check(p, small(FILL))
+    assert res["status"] != "ok", res  # ENOSPC on the tmpfs, or the watchdog's scratch limit on the host disk
+    if mode == "landlock":
+        assert res["status"] == "oom" and "scratch" in res["error"], res
+    worker = p._all[0]
+    if worker.host_scratch:
+        assert os.listdir(worker.host_scratch) == [], "the candidate's scratch folder stayed behind"
+    res = check(p, small(AFTER_FILL.format(tmpfs=mode != "landlock")))
+    assert res["status"] == "ok", res
+
+
+def _udp_listener():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.2)
+    return s
+
+
+NET_BEYOND_TCP = """
+tried = []
+for name, make, where, data in [
+        ('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM), ('127.0.0.1', W['udp']), b'udp'),
+        ('unix', lambda: socket.socket(socket.AF_UNIX), W['unix'], b'unix'),
+        ('mptcp', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262), ('127.0.0.1', W['tcp']), b'mptcp'),
+        ('unix-dgram-pair', lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0], W['unix_dgram'], b'pair')]:
+    try:
+        s = make()
+        if name in ('udp', 'unix-dgram-pair'):
+            s.sendto(data, where)
+        else:
+            s.settimeout(2)
+            s.connect(where)
+            s.sendall(data)
+        tried.append(name + ':sent')
+    except Exception as e:
+        tried.append(name + ':' + type(e).__name__)
+raise RuntimeError(' '.join(tried))
+"""
+
+
+def test_no_udp_unix_or_mptcp_to_the_host(small_pool, tmp_path):
+    p, mode = small_pool
+    udp = _udp_listener()
+    unix_path, dgram_path = str(tmp_path / "listener.sock"), str(tmp_path / "dgram.sock")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(unix_path)
+    unix.listen(5)
+    unix.settimeout(0.2)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(dgram_path)
+    dgram.settimeout(0.2)
+    tcp, got_tcp, stop = _listener()
+    os.chmod(tmp_path, 0o777)  # uid 65534 in bubblewrap could not reach them anyway: not what is tested
+    try:
+        w = {"udp": udp.getsockname()[1], "unix": unix_path, "unix_dgram": dgram_path, "tcp": tcp.getsockname()[1]}
+        res = check(p, small(f"W = {w!r}\n" + NET_BEYOND_TCP))
+        got = []
+        for s, recv in ((udp, lambda s: s.recvfrom(64)), (unix, lambda s: s.accept()), (dgram, lambda s: s.recv(64))):
+            try:
+                got.append(recv(s))
+            except OSError:
+                pass
+        assert not got and not got_tcp, f"a candidate reached a host listener: {res.get('error')}"
+        assert ":sent" not in res["error"], res
+    finally:
+        stop.set()
+        for s in (udp, unix, dgram, tcp):
+            s.close()
+
+
+@pytest.mark.parametrize("what", ["processes", "threads"])
+def test_process_count_is_bounded(small_pool, what):
+    """RLIMIT_NPROC does not bind in a user namespace (and is the whole user's count without one)."""
+    p, mode = small_pool
+    steady = worker_processes()
+    start = {"processes": "if os.fork() == 0:\n" + " " * 16 + "time.sleep(20)\n" + " " * 16 + "os._exit(0)",
+             "threads": "threading.Thread(target=time.sleep, args=(20,), daemon=True).start()"}[what]
+    body = f"""
+    threading.stack_size(256 << 10)
+    started = 0
+    for _ in range({3 * SMALL_TASKS}):
+        try:
+            {start}
+            started += 1
+        except (OSError, RuntimeError):
+            break
+    time.sleep(2)
+    raise RuntimeError(f'started={{started}}')
+    """
+    res = check(p, small(body))
+    assert res["status"] == "crash" and "processes and threads" in res["error"], res  # was: started=144
+    assert check(p, small("pass"))["status"] == "ok"
+    assert worker_processes() <= steady, "a candidate's process survived its request"
+
+
+def test_the_containment_report_says_what_each_mode_leaves_open(small_pool):
+    p, mode = small_pool
+    c = p.containment
+    assert c["contained"]["shared_state"] and c["contained"]["network"], c
+    if mode == "landlock":  # no PID namespace: every host process's command line is readable
+        assert c["not_contained"] == ["processes"], c
+        assert "command lines" in c["gaps"][0]
+        res = check(p, small("raise RuntimeError(str(len(os.listdir('/proc/1'))) + open('/proc/1/cmdline').read())"))
+        assert res["status"] != "ok" and "PermissionError" not in res["error"]  # as the report says: readable
+    else:
+        assert c["not_contained"] == [] and c["gaps"] == []
+
+
+def test_gpu_workers_bound_host_memory_by_the_watchdog():
+    """CUDA rules out RLIMIT_AS: a GPU worker's candidates are still held to memory_mb by the watchdog."""
+    with WorkerPool(1, timeout_s=30, memory_mb=SMALL_MB, isolate="none", gpu=True) as p:
+        res = check(p, small("import resource\nassert resource.getrlimit(resource.RLIMIT_AS)[0] == "
+                             "resource.RLIM_INFINITY\nb = bytearray(1200 << 20)\n"
+                             "for i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(5)"))
+        assert res["status"] == "oom" and "together" in res["error"], res
+        assert check(p, small("pass"))["status"] == "ok"
+
+
+def test_gpu_candidates_get_a_share_of_the_device(monkeypatch):
+    import torch
+
+    from mutator.worker import cap_device_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, i: calls.append((f, i)))
+    assert cap_device_memory({"gpu": True, "gpu_memory_fraction": 0.45}) == 0.45
+    assert calls == [(0.45, 0), (0.45, 1)]
+    assert cap_device_memory({"gpu": False, "gpu_memory_fraction": 0.45}) is None and len(calls) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cap_device_memory({"gpu": True, "gpu_memory_fraction": 0.45}) is None and len(calls) == 2
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_candidate_over_its_device_share_is_out_of_memory():
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    with WorkerPool(1, timeout_s=60, memory_mb=8192, isolate="auto", gpu=True, gpu_memory_fraction=0.1) as p:
+        res = check(p, small(f"import torch\nx = torch.empty({int(total * 0.2)}, dtype=torch.uint8, device='cuda')"),
+                    timeout_s=60)
+        assert res["status"] != "ok" and "out of memory" in res["error"].lower(), res
+        assert check(p, small("pass"))["status"] == "ok"
+
+
+def test_scratch_behind_chmod_000_still_counts(small_pool):
+    """Files held open in a scratch folder the candidate made unreadable: the walk cannot see them, the
+    watchdog's look at open descriptors does (Landlock only: elsewhere scratch is a tmpfs counted whole)."""
+    p, mode = small_pool
+    if mode != "landlock":
+        pytest.skip("scratch is a size-limited tmpfs in the namespace modes")
+    body = """
+    files = [open(f'f{i}', 'wb') for i in range(2)]
+    fd = os.open('.', os.O_RDONLY)
+    os.fchmod(fd, 0)
+    for f in files:  # 2 x 200 MB, over the 300 MB scratch limit, each under RLIMIT_FSIZE
+        for _ in range(200):
+            f.write(b'x' * (1 << 20))
+        f.flush()
+    time.sleep(3)
+    """
+    res = check(p, small(body))
+    assert res["status"] == "oom" and "scratch" in res["error"], res
+    assert os.listdir(p._all[0].host_scratch) == []

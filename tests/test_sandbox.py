@@ -143,8 +143,9 @@ def test_the_whole_process_tree_shares_the_memory_limit(pool):
 
 def test_containment_is_reported(pool):
     c = pool.containment
-    assert set(c["contained"]) == {"files", "network", "signals", "processes"}
+    assert set(c["contained"]) == {"files", "network", "signals", "processes", "shared_state"}
     assert c["not_contained"] == [k for k, v in c["contained"].items() if not v]
+    assert len(c["gaps"]) == len(c["not_contained"])  # one plain sentence per thing not contained
     assert (c["mode"] == "bubblewrap") == pool.isolated
     assert c["mode"] in ("bubblewrap", "unshare+landlock", "landlock", "none")
     if c["mode"] != "none":
