@@ -2,7 +2,8 @@
 
     from corpus.data import prepare, load_prepared
     path = prepare("fashion-mnist")           # parent process: find/download, convert, cache
-    d = load_prepared(path)                   # worker: {"x_train": uint8 (N,C,H,W), "y_train": int64, ...}
+    d = load_prepared(path)                   # worker: {"x_train": uint8 (N,C,H,W), "y_train": int64, "x_test"}
+    y = load_test_labels(path)                # parent only: the test labels (int64), never in the sandbox
 
 Sources, first match wins:
 - `--data-dir DIR`: a folder holding the data set's files: Fashion-MNIST/MNIST idx files
@@ -13,7 +14,13 @@ Sources, first match wins:
   `zalando-datasets/fashion_mnist`), cached by `datasets` as usual.
 
 The converted tensors are cached under `$NASFORGE_CACHE` (default `~/.cache/nasforge`) as one
-`.pt` file per data set, written atomically; workers read it (their sandbox has no network).
+`.pt` file per data set in `data/`, written atomically; workers read it (their sandbox has no network).
+The test labels are not in it: they go to `labels/` (same name), which the sandbox does not mount
+(`mutator.sandbox.read_paths`), so a candidate can neither find them in its memory nor open them; the
+parent scores the candidate's predictions (`corpus.evaluator.score`). A cache file from before this
+split is split on the next `prepare`. The raw files a data set was read from are hidden from the
+sandbox only where bubblewrap runs it (Debian's `/usr/share/datasets`, with `t10k-labels-idx1-ubyte`,
+is readable where Landlock alone contains it, since `/usr` is); `--data-dir` folders are never mounted.
 """
 from __future__ import annotations
 
@@ -168,31 +175,70 @@ def read_raw(name: str, data_dir: str | None = None):
     return from_hf(name), f"hub:{DATASETS[name][0]}"
 
 
+def labels_path(data_path) -> Path:
+    """Where the test labels of a prepared file live: `labels/` beside its `data/` folder."""
+    p = Path(data_path)
+    return p.parent.parent / "labels" / p.name
+
+
+def _save(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def prepare(name: str, data_dir: str | None = None) -> Path:
-    """Convert once and cache; returns the cache file. Parent process only (may download)."""
+    """Convert once and cache; returns the cache file (its test labels apart: `labels_path`). Parent
+    process only (may download)."""
     import torch
 
     info(name)
     key = hashlib.sha256(f"{name}|{Path(data_dir).resolve() if data_dir else ''}".encode()).hexdigest()[:12]
     path = cache_dir() / "data" / f"{name}-{key}.pt"
-    if path.exists():
+    labels = labels_path(path)
+    if path.exists() and not labels.exists():  # cached before the labels moved out: split it
+        d = torch.load(path, weights_only=True)
+        if "y_test" in d:
+            _save(d.pop("y_test"), labels)
+            _save(d, path)
+    if path.exists() and labels.exists():
         return path
     (xtr, ytr, xte, yte), source = read_raw(name, data_dir)
     if len(xtr) == 0 or len(xte) == 0 or len(xtr) != len(ytr) or len(xte) != len(yte):
         raise DataError(f"{name}: empty or inconsistent arrays in {source}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"name": name, "source": source,
-                "x_train": torch.from_numpy(np.ascontiguousarray(xtr)), "y_train": torch.from_numpy(ytr.astype(np.int64)),
-                "x_test": torch.from_numpy(np.ascontiguousarray(xte)), "y_test": torch.from_numpy(yte.astype(np.int64))}, tmp)
-    os.replace(tmp, path)
+    _save(torch.from_numpy(yte.astype(np.int64)), labels)
+    _save({"name": name, "source": source, "x_train": torch.from_numpy(np.ascontiguousarray(xtr)),
+           "y_train": torch.from_numpy(ytr.astype(np.int64)), "x_test": torch.from_numpy(np.ascontiguousarray(xte))},
+          path)
     return path
 
 
-def load_prepared(path) -> dict:
+def load_prepared(path, with_test_labels: bool = False) -> dict:
+    """A prepared file: x_train, y_train, x_test (and y_test with `with_test_labels`: trusted code only)."""
     import torch
 
-    return torch.load(path, weights_only=True)
+    d = torch.load(path, weights_only=True)
+    if with_test_labels:
+        d["y_test"] = load_test_labels(path)
+    else:
+        d.pop("y_test", None)  # a file written without `prepare` (tests) may hold them
+    return d
+
+
+def load_test_labels(data_path):
+    """The test labels (int64 tensor) of a prepared file: parent process only (the sandbox cannot read them)."""
+    import torch
+
+    lp = labels_path(data_path)
+    if lp.exists():
+        return torch.load(lp, weights_only=True)
+    d = torch.load(data_path, weights_only=True, mmap=True)
+    if "y_test" not in d:
+        raise DataError(f"no test labels for {data_path} (expected {lp})")
+    return d["y_test"]
 
 
 def stratified_indices(labels, limit: int, seed: int = 0):

@@ -11,7 +11,14 @@ reproducible: the source's `sha256`, the data set, the recipe (JSON) and the zer
 that crashed or timed out in the sandbox is a row with that status, never an exception; so is an
 answer that breaks the row's schema (`invalid_result`: the pool checks it, `mutator.results`). Used by
 `search run` (its evaluator and pre-check) and `python -m corpus profile`; `corpus build` sends the
-same requests through its own pool of workers.
+same requests through its own pool of workers, and scores them with `score` too.
+
+`accuracy` is computed here, in the parent, never in the candidate's process: the sandboxed pipeline
+returns the class it predicts for each test image (`predictions`), and `score` compares them with the
+test labels, which only this process loads (`corpus.data.load_test_labels`; the sandbox cannot read
+them). Predictions that are not one class in [0, classes) per test image make the row that candidate's
+`invalid_result`; so does an `ok` trained row without them. `call(pool, payload)`: a pipeline request,
+scored.
 """
 from __future__ import annotations
 
@@ -59,13 +66,75 @@ def worker_threads() -> int:
     return n if n > 0 else os.cpu_count() or 1
 
 
+_LABELS: dict = {}
+
+
+def labels_of(data_path: str):
+    """The test labels of a prepared data set as a numpy int64 array, loaded once per process."""
+    if data_path not in _LABELS:
+        from corpus.data import load_test_labels
+
+        _LABELS[data_path] = load_test_labels(data_path).numpy()
+    return _LABELS[data_path]
+
+
+def decode_predictions(text: str, n: int, classes: int):
+    """`corpus.pipeline.encode_predictions`' text as n class indices (numpy); ValueError saying why not."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    dtype = np.dtype(np.uint8) if classes <= 256 else np.dtype("<u2")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("predictions are not base64 text") from None
+    if len(raw) != n * dtype.itemsize:
+        raise ValueError(f"{len(raw) // dtype.itemsize:,} predictions for {n:,} test images")
+    preds = np.frombuffer(raw, dtype=dtype)
+    if n and int(preds.max()) >= classes:
+        raise ValueError(f"a prediction is class {int(preds.max())}, outside 0..{classes - 1}")
+    return preds
+
+
+def score(row: dict, payload: dict) -> dict:
+    """A pipeline row with `accuracy` computed from its `predictions` against the test labels, which
+    only this process holds; `predictions` is dropped and the candidate's own `accuracy` ignored. A
+    trained `ok` row whose predictions are missing or malformed is that candidate's `invalid_result`."""
+    from mutator.results import ROW_SCHEMA, failure
+
+    row = dict(row)
+    preds = row.pop("predictions", None)
+    row["accuracy"] = None
+    trained = payload.get("train", True) and payload.get("zero_cost") != "only" and payload.get("data_path")
+    if row.get("status") != "ok" or not trained:
+        return row
+    classes = int((payload.get("spec") or {}).get("classes") or payload["classes"])
+    labels = labels_of(payload["data_path"])  # outside the try: a missing label file is ours, not the candidate's
+    try:
+        if preds is None:
+            raise ValueError("a trained row without predictions")
+        row["accuracy"] = float((decode_predictions(preds, len(labels), classes) == labels).mean())
+    except ValueError as exc:
+        bad = {**dict.fromkeys(ROW_SCHEMA), **failure(str(exc))}
+        bad.pop("predictions")
+        return bad
+    return row
+
+
+def call(pool, payload: dict, timeout_s: float | None = None) -> dict:
+    """One `corpus.pipeline:evaluate` request on a sandbox pool, scored here (`score`)."""
+    return score(pool.call("corpus.pipeline:evaluate", payload, timeout_s), payload)
+
+
 class _Pooled:
     """One sandbox worker that runs `corpus.pipeline:evaluate` (threads: `worker_threads()`), closed with the object."""
 
     def _start(self, timeout_s: float, memory_mb: int, gpu: bool) -> None:
         from mutator.sandbox import WorkerPool
 
-        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
+        self.pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=memory_mb,
                                threads_per_worker=worker_threads(), gpu=gpu)
 
     def close(self) -> None:
@@ -114,7 +183,7 @@ class Evaluator(_Pooled):
             payload["limits"] = limits
         if class_name:
             payload["class_name"] = class_name
-        return self._row(code, self.pool.call("corpus.pipeline:evaluate", payload))
+        return self._row(code, call(self.pool, payload))
 
     __call__ = evaluate
 
@@ -123,7 +192,7 @@ class Evaluator(_Pooled):
         proxies on N(0, 1) images drawn from `seed` when asked (screening votes on them)."""
         payload = {**self.payload, "source": code, "train": False, "latency": "batch1" if latency else "none",
                    "limits": {}, "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
-        return self._row(code, self.pool.call("corpus.pipeline:evaluate", payload))
+        return self._row(code, call(self.pool, payload))
 
 
 
@@ -137,7 +206,7 @@ class Checker(_Pooled):
         self._start(timeout_s, memory_mb, gpu=device != "cpu")
 
     def check(self, code: str) -> dict:
-        res = self.pool.call("corpus.pipeline:evaluate", {**self.payload, "source": code})
+        res = call(self.pool, {**self.payload, "source": code})
         return {**res, "status": res.get("status") or "crash"}
 
     __call__ = check

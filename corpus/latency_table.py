@@ -129,8 +129,8 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
                              f"{space} on {label}: pass another --out")
         done[r["key"]] = float(r["latency_ms"])
     source = seeds.seed_source(SPACES[space]["seed"])
-    # timing on all cores, as the pre-check does; no memory cap on CUDA (the limit is host memory)
-    pool = WorkerPool(1, timeout_s=600, memory_mb=0 if device != "cpu" else 6144,
+    # timing on all cores, as the pre-check does; host memory bounded on CUDA too (by the watchdog, not RLIMIT_AS)
+    pool = WorkerPool(1, timeout_s=600, memory_mb=6144,
                       threads_per_worker=os.cpu_count() or 1, gpu=device != "cpu")
     try:
         a = analyze(pool, source, SPEC)

@@ -7,10 +7,11 @@
 `evaluate(payload)` is a sandbox-worker handler; the model code it runs is untrusted. The stages, in
 order, each stopping the pass with its status when it fails:
 
-    parse + build (build_error) -> shape check (shape_error) -> params, FLOPs -> latency (latency_error)
-    -> zero-cost proxies (zero_cost_error; a proxy that cannot be scored is None with its reason)
-    -> limits (constraint: "1.2e+06 FLOPs > limit 1e+06") -> training (train_error / nan / oom)
-    -> accuracy on the test split
+    parse + build (build_error) -> shape check (shape_error; its forward is counted at the dispatcher)
+    -> params, FLOPs (fvcore, cross-checked) -> latency (latency_error) -> zero-cost proxies
+    (zero_cost_error; a proxy that cannot be scored is None with its reason) -> limits (constraint:
+    "1.2e+06 FLOPs > limit 1e+06") -> training (train_error / nan / oom) -> predictions on the test
+    split (counted again) -> params after training, limits again on the counts of the trained module
 
 Payload keys: `source`; `spec` (`in_shape`, `classes`, `class_name`; the data set's shape when
 omitted); `device` (training and, unless `latency_device`, timing); `data_path` (a
@@ -21,7 +22,11 @@ omitted); `device` (training and, unless `latency_device`, timing); `data_path` 
 `zero_cost_data` ("train": a batch of training images, "random": N(0, 1) images, the data-free
 default without `data_path`); `seed`; `limits` ({"flops", "params", "latency_ms"}: maxima);
 `use_model_recipe`, `prm` (a LEMUR model's own training). The row's numbers are measured or None,
-never invented; conventions in `corpus.measure`.
+never invented; conventions in `corpus.measure` (`flops`, `flops_check`, `params`, `params_check`).
+
+The test labels never enter this process (`corpus.data.prepare` keeps them out of the prepared file):
+a trained row carries `predictions`, the class index of every test image (`encode_predictions`), and
+the parent computes `accuracy` from them (`corpus.evaluator.score`); `accuracy` here stays None.
 """
 from __future__ import annotations
 
@@ -30,8 +35,9 @@ import time
 
 import torch
 
-ROW_KEYS = ("status", "error", "accuracy", "train_seconds", "flops", "flops_unsupported", "params", "latency_ms",
-            "latency_batch_ms", "latency_device", "peak_memory_mb", "final_loss", "device_name")
+ROW_KEYS = ("status", "error", "accuracy", "train_seconds", "flops", "flops_unsupported", "flops_check", "params",
+            "params_check", "latency_ms", "latency_batch_ms", "latency_device", "peak_memory_mb", "final_loss",
+            "device_name")
 LIMITS = (("flops", "FLOPs"), ("params", "parameters"), ("latency_ms", "ms latency"))
 _DATA: dict = {}
 
@@ -64,12 +70,30 @@ def device_name(device: str) -> str:
 
 
 def violation(row: dict, limits: dict | None) -> str | None:
-    """The first limit a measured row exceeds, as text; None when within every limit."""
+    """The first limit a measured row exceeds, as text; None when within every limit. Under a FLOPs
+    (parameter) limit, a row whose `flops_check` (`params_check`) is set and not "ok" fails too: its
+    counters disagree (`corpus.measure`), so no count of it can be trusted to be within the limit."""
     for key, unit in LIMITS:
         limit = (limits or {}).get(key)
-        if limit is not None and row.get(key) is not None and row[key] > limit:
+        if limit is None:
+            continue
+        if row.get(key) is not None and row[key] > limit:
             return f"{row[key]:,.4g} {unit} > limit {limit:,.4g}"
+        check = row.get(f"{key}_check") if key in ("flops", "params") else None
+        if check not in (None, "ok"):
+            return f"{unit} not verified under the limit {limit:,.4g}: {check}"
     return None
+
+
+def encode_predictions(preds: torch.Tensor, classes: int) -> str:
+    """Class indices as base64 of uint8 (classes <= 256) or little-endian uint16: about 13 kB for 10,000
+    images. `corpus.evaluator.decode_predictions` reads them back."""
+    import base64
+
+    import numpy as np
+
+    dtype = np.uint8 if classes <= 256 else np.dtype("<u2")
+    return base64.b64encode(preds.numpy().astype(dtype).tobytes()).decode("ascii")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -79,10 +103,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def evaluate(payload: dict) -> dict:
-    from corpus.measure import PeakMemory, count_flops, count_params, latency_ms
-    from corpus.train import NaNLoss, Recipe
-    from corpus.train import evaluate as test_accuracy
-    from corpus.train import split_data, train
+    from corpus.measure import ForwardFlops, PeakMemory, count_params, flops_check, fvcore_flops, latency_ms
+    from corpus.train import NaNLoss, Recipe, predict, split_data, train
     from mutator.probe import ModelError, build, first_tensor, load
     from mutator.worker import short_error
 
@@ -113,15 +135,20 @@ def evaluate(payload: dict) -> dict:
         model = build(load(payload["source"]), spec, device)
         row["params"] = count_params(model)
         stage = "shape_error"
-        with torch.no_grad():
+        with torch.no_grad(), ForwardFlops() as counted:  # a plain forward: the model cannot tell it is counted
             out = first_tensor(model.eval()(torch.zeros(in_shape, device=device)))
         if out is None or list(out.shape) != [1, classes]:
             raise ModelError(f"output shape {None if out is None else tuple(out.shape)}, expected (1, {classes})")
+        batch1 = fv_only = None
         if payload.get("flops", True):
+            batch1, fv_macs, fv_why = counted.macs, None, None
             try:
-                row["flops"], row["flops_unsupported"] = count_flops(model, in_shape, device)
-            except Exception as exc:  # fvcore cannot trace some models: say why, never a made-up count
-                row["error"] = f"flops not counted: {short_error(exc)}"
+                fv_total, row["flops_unsupported"], fv_only = fvcore_flops(model, in_shape, device)
+                fv_macs = fv_total - fv_only
+            except Exception as exc:  # fvcore cannot trace some models: the dispatcher's count stands, unchecked
+                fv_why = short_error(exc)
+            row["flops"] = batch1 + (fv_only or 0)
+            row["flops_check"] = flops_check(fv_macs, batch1, batch1, fv_why)
         stage = "latency_error"
         mode = payload.get("latency", "none" if payload.get("zero_cost") == "only" else "both")
         runs = int(payload.get("latency_runs", 30))
@@ -159,7 +186,22 @@ def evaluate(payload: dict) -> dict:
                     res = train(model, train_set, recipe, device)
             row["peak_memory_mb"] = round(mem.peak_mb, 2)
             row["train_seconds"], row["final_loss"] = round(res["train_seconds"], 3), res["final_loss"]
-            row["accuracy"] = test_accuracy(model, test_set, recipe.eval_batch_size)
+            with ForwardFlops() as counted:  # the forward that the accuracy comes from
+                preds = predict(model, test_set, recipe.eval_batch_size)
+            if len(preds) != len(test_set) or (len(preds) and not 0 <= int(preds.min()) <= int(preds.max()) < classes):
+                raise ModelError(f"predictions outside 0..{classes - 1}")
+            if batch1 is not None:
+                per_sample = round(counted.macs / max(1, len(test_set)))
+                row["flops"] = per_sample + (fv_only or 0)
+                row["flops_check"] = flops_check(fv_macs, batch1, per_sample, fv_why)
+            before, row["params"] = row["params"], count_params(model)
+            row["params_check"] = "ok" if row["params"] == before else \
+                f"{before:,} parameters before training, {row['params']:,} after"
+            why_over = violation(row, payload.get("limits"))
+            if why_over:  # the trained module's counts: a network that grew or hid cost stops here
+                row["status"], row["error"] = "constraint", why_over
+                return row
+            row["predictions"] = encode_predictions(preds, classes)
         row["status"] = "ok"
     except NaNLoss as exc:
         row["status"], row["error"] = "nan", str(exc)

@@ -11,13 +11,14 @@ import os
 
 def _task(payload: dict, dataset: str, data_dir, timeout_s: float, memory_mb: int, gpu: bool, cpus: int) -> dict:
     from corpus.data import prepare
+    from corpus.evaluator import call
     from mutator.sandbox import WorkerPool
 
     payload = {**payload, "data_path": str(prepare(dataset, data_dir))}
-    pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=0 if gpu else memory_mb,
+    pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=memory_mb,
                       threads_per_worker=cpus, gpu=gpu)
     try:
-        return pool.call("corpus.pipeline:evaluate", payload)
+        return call(pool, payload)  # scored on the node, outside the sandbox
     finally:
         pool.close()
 

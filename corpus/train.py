@@ -10,7 +10,9 @@ mean and standard deviation. No per-sample Python, no DataLoader. On CUDA: chann
 autocast. Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4 (not on BatchNorm/bias),
 label smoothing 0.1, peak learning rate 0.1 reached linearly over the first 20 % of steps, then
 linear decay to zero. Seeds fix the initial weights and the batch order.
-Accuracy is top-1 on the full test split, as a fraction in [0, 1].
+Accuracy is top-1 on the full test split, as a fraction in [0, 1]. In the sandbox the test split has
+no labels (`split_data`): `predict` gives the class indices, and the parent, which alone holds the
+labels, scores them (`corpus.evaluator.score`).
 
 Batch size and number of steps (`schedule`), for a training set of n images: the batch is
 `batch_size`, or when that is 0 (the default) the largest power of two <= n / 64 within [32, 256]
@@ -74,11 +76,11 @@ class NaNLoss(Exception):
 
 
 class GpuData:
-    """A split held on the device as uint8, with its normalisation constants."""
+    """A split held on the device as uint8, with its normalisation constants (`y` None: no labels)."""
 
-    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, device, mean=None, std=None):
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor | None, device, mean=None, std=None):
         self.x = x_uint8.to(device, non_blocking=True)
-        self.y = y.to(device, non_blocking=True)
+        self.y = None if y is None else y.to(device, non_blocking=True)
         if mean is None:
             xf = self.x.float().div_(255)
             mean = xf.mean(dim=(0, 2, 3))
@@ -87,7 +89,7 @@ class GpuData:
         self.std = std.to(device).view(1, -1, 1, 1)
 
     def __len__(self):
-        return len(self.y)
+        return len(self.x)
 
     def normalize(self, xb: torch.Tensor) -> torch.Tensor:
         return (xb.float().div_(255) - self.mean) / self.std
@@ -173,25 +175,34 @@ def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, test: GpuData, batch_size: int = 1024) -> float:
+def predict(model: nn.Module, test: GpuData, batch_size: int = 1024) -> torch.Tensor:
+    """The model's class (top-1 index, int64 on the CPU) for every image of `test`, in order; eval mode."""
     cuda = test.x.device.type == "cuda"
     model.eval()
-    correct = 0
+    out_all = []
     for i in range(0, len(test), batch_size):
         xb = test.normalize(test.x[i:i + batch_size])
         if cuda:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out = first_tensor(model(xb))
-        correct += (out.argmax(-1) == test.y[i:i + batch_size]).sum().item()
-    return correct / len(test)
+        if out is None or out.ndim != 2 or len(out) != len(xb):
+            raise ValueError(f"output shape {None if out is None else tuple(out.shape)} for a batch of {len(xb)}")
+        out_all.append(out.argmax(-1).cpu())
+    return torch.cat(out_all)
+
+
+def evaluate(model: nn.Module, test: GpuData, batch_size: int = 1024) -> float:
+    """Top-1 accuracy on a labelled split (trusted callers: benchmarks, tests; the sandbox uses `predict`)."""
+    return (predict(model, test, batch_size) == test.y.cpu()).float().mean().item()
 
 
 def split_data(data: dict, recipe: Recipe, device):
-    """Device-resident train (stratified `train_limit` subset) and full test split."""
+    """Device-resident train (stratified `train_limit` subset) and full test split (labelled only where
+    `data` has `y_test`: never in the sandbox, see `corpus.data.prepare`)."""
     from corpus.data import stratified_indices
 
     idx = torch.as_tensor(stratified_indices(data["y_train"].numpy(), recipe.train_limit, recipe.seed))
     train_set = GpuData(data["x_train"][idx], data["y_train"][idx], device)
-    test_set = GpuData(data["x_test"], data["y_test"], device, train_set.mean, train_set.std)
+    test_set = GpuData(data["x_test"], data.get("y_test"), device, train_set.mean, train_set.std)
     return train_set, test_set

@@ -20,9 +20,11 @@ rest of a run with a number no measurement gives (an accuracy of 1e999 that stay
 - an evaluation row (`corpus.pipeline:evaluate`, ROW_SCHEMA): `status` one of STATUSES; numbers real
   (bool excluded), finite and in range (accuracy in [0, 1]; flops, params whole and >= 0; times,
   latencies, memory >= 0); text one line and cut; `flops_unsupported` a short list of short names;
-  every other key dropped, so a row is at most about 12 kB whatever the candidate sent. One violation
-  makes the whole row that candidate's failed row: status `invalid_result`, an error naming the field,
-  every measurement None (never half of a forged row).
+  `predictions` base64 text of at most MAX_PREDICTIONS characters (what it decodes to is checked by
+  the parent that holds the labels: `corpus.evaluator.score`, which drops it from the row); every
+  other key dropped, so a row is at most about 12 kB (besides its predictions) whatever the candidate
+  sent. One violation makes the whole row that candidate's failed row: status `invalid_result`, an
+  error naming the field, every measurement None (never half of a forged row).
 
 Nothing here raises on a candidate's data. Pure and import-light: the fork server uses it too.
 """
@@ -208,6 +210,20 @@ def _text(limit: int):
     return check
 
 
+MAX_PREDICTIONS = 1 << 23  # base64 characters: 6 M test images at one byte each
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _predictions(v):
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise _Bad(f"is {_kind(v)}, not text")
+    if len(v) > MAX_PREDICTIONS or len(v) % 4 or not _BASE64.fullmatch(v):
+        raise _Bad(f"is not base64 text of at most {MAX_PREDICTIONS:,} characters")
+    return v
+
+
 def _names(v):
     if v is None:
         return None
@@ -224,11 +240,12 @@ COUNT = _number(0, 2 ** 63 - 1, whole=True)  # int64 in the corpus's Arrow table
 ROW_SCHEMA = {
     "status": None,  # checked first, against STATUSES
     "error": _text(MAX_ERROR), "accuracy": FRACTION, "train_seconds": SECONDS, "flops": COUNT,
-    "flops_unsupported": _names, "params": COUNT, "latency_ms": SECONDS, "latency_batch_ms": SECONDS,
+    "flops_unsupported": _names, "flops_check": _text(300), "params": COUNT, "params_check": _text(300),
+    "latency_ms": SECONDS, "latency_batch_ms": SECONDS,
     "latency_device": _text(200), "peak_memory_mb": SECONDS, "final_loss": REAL, "device_name": _text(200),
     "seconds": SECONDS, "zc_synflow": REAL, "zc_naswot": REAL, "zc_snip": REAL, "zc_grad_norm": REAL,
-    "zc_grasp": REAL, "zc_seconds": SECONDS, "zc_error": _text(MAX_ERROR),
-}  # corpus.pipeline.ROW_KEYS, "seconds", and corpus.zerocost.COLUMNS
+    "zc_grasp": REAL, "zc_seconds": SECONDS, "zc_error": _text(MAX_ERROR), "predictions": _predictions,
+}  # corpus.pipeline.ROW_KEYS, "seconds", corpus.zerocost.COLUMNS, and "predictions" (scored by the parent)
 
 
 def validate_row(row, statuses=STATUSES, keep: tuple[str, ...] = ()) -> dict:

@@ -107,7 +107,7 @@ def test_the_schema_covers_every_key_the_pipeline_writes():
     from corpus.pipeline import ROW_KEYS
     from corpus.zerocost import COLUMNS
 
-    assert set(ROW_SCHEMA) == {*ROW_KEYS, *COLUMNS, "seconds"}
+    assert set(ROW_SCHEMA) == {*ROW_KEYS, *COLUMNS, "seconds", "predictions"}  # predictions: scored by the parent
 
 
 def test_validate_row_never_raises():
