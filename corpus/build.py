@@ -31,9 +31,10 @@ from pathlib import Path
 from corpus.data import DataError, info, prepare
 
 COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accuracy", "train_seconds",
-           "flops", "flops_unsupported", "params", "latency_ms", "latency_batch_ms", "latency_batch",
+           "flops", "flops_unsupported", "flops_check", "params", "params_check", "latency_ms", "latency_batch_ms",
+           "latency_batch",
            "peak_memory_mb", "final_loss", "device_name", "dataset", "recipe", "versions", "profiled_at",
-           "zero_cost", "zc_synflow", "zc_naswot", "zc_snip", "zc_grad_norm", "zc_grasp", "zc_seconds",
+           "zero_cost", "class_name", "zc_synflow", "zc_naswot", "zc_snip", "zc_grad_norm", "zc_grasp", "zc_seconds",
            "zc_error"]  # the zc_* names are corpus.zerocost.COLUMNS
 
 
@@ -109,7 +110,7 @@ def schedule_note(recipe: dict, data_path: str) -> str:
 
 # a row's keys that the parent writes itself; every other one is a measurement `journal_row` checks
 PARENT_KEYS = ("id", "parent", "code", "sha256", "widths", "dataset", "recipe", "latency_batch", "versions",
-               "profiled_at", "zero_cost")
+               "profiled_at", "zero_cost", "class_name")
 
 
 def journal_row(row: dict) -> dict:
@@ -159,7 +160,7 @@ def base_row(variant: dict, code: str, cfg, recipe: dict) -> dict:
     return {"id": variant["id"], "parent": variant.get("parent"), "code": code,
             "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": variant.get("widths"),
             "dataset": cfg.dataset, "recipe": json.dumps(recipe, sort_keys=True),
-            "latency_batch": cfg.latency_batch}
+            "latency_batch": cfg.latency_batch, "class_name": variant.get("class_name")}
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
@@ -189,6 +190,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         data_path = str(prepare(cfg.dataset, cfg.data_dir))
     except DataError as exc:
         raise CorpusError(str(exc)) from None
+    check_fits_dataset(cfg, [v for v in variants if v["id"] not in done])
     recipe = recipe_of(cfg)
     note = schedule_note(recipe, data_path)
     print(f"proxy training: {note}", file=sys.stderr)
@@ -216,6 +218,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                    "zero_cost": "on" if v["id"] in redo else mode, "zero_cost_batch": cfg.zero_cost_batch}
         jobs.append((v, code, payload))
     bar = tqdm(total=len(jobs), desc=f"profiling on {cfg.dataset}", unit="net", disable=not progress)
+    ticker = Ticker(bar, note, len(jobs)) if progress and jobs else None
     try:
         for v, code, res in _execute(cfg, device, jobs):
             row = base_row(v, code, cfg, recipe)
@@ -228,9 +231,12 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
             row = journal_row({**row, "profiled_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             append_row(journal, row)
             counts[row["status"]] = counts.get(row["status"], 0) + 1
+            if ticker:
+                ticker.finished(counts.get("ok", 0), sum(n for s, n in counts.items() if s != "ok"))
             bar.update(1)
-            bar.set_postfix(ok=counts.get("ok", 0), failed=sum(n for s, n in counts.items() if s != "ok"))
     finally:
+        if ticker:
+            ticker.stop()
         bar.close()
         rows = read_journal(journal)
         if rows:
@@ -239,7 +245,103 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         import datasets
 
         datasets.load_from_disk(str(out)).push_to_hub(cfg.push_to_hub)
-    return {"profiled": len(jobs), "skipped": len(done), "counts": counts, "rows": len(rows), "out": str(out)}
+    corpus_counts: dict[str, int] = {}
+    for r in {r["id"]: r for r in rows}.values():
+        corpus_counts[r["status"]] = corpus_counts.get(r["status"], 0) + 1
+    first_error = next((r.get("error") for r in rows if r["status"] != "ok" and r.get("error")), None)
+    return {"profiled": len(jobs), "skipped": len(done), "counts": counts, "rows": len(rows), "out": str(out),
+            "corpus_counts": corpus_counts, "first_error": first_error}
+
+
+def check_fits_dataset(cfg, variants: list[dict]) -> None:
+    """Before any profiling: each seed's variants (one per parent and class name) must build and run
+    forward at the data set's input shape and number of classes when the manifest says they were made
+    for another (`in_shape`, `classes` written by `mutator generate`); a CorpusError naming both
+    shapes and the fix otherwise. A model that reads its input channels and classes (LEMUR's
+    `in_shape`, `num_classes=`) passes; a 3-channel CIFAR model on a 1-channel data set does not."""
+    from mutator.calls import validate
+    from mutator.sandbox import WorkerPool
+
+    from corpus.data import DATASETS
+
+    d = info(cfg.dataset)
+    want = [d["channels"], *d["size"]]
+    firsts: dict[tuple, dict] = {}
+    for v in variants:
+        shape = v.get("in_shape")
+        if isinstance(shape, list) and len(shape) == 4 and (shape[1:] != want or v.get("classes") != d["classes"]):
+            firsts.setdefault((v.get("parent"), v.get("class_name")), v)
+    if not firsts:
+        return
+    with WorkerPool(1, timeout_s=min(cfg.timeout_s, 300)) as pool:
+        for v in firsts.values():
+            try:
+                code = (Path(cfg.variants) / v.get("file", f"{v['id']}.py")).read_text()
+            except (OSError, UnicodeDecodeError):
+                continue  # its row says `missing`
+            spec = {"in_shape": [1, *want], "classes": d["classes"], "class_name": v.get("class_name")}
+            check = validate(pool, code, spec)
+            if check.status != "invalid":  # ok, or a crash / time-out: the profiling counts those
+                continue
+            made = v["in_shape"][1:]
+            fits = [n for n in DATASETS if [info(n)["channels"], *info(n)["size"]] == made]
+            fix = f"profile on {' or '.join(fits)}" if fits else "profile on a data set of that shape"
+            name = f" ({v['class_name']})" if v.get("class_name") else ""
+            raise CorpusError(
+                f"{v.get('parent')}{name}: its variants were made for {'x'.join(map(str, made))} inputs and "
+                f"{v.get('classes')} classes, {cfg.dataset} has {'x'.join(map(str, want))} images and {d['classes']} "
+                f"classes, and they do not run at it ({check.error}); {fix}, or make the model take its input "
+                f"channels and classes (in_channels=, num_classes=) and generate again with --in-shape "
+                f"1,{','.join(map(str, want))} --classes {d['classes']}")
+
+
+class Ticker:
+    """The progress bar's postfix while networks train: the planned optimizer steps per network, the
+    time since the last network finished (or the start), and from the networks finished so far the
+    wall time per network and an estimate of what is left.
+    Measured in this process (the sandboxed worker sends nothing until its network is done), refreshed
+    every second by a daemon thread."""
+
+    def __init__(self, bar, note: str, total: int, every_s: float = 1.0):
+        import threading
+
+        self.bar, self.total = bar, total
+        self.steps = next((part.split(" optimizer")[0].split()[-1] for part in note.split(", ")
+                           if "optimizer steps" in part), "?")
+        self.t0 = self.started = time.monotonic()
+        self.done, self.ok, self.failed = 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def text(self, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        parts = [f"ok {self.ok}", f"failed {self.failed}",
+                 f"net {self.done + 1}: {self.steps} steps, {_clock(now - self.started)} so far"]
+        if self.done:  # wall time per finished network, parallel workers included
+            per = (now - self.t0) / self.done
+            left = max(0.0, per * (self.total - self.done) - (now - self.started))
+            parts.append(f"{_clock(per)}/net, ETA {_clock(left)}")
+        return ", ".join(parts)
+
+    def finished(self, ok: int, failed: int) -> None:
+        self.done, self.ok, self.failed = self.done + 1, ok, failed
+        self.started = time.monotonic()
+        self.bar.set_postfix_str(self.text(), refresh=False)
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            if self.done < self.total:
+                self.bar.set_postfix_str(self.text())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _execute(cfg, device, jobs):
@@ -255,12 +357,14 @@ def _execute(cfg, device, jobs):
 
     cores = os.cpu_count() or 1
     workers = max(1, cfg.workers)
-    pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=0 if device != "cpu" else cfg.memory_mb,
+    pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                       threads_per_worker=max(1, cores // workers), gpu=device != "cpu")
     try:
+        from corpus.evaluator import score
+
         for i, res in pool.imap("corpus.pipeline:evaluate", [p for _, _, p in jobs]):
-            v, code, _ = jobs[i]
-            yield v, code, res
+            v, code, payload = jobs[i]
+            yield v, code, score(res, payload)  # accuracy from the predictions, here: the labels never enter the sandbox
     finally:
         pool.close()
 
@@ -271,6 +375,8 @@ tags: [neural-architecture-search, nasforge]
 # nasforge corpus: {n} networks profiled on {dataset}
 
 Made by `python -m corpus build` ({config}).
+Networks built by {built_by}, at input shape {in_shape} (batch, channels, height, width) and
+{classes} classes: the data set's.
 Each row is one network (a channel-width variant written by `python -m mutator generate`), with its
 full source code and what one fixed proxy-training recipe measured.
 
@@ -281,18 +387,28 @@ full source code and what one fixed proxy-training recipe measured.
   `crash`, `missing`, `invalid_result` (the network's process answered something that is not a
   result: a non-finite number, text where a number goes, ...; `error` names the field).
   `error`: a short message. A failed row has null metrics, never made-up ones.
-- `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1].
+- `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1],
+  computed outside the network's process from the classes it predicted (the sandbox never holds
+  the test labels).
 - `train_seconds`: wall time of the training loop. `final_loss`: the last training batch's loss.
-- `flops`: fvcore's count for one sample's forward pass at the data set's input shape;
-  **one fused multiply-add counts as one flop**; elementwise ops, pooling and activations are
-  not counted; operators fvcore has no rule for are listed in `flops_unsupported`.
-- `params`: number of parameter elements.
+- `flops`: one sample's forward pass at the data set's input shape;
+  **one fused multiply-add counts as one flop**; counted at torch's dispatcher on the trained
+  network's forward pass over the test split (the one its accuracy comes from), plus fvcore's
+  count of normalisation, upsampling and adaptive pooling; elementwise ops, pooling and activations
+  are not counted; operators fvcore has no rule for are listed in `flops_unsupported`.
+- `flops_check`: `ok` when fvcore's count (traced at batch 1) agrees with the dispatcher's within
+  1 % and the tested forward costs what the batch-1 one did; else what disagreed (such a row fails
+  any FLOPs budget).
+- `params`: number of parameter elements of the trained network; `params_check`: `ok` when that
+  equals the count before training, else both counts.
 - `latency_ms` / `latency_batch_ms`: median milliseconds of a forward pass at batch 1 /
   `latency_batch`, eval mode, {runs} timed runs after 10 warm-up runs (device events on CUDA), on
   `device_name`.
 - `peak_memory_mb`: on CUDA, peak allocated memory during training; on CPU, the peak resident set
   size of the worker process during training above its size before.
 - `dataset`, `recipe` (JSON), `versions` (JSON), `profiled_at`.
+- `class_name`: the class or factory function in `code` that builds the network (`--class-name` of
+  `python -m mutator generate`); empty: the file's `Net`, or its only nn.Module class.
 - `zero_cost`: `off`, `on` (zero-cost proxies, then training) or `only` (proxies and no training:
   `accuracy`, latency and memory are null, status `ok` means the network built and was scored).
 - `zc_synflow`, `zc_naswot`, `zc_snip`, `zc_grad_norm`, `zc_grasp`: zero-cost proxies at
@@ -336,6 +452,8 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, sc
                                                   "peak_memory_mb", "final_loss", "zc_synflow", "zc_naswot",
                                                   "zc_snip", "zc_grad_norm", "zc_grasp", "zc_seconds")},
         "zero_cost": datasets.Value("string"), "zc_error": datasets.Value("string"),
+        "flops_check": datasets.Value("string"), "params_check": datasets.Value("string"),
+        "class_name": datasets.Value("string"),
         **{c: datasets.Value("int64") for c in ("flops", "params", "latency_batch")},
     })
     table["flops_unsupported"] = [v or [] for v in table["flops_unsupported"]]
@@ -346,7 +464,12 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, sc
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
+    names = sorted({r.get("class_name") or "" for r in rows})
+    built_by = ", ".join(f"`{n}`" if n else "the file's `Net` (or its only nn.Module class)" for n in names) \
+        + " (column `class_name`; pass it as `--class-name` to any command that takes one of these files)"
+    meta = info(cfg.dataset)
     card = CARD.format(n=len(rows), dataset=cfg.dataset, config=json.dumps(dataclasses.asdict(cfg)),
+                       built_by=built_by, in_shape=[1, meta["channels"], *meta["size"]], classes=meta["classes"],
                        recipe_doc=train.__doc__.split("\n\n", 1)[1].strip(), recipe=json.dumps(recipe),
                        schedule=f"\nThis corpus: {schedule}.\n" if schedule else "",
                        runs=30, counts="\n".join(f"- {k}: {v}" for k, v in sorted(counts.items())),
@@ -368,4 +491,11 @@ def main_build(cfg: BuildConfig) -> int:
     c = ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())) or "nothing new"
     print(f"profiled {res['profiled']} variants ({c}); {res['skipped']} already in the corpus; "
           f"{res['rows']} rows in {res['out']}")
+    if res["rows"] and not res["corpus_counts"].get("ok"):
+        # a corpus with no usable row is a failed build, whatever the reason: say it where the user looks
+        failed = ", ".join(f"{k}: {v}" for k, v in sorted(res["corpus_counts"].items()))
+        why = " ".join(str(res["first_error"] or "").split())[:200]
+        print(f"error: every network failed ({failed}){f'; e.g. {why}' if why else ''}; each row's error is in "
+              f"{Path(res['out']) / 'rows.jsonl'}", file=sys.stderr)
+        return 1
     return 0

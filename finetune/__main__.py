@@ -121,6 +121,8 @@ def _pairs_args(p, cls) -> None:
                                    "EvalConfig" else ""))
     _opt(p, "--context", cls, "what the prompt shows: source (the file) or summary (a per-layer table; "
          "widths only)")
+    _opt(p, "--class-name", cls, "class or factory function that builds every corpus network (default: each "
+         "row's class_name, as given to mutator generate)")
 
 
 def config_from(cls, args):

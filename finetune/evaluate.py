@@ -58,6 +58,7 @@ class EvalConfig:
     timeout_s: float = 600.0
     answer_format: str = ""  # comma-separated; "": the adapter's (run_card.json), else widths
     context: str = ""  # "": the adapter's, else source
+    class_name: str | None = None  # builds every corpus network; None: each row's class_name column
 
 
 def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
@@ -145,7 +146,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
     from mutator.calls import validate
     from mutator.sandbox import WorkerPool
 
-    spec = spec_for(settings["dataset"])
+    base_spec = spec_for(settings["dataset"])
     recs = []
     profiler = None
     pool = WorkerPool(1, timeout_s=120, memory_mb=6144)
@@ -155,6 +156,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
                    "format": fmt, "answer": ans, "parsed": False, "runs": False, "goal_met": False}
             recs.append(rec)
             src = by_id[pair["source_id"]]
+            spec = {**base_spec, "class_name": src.get("class_name") or None}  # an answer keeps its source's builder
             code, rec["status"], error = candidate(fmt, ans, src, (nets or {}).get(pair["source_id"]), pool, spec)
             if code is None:
                 rec["error"] = f"{rec['status']}: {error or ''}"[:300]
@@ -176,7 +178,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
                     recipe = recipe_for(settings["dataset"], settings["epochs"], settings["batch_size"],
                                         settings["train_limit"], settings["seed"], min_steps=settings["min_steps"])
                     profiler = Evaluator(settings["dataset"], recipe, timeout_s=cfg.timeout_s)
-                row, rec["metrics_from"] = profiler.evaluate(code), "profiled"
+                row, rec["metrics_from"] = profiler.evaluate(code, class_name=spec["class_name"]), "profiled"
             rec["profile"] = {k: row.get(k) for k in ("status", "error", "accuracy", "flops", "params", "latency_ms")}
             rec["goal_met"] = goal_met(pair["goal"], src, row)
     finally:
@@ -222,7 +224,7 @@ def main_eval(cfg: EvalConfig) -> int:
     if cfg.out and Path(cfg.out).is_dir():
         raise FinetuneError(f"--out {cfg.out} is a folder; give a .json file path")
     from finetune.models import check_adapter_base, load_model, load_tokenizer, read_adapter, resolve_model
-    from finetune.pairs import check_format, describe_all, load_rows
+    from finetune.pairs import check_format, describe_all, load_rows, with_class_name
     from finetune.train import load_pairs
 
     acfg, card = read_adapter(cfg.adapter) if cfg.adapter else ({}, {})
@@ -233,7 +235,7 @@ def main_eval(cfg: EvalConfig) -> int:
     context = cfg.context or card.get("context") or "source"
     for fmt in formats:
         check_format(fmt, context if fmt == "widths" else "source")
-    rows = load_rows(cfg.corpus)
+    rows = with_class_name(load_rows(cfg.corpus), cfg.class_name)
     settings = profile_settings(rows, cfg)
     base = resolve_model(cfg.model)
     if cfg.adapter:
@@ -243,7 +245,7 @@ def main_eval(cfg: EvalConfig) -> int:
     asked = {}  # format -> (pairs, prompts, networks)
     for fmt in formats:
         ctx = context if fmt == "widths" else "source"
-        dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx)
+        dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx, class_name=cfg.class_name)
         held = dd["eval"]
         if len(held) == 0:
             raise FinetuneError(f"corpus {cfg.corpus} gives no held-out {fmt} eval pairs (too few source networks)")

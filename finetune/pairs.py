@@ -27,7 +27,7 @@ The eval split holds out whole source networks (`eval_fraction` of them, at leas
 one): no eval prompt's source is in any training prompt (as source or tried). Eval *targets* may
 appear in training; they are answers there, never prompts.
 
-Answer formats (`--answer-format`, `finetune.formats`; the prompt is `finetune.prompts.prompt_messages`,
+Answer formats (`--answer-format`, `finetune.formats`; the prompt is `finetune.formats.prompt_messages`,
 the same function the search renders its prompts with):
 - `widths` (default): the prompt shows the source's width slots (its width analysis, run in the
   sandbox once per distinct source network: what each slot drives, its value, its allowed values)
@@ -74,6 +74,7 @@ class DatasetConfig:
     targets: str = "any"  # any: a random variant that meets a goal; best: the most accurate of best_of drawn
     best_of: int = 8
     history: int = 0  # targets best, widths: up to this many of the other drawn variants as a "Tried:" list
+    class_name: str | None = None  # builds every network; None: each row's class_name column
 
 
 TARGETS = ("any", "best")
@@ -95,7 +96,7 @@ def check_recipe(cfg: DatasetConfig) -> None:
 
 def check_format(answer_format: str, context: str) -> None:
     """FinetuneError for an unknown or impossible --answer-format / --context."""
-    from finetune.prompts import check_format as check
+    from finetune.formats import check_format as check
 
     try:
         check(answer_format, context)
@@ -103,8 +104,9 @@ def check_format(answer_format: str, context: str) -> None:
         raise FinetuneError(str(exc)) from None
 
 
-def spec_for(dataset: str | None) -> dict:
-    """The build spec (input shape, classes) of a corpus's data set, as the profiler used it."""
+def spec_for(dataset: str | None, class_name: str | None = None) -> dict:
+    """The build spec (input shape, classes) of a corpus's data set, as the profiler used it, and the
+    class or factory that builds the network (a row's `class_name`)."""
     from corpus.data import DataError, info
 
     if not dataset:
@@ -113,7 +115,13 @@ def spec_for(dataset: str | None) -> dict:
         d = info(dataset)
     except DataError as exc:
         raise FinetuneError(str(exc)) from None
-    return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": None}
+    return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": class_name or None}
+
+
+def with_class_name(rows: list[dict], class_name: str | None) -> list[dict]:
+    """The rows with `class_name` set to the flag's value when one is given (a corpus built before the
+    column existed, or a file whose builder was renamed); else as they are."""
+    return [{**r, "class_name": class_name} for r in rows] if class_name else rows
 
 
 # -- goals ------------------------------------------------------------------------------------------
@@ -348,7 +356,7 @@ def describe_all(rows: list[dict], progress: bool = False) -> dict[str, Network]
     bases: dict[tuple, dict] = {}
     with WorkerPool(1, timeout_s=300) as pool:
         for r in tqdm(rows, desc="width analysis", unit="net", disable=not progress):
-            spec = spec_for(r.get("dataset"))
+            spec = spec_for(r.get("dataset"), r.get("class_name"))
             key = (r.get("parent"), json.dumps(spec))
             if key not in bases:
                 bases[key] = slot_basis(pool, r.get("parent"), spec)
@@ -410,7 +418,8 @@ def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Netwo
     """(messages, None) for a pair in a format, or (None, why it has no true answer in it). tried (widths
     only): rows shown as the prompt's "Tried:" list, with their outcome against the source."""
     from finetune.formats import apply_diff, diff_text, widths_answer
-    from finetune.prompts import answer_message, outcome_text, prompt_messages
+    from finetune.formats import prompt_messages
+    from finetune.prompts import answer_message, outcome_text
 
     slots = summary = None
     history = ()
@@ -469,7 +478,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
         raise FinetuneError("--pairs-per-parent must be at least 1")
     if not 0 <= cfg.eval_fraction < 1:
         raise FinetuneError("--eval-fraction must be in [0, 1)")
-    rows = load_rows(cfg.corpus)
+    rows = with_class_name(load_rows(cfg.corpus), cfg.class_name)
     ok = [r for r in rows if usable(r)]
     if not ok:
         raise FinetuneError(f"corpus {cfg.corpus} has no ok rows ({len(rows)} rows, all failed)")

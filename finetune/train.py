@@ -78,6 +78,7 @@ class TrainConfig:
     eval_steps: int = 0  # also evaluate (on the --eval-limit subset) every N steps; 0: at the end only
     answer_format: str = "widths"
     context: str = "source"
+    class_name: str | None = None  # builds every corpus network; None: each row's class_name column
 
 
 def versions() -> dict:
@@ -87,7 +88,7 @@ def versions() -> dict:
 
 
 def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int, answer_format: str = "widths",
-               context: str = "source", progress: bool = False):
+               context: str = "source", progress: bool = False, class_name: str | None = None):
     """(DatasetDict train/eval with `messages`, info): from a pairs folder (in the format it was written
     in, `info["answer_format"]`) or built from a corpus in `answer_format` / `context`."""
     import datasets
@@ -108,7 +109,8 @@ def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: i
             raise FinetuneError(f"pairs dataset {corpus} has no training pairs")
         return dd, info
     return build_pairs(DatasetConfig(corpus=corpus, pairs_per_parent=pairs_per_parent, eval_fraction=eval_fraction,
-                                     seed=seed, answer_format=answer_format, context=context), progress)
+                                     seed=seed, answer_format=answer_format, context=context,
+                                     class_name=class_name), progress)
 
 
 def loss_mode(tokenizer) -> str:
@@ -352,7 +354,7 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     from finetune.models import load_model, load_tokenizer, resolve_model
 
     dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed, cfg.answer_format,
-                               cfg.context, progress)
+                               cfg.context, progress, cfg.class_name)
     base = resolve_model(cfg.model, progress)
     tok = load_tokenizer(base)
 

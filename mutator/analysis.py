@@ -15,6 +15,9 @@ Runs inside a sandbox worker (it executes the model code). The method, all by bu
    layer whose input disagrees with what it expects (mismatches are patched over so one pass finds
    them all), solve each dependent literal from its measured linear effect (`16 * 4 * 4` has slope
    16) and run again until the pass is clean.
+   A rounding divisor is never a width: a literal that code divides by (`c // 8 * 8`), directly or
+   through parameters (`round_nearest=8` handed to `_make_divisible(v, divisor)`), found in the
+   syntax tree (`mutator.literals.rounding_divisors`); changing it moves widths only by rounding.
 3. A width whose change cannot be realized alone (a residual addition couples two layers' output
    widths, a forward literal mirrors a layer width) is grouped with the literals of the same value
    whose joint change works, minimised one literal at a time. A group changes as one width.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from mutator.literals import Rewriter
+from mutator.literals import Rewriter, rounding_divisors
 from mutator.probe import producer_attrs, trial
 
 MAX_LITERAL = 1 << 16
@@ -92,6 +95,7 @@ class Analyzer:
         self.expected_out = want
         self.literals: list[dict] = []
         self.deps: dict[tuple, list] = {}
+        self.rounders = rounding_divisors(self.rw.module)
 
     def _run(self, values: dict) -> dict:
         self.trials += 1
@@ -104,6 +108,11 @@ class Analyzer:
         v = lit.value
         if v < self.divisor or v > MAX_LITERAL:
             info["reason"] = f"below the divisor {self.divisor}" if v < self.divisor else "too large"
+            return info
+        if (lit.line, lit.col) in self.rounders:
+            # `round_nearest=8` moves widths only by rounding them: choosing it as a width would
+            # change a network's rounding, not its size
+            info["reason"] = "a rounding divisor (widths are divided by it)"
             return info
         t = None
         for nv in (2 * v, v // 2, v + self.divisor):

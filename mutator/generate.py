@@ -69,9 +69,20 @@ def resolve_seed(name_or_path: str) -> tuple[str, str]:
     return str(path), source
 
 
+def check_in_shape(shape) -> None:
+    """UserError unless `shape` is what `--in-shape` documents: exactly four positive integers,
+    batch,channels,height,width (an image model's NCHW input; three numbers are refused rather than
+    guessed at: `1,3,32` is as likely a height left out as a batch)."""
+    ok = isinstance(shape, (tuple, list)) and len(shape) == 4 and \
+        all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    if not ok:
+        shown = shape if isinstance(shape, str) else ",".join(map(str, shape))
+        raise UserError(f"--in-shape needs four positive integers batch,channels,height,width like 1,3,32,32, "
+                        f"got {shown}")
+
+
 def spec_of(cfg) -> dict:
-    if len(cfg.in_shape) < 2 or any(int(d) < 1 for d in cfg.in_shape):
-        raise UserError(f"--in-shape must be positive integers like 1,3,32,32, got {cfg.in_shape}")
+    check_in_shape(cfg.in_shape)
     if cfg.classes < 1:
         raise UserError("--classes must be at least 1")
     return {"in_shape": [int(d) for d in cfg.in_shape], "classes": int(cfg.classes),

@@ -70,6 +70,30 @@ def module_candidates(mod: types.ModuleType) -> list[str]:
     return out
 
 
+LEMUR_PARAMS = {"in_shape", "out_shape", "prm", "device"}
+
+
+def buildable(obj) -> bool:
+    """Whether `build` can call `obj` with nothing but what it supplies: every parameter without a
+    default is a number of classes or input channels (`CLASS_KWARGS`, `IN_CHANNEL_KWARGS`), or the
+    whole LEMUR signature. `CifarResNet(block, layers)` is not; `cifar10_resnet20()` is."""
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    if {"in_shape", "out_shape"} <= set(params) and required <= LEMUR_PARAMS:
+        return True
+    return required <= set(CLASS_KWARGS + IN_CHANNEL_KWARGS)
+
+
+def buildable_candidates(mod: types.ModuleType) -> list[str]:
+    """The `module_candidates` that `build` can call without arguments of its own (`buildable`),
+    less LEMUR's `supported_hyperparameters`: what a `--class-name` hint offers."""
+    return [n for n in module_candidates(mod) if n != "supported_hyperparameters" and buildable(getattr(mod, n))]
+
+
 def pick_class(mod: types.ModuleType, class_name: str | None) -> str:
     if class_name:
         if not callable(getattr(mod, class_name, None)):
@@ -82,7 +106,11 @@ def pick_class(mod: types.ModuleType, class_name: str | None) -> str:
         raise ModelError("no nn.Module class in the file")
     if len(classes) == 1:
         return classes[0]
-    raise ModelError(f"no class named Net; pick one with --class-name ({', '.join(module_candidates(mod))})")
+    options = buildable_candidates(mod)
+    if not options:
+        raise ModelError(f"no class named Net, and no class or function in the file builds a network without "
+                         f"arguments ({', '.join(classes)} need some): add a factory function and pass it with --class-name")
+    raise ModelError(f"no class named Net; pick one with --class-name ({', '.join(options)})")
 
 
 def build(mod: types.ModuleType, spec: dict, device: str = "meta") -> nn.Module:

@@ -58,6 +58,7 @@ class SearchConfig:
     improver_url: str | None = None
     improver_example: bool = False
     seed: str = "lenet"
+    class_name: str | None = None  # the class or factory in the seed file that builds it (None: Net, or the only class)
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     iterations: int = 10
@@ -158,7 +159,7 @@ SERVER_KINDS = ("auto", "llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", 
 
 
 def check_config(cfg: SearchConfig) -> None:
-    from finetune.prompts import check_format
+    from finetune.formats import check_format
     from search.pareto import HW_METRICS
 
     try:

@@ -12,14 +12,15 @@ from search.screening import limits
 from search.store import RunStore, StoreError
 
 
-def input_spec(dataset: str) -> dict:
+def input_spec(dataset: str, class_name: str | None = None) -> dict:
+    """The build spec of the search's networks: the data set's input shape and classes, the seed's builder."""
     from corpus.data import DataError, info
 
     try:
         d = info(dataset)
     except DataError as exc:
         raise SearchError(str(exc)) from None
-    return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": None}
+    return {"in_shape": [1, d["channels"], *d["size"]], "classes": d["classes"], "class_name": class_name or None}
 
 
 def _flag(name: str) -> str:
@@ -172,7 +173,8 @@ def profile_evaluator(cfg: SearchConfig):
     try:
         recipe = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed)
         return Evaluator(cfg.dataset, recipe, data_dir=cfg.data_dir, device=cfg.device,
-                         latency_device=cfg.latency_device, limits=limits(cfg), timeout_s=cfg.timeout_s)
+                         latency_device=cfg.latency_device, limits=limits(cfg), timeout_s=cfg.timeout_s,
+                         class_name=cfg.class_name)
     except CorpusError as exc:
         raise SearchError(str(exc)) from None
 
@@ -283,7 +285,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
 
                 seed_name = SPACES.get(table_space, {}).get("seed", cfg.seed)
             _, seed_code = resolve_seed(seed_name)
-        spec = input_spec(cfg.dataset)
+        spec = input_spec(cfg.dataset, cfg.class_name)
         width_choices, ev, evaluate_seed = None, None, None
         if evaluate is None and table_space:
             from corpus.table import SPACES, TableError, TableEvaluator
