@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from finetune.prompts import extract_code, goal_text, telemetry_text
+from finetune.prompts import build_messages, extract_code, goal_text, telemetry_text
 
 FORMATS = ("widths", "diff", "code")
 QUOTE_CHARS = 160  # how much of an unmatched SEARCH text a failure quotes
@@ -691,3 +691,41 @@ def demo(seed: str = "cbm-resnet") -> None:
     for m in widths_messages(slots, summary=summary_text(layers, a.groups)):
         print(f"--- {m['role']}\n{m['content']}")
     print(f"--- grammar\n{widths_gbnf(slots)}")
+
+
+# -- one prompt per (format, context) ----------------------------------------------------------------
+
+CONTEXTS = ("source", "summary")
+
+
+def check_format(fmt: str, context: str) -> None:
+    """ValueError for an unknown format or context, or `summary` with a format that edits the source."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown answer format {fmt!r} (known: {', '.join(FORMATS)})")
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r} (known: {', '.join(CONTEXTS)})")
+    if context == "summary" and fmt != "widths":
+        raise ValueError(f"--context summary needs --answer-format widths (a {fmt} answer edits the source, "
+                         "so the prompt must show it)")
+
+
+def prompt_messages(fmt: str, context: str, source: str, row: dict, goal: dict, *, slots=None,
+                    summary: str | None = None, history=(), notes: str = "") -> list[dict]:
+    """THE prompt for (source network, goal, answer format, context): system + user message. Pure.
+
+    `code`: `prompts.build_messages` (the full source, the whole file back); `diff`: `diff_messages`
+    (the full source, SEARCH/REPLACE blocks back); `widths`: `widths_messages` with the
+    network's width slots (`width_slots`) and, for `context="summary"`, the per-layer table
+    (`summary_text`) instead of the source. `history` and `notes` are the search loop's
+    (tried widths, feedback); training pairs have neither."""
+    check_format(fmt, context)
+    if fmt == "code":
+        return build_messages(source, row, goal)
+    if fmt == "diff":
+        return diff_messages(source, row, goal, notes=notes)
+    if slots is None:
+        raise ValueError("the widths format needs the network's width slots")
+    if context == "summary" and summary is None:
+        raise ValueError("--context summary needs the network's summary table")
+    return widths_messages(slots, row, goal, source=None if context == "summary" else source,
+                           summary=summary if context == "summary" else None, history=history, notes=notes)

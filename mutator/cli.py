@@ -36,6 +36,21 @@ def show_warnings_as_lines() -> None:
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
 
 
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse's usage errors (an unknown flag, a bad value) as one line, `error: PROG: message (see
+    PROG --help)`, exit code 2, on the parser and every sub-command's parser, instead of the usage block."""
+    def error(message, prog=parser.prog):
+        print(f"error: {prog}: {message} (see {prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                one_line_errors(sub)
+    return parser
+
+
 def run_command(parser, commands: dict, argv=None, errors: tuple = (), interrupted: str = "interrupted",
                 call=None, setup=show_warnings_as_lines) -> int:
     """commands: name -> function(args) returning an exit code; call(args) overrides the dispatch.
@@ -43,7 +58,7 @@ def run_command(parser, commands: dict, argv=None, errors: tuple = (), interrupt
     errors always are); interrupted: what Ctrl-C prints (exit code 130)."""
     from mutator.sandbox import SandboxError
 
-    args = parser.parse_args(argv)
+    args = one_line_errors(parser).parse_args(argv)
     setup()
     try:
         return call(args) if call else commands[args.command](args)

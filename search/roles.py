@@ -75,7 +75,7 @@ class CodeGenerator:
     def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536, fmt: str = "code",
                  context: str = "source", pool=None, spec: dict | None = None, width_choices=None, constrain=None,
                  on_realize=None):
-        from finetune.prompts import check_format
+        from finetune.formats import check_format
 
         check_format(fmt, context)
         if fmt == "widths" and (pool is None or spec is None):
@@ -110,7 +110,7 @@ class CodeGenerator:
         return info
 
     def messages(self, parent_code, parent_row, goal, instruction, memory, extra: str = "", info=None):
-        from finetune.prompts import prompt_messages
+        from finetune.formats import prompt_messages
 
         if self.fmt == "code":
             return generator_messages(parent_code, parent_row, goal, instruction, memory, extra)

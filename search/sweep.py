@@ -136,12 +136,10 @@ class Spec:
 # ---------------------------------------------------------------- the spec
 
 def run_parser() -> argparse.ArgumentParser:
-    """`search run`'s parser, raising SweepError instead of printing usage and exiting."""
-    from search.__main__ import make_parser
+    """`search run`'s parser (`search.cli`), raising SweepError instead of printing usage and exiting."""
+    from search.cli import run_parser as parser_of_run
 
-    parser = make_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    run = sub.choices["run"]
+    run = parser_of_run()
 
     def error(message):
         raise SweepError(message)

@@ -120,3 +120,16 @@ def test_seed_is_never_an_rng_seed(argv, tmp_path):
     res = run_module(*[a.format(t=tmp_path) for a in argv])
     assert_one_line_error(res, "the rng seed is --rng-seed")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv,needle", [(["search", "run", "--llm", "random"], "--strategy random"),
+                                         (["corpus", "show", "c", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+                                         (["finetune", "train", "--corpus"], "expected one argument"),
+                                         (["mutator", "generate", "--num", "many"], "invalid int value: 'many'")])
+def test_usage_errors_are_one_line(argv, needle):
+    """argparse's own errors (unknown flag, bad value, missing argument) are one line, not a usage block."""
+    from conftest import run_module
+
+    res = run_module(*argv)
+    assert_one_line_error(res, needle)
+    assert "usage:" not in res.stderr

@@ -9,7 +9,8 @@ import pytest
 from conftest import run_module
 from finetune.formats import apply_diff, diff_text, parse_answer
 from finetune.pairs import DatasetConfig, build_pairs, describe_all, diff_blocks
-from finetune.prompts import extract_code, prompt_messages
+from finetune.formats import prompt_messages
+from finetune.prompts import extract_code
 from mutator import seeds
 from test_finetune import fake_row, make_tiny_model, write_corpus
 

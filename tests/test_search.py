@@ -295,7 +295,7 @@ def test_resume_applies_budget_and_paths_and_refuses_other_changes(tmp_path, see
 
 
 def test_cli_resume_names_the_refused_flag_and_counts_only_written_flags(tmp_path, seed_file):
-    from search.__main__ import given_flags
+    from search.cli import given_flags
 
     # --iterations 10 is argparse's default, but written: it counts; unwritten flags never do
     assert given_flags(["run", "--out", "x", "--resume", "--iterations", "10"]) & {"iterations", "seed", "llm"} \
