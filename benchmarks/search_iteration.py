@@ -48,6 +48,8 @@ def measure(tree: Path, kw: dict) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--strategy", default="llm", help="what proposes (search run --strategy); with --ref on a commit "
+                   "from before strategies existed, mutation/random runs there as its --llm random")
     p.add_argument("--llm", default="smollm2-135m")
     p.add_argument("--adapter", default=None)
     p.add_argument("--llm-url", default=None)
@@ -63,7 +65,8 @@ def main():
     args = p.parse_args()
     kw = {"llm": args.llm, "adapter": args.adapter, "llm_url": args.llm_url, "seed": args.seed,
           "dataset": args.dataset, "iterations": args.iterations, "train_limit": args.train_limit,
-          "max_new_tokens": args.max_new_tokens, "objective": args.objective, "hw_metric": args.hw_metric}
+          "max_new_tokens": args.max_new_tokens, "objective": args.objective, "hw_metric": args.hw_metric,
+          **({"strategy": args.strategy} if args.strategy != "llm" else {})}
     sides = {"now": ROOT}
     # not under /tmp: older sandboxes hid a checkout there behind their private /tmp
     with tempfile.TemporaryDirectory(prefix=".search-before-", dir=ROOT) as tmp:
@@ -74,9 +77,11 @@ def main():
         got = {k: [] for k in sides}
         for r in range(args.rounds):
             for name, tree in (list(sides.items()) if r % 2 == 0 else list(reversed(sides.items()))):
-                got[name].append(measure(tree, kw))
+                old = tree != ROOT and not (tree / "search" / "strategies").is_dir()  # before --strategy: --llm random
+                side = {**{k: v for k, v in kw.items() if k != "strategy"}, "llm": "random"} if old and "strategy" in kw else kw
+                got[name].append(measure(tree, side))
                 print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr, flush=True)
-    print(f"{args.llm}{'+' + args.adapter if args.adapter else ''} on {args.seed}/{args.dataset} (train limit "
+    print(f"{args.strategy if args.strategy != 'llm' else args.llm}{'+' + args.adapter if args.adapter else ''} on {args.seed}/{args.dataset} (train limit "
           f"{args.train_limit}, objective {args.objective}, {args.iterations} iterations x {args.rounds} rounds)\n")
     print("| code | propose + pre-check s/it | evaluate s/it | total s/it | wall s (incl. seed) |")
     print("|---|---:|---:|---:|---:|")

@@ -361,3 +361,18 @@ def test_the_one_command_table_spec_runs_what_the_two_space_specs_run(tmp_path, 
     tuned = {(c.config, c.ev) for c in one if c.config.startswith("tuned")}
     assert tuned == {("tuned-on-resnet", "mobilenet"), ("tuned-on-resnet", "mobilenet-budget"),
                      ("tuned-on-mobilenet", "resnet"), ("tuned-on-mobilenet", "resnet-budget")}
+
+
+def test_the_baseline_specs_expand_to_every_strategy_in_every_headline_cell(cbm_env, monkeypatch):
+    """benchmarks/headline/baselines.yaml and baselines_fm.yaml (issue 27's protocol): every registered
+    non-LLM strategy, 10 rng seeds in the 4 table cells, 5 in the 3 Fashion-MNIST families."""
+    from search.strategies import STRATEGIES
+
+    monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
+    names = {s for s in STRATEGIES if s != "llm"}
+    for spec, cells, seeds, n in (("baselines.yaml", {"mobilenet", "mobilenet-budget", "resnet", "resnet-budget"}, 10, 280),
+                                  ("baselines_fm.yaml", {"lenet", "vgg-small", "resnet-small"}, 5, 105)):
+        got = load_spec(ROOT / "benchmarks" / "headline" / spec).cells
+        assert len(got) == n
+        assert {c.ev for c in got} == cells and {c.config for c in got} == names
+        assert {c.seed for c in got} == set(range(seeds))
