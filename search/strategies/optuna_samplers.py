@@ -5,8 +5,11 @@ Every proposal builds an in-memory study from the run's history (each stored can
 trial: an evaluated one with its accuracy, a failed one as a FAIL trial, so a crash or a broken
 network is a failed trial, not a crash of the run) and asks the sampler, seeded with the iteration's
 seed: the proposals depend only on the history, and a resumed run proposes what the uninterrupted run
-would have. Limits go through `constraints_func` (each trial's cost minus the limit, from the table or
-the pre-check); an asked configuration over a limit, or tried before, is told to the study (infeasible,
+would have. Limits are each trial's constraints (Optuna 5: `create_trial(constraints=...)` for the
+history, `Trial.set_constraint` for an asked trial; one per limit, the cost minus the limit relative to
+the limit, from the table or the pre-check: every trial carries the same names, as GPSampler requires;
+the deprecated `constraints_func` never saw the history's trials, so GPSampler stopped with "constraint
+names must be the same" and TPESampler took every past trial for feasible); an asked configuration over a limit, or tried before, is told to the study (infeasible,
 or its known accuracy) without an evaluation and the sampler is asked again, up to `ASKS` times; then a
 uniform draw inside the limits. Sizes for a 20-evaluation budget: 5 startup trials (Optuna's default 10
 would be half the budget), then the model.
@@ -25,25 +28,21 @@ class OptunaStrategy(WidthsStrategy):
     def sampler(self, seed: int):
         import optuna
 
-        cons = self.constraints if self.space.limits else None
         if self.name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP, constraints_func=cons,
-                                             warn_independent_sampling=False)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP, constraints_func=cons,
-                                          multivariate=True, warn_independent_sampling=False)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP, multivariate=True,
+                                          warn_independent_sampling=False)
 
-    @staticmethod
-    def constraints(trial) -> list[float]:
-        return trial.user_attrs.get("constraints", [0.0])
-
-    def violation(self, widths) -> list[float]:
+    def violation(self, widths) -> dict[str, float]:
+        """{limit key: (cost - limit) / limit} for each limit of the run (<= 0: within it; an unknown cost
+        counts as over); {} without limits."""
         c = self.space.cost(widths) or {}
-        out = []
+        out = {}
         for k, m in LIMIT_KEYS:
             if k in self.space.limits:
                 v = c.get(m)
-                out.append(float(v - self.space.limits[k]) / max(abs(self.space.limits[k]), 1.0) if v is not None else 1.0)
-        return out or [0.0]
+                out[k] = float(v - self.space.limits[k]) / max(abs(self.space.limits[k]), 1.0) if v is not None else 1.0
+        return out
 
     def distributions(self):
         from optuna.distributions import CategoricalDistribution
@@ -67,9 +66,9 @@ class OptunaStrategy(WidthsStrategy):
             params = {f"s{i}": j for i, j in enumerate(self.space.index(w))}
             acc = row.get("accuracy") if row.get("status") in ("ok", "constraint") else None
             acc = acc if isinstance(acc, (int, float)) else None
-            attrs = {"constraints": self.violation(w)} if self.space.limits else {}
             study.add_trial(create_trial(state=TrialState.COMPLETE if acc is not None else TrialState.FAIL,
-                                         value=acc, params=params, distributions=dists, user_attrs=attrs))
+                                         value=acc, params=params, distributions=dists,
+                                         constraints=self.violation(w) or None))
             known[tuple(w)] = acc
         for _ in range(ASKS):
             trial = study.ask(dists)
@@ -77,8 +76,8 @@ class OptunaStrategy(WidthsStrategy):
             if self.new(w):
                 study.tell(trial, state=TrialState.FAIL)  # the real outcome comes with the next history
                 return w, f"{self.name} sampler"
-            if self.space.limits:
-                trial.set_user_attr("constraints", self.violation(w))
+            for key, value in self.violation(w).items():
+                trial.set_constraint(key, value)
             acc = known.get(tuple(w))
             if tuple(w) == tuple(self.space.seed_widths) and acc is None:
                 acc = floor

@@ -1,0 +1,114 @@
+"""Every non-LLM strategy (`search.strategies`) searches a whole Channel-Bench-Macro-shaped table, with
+and without a FLOPs budget: no strategy crashes (a budget once stopped `--strategy gp` with Optuna's
+"constraint names must be the same for all trials"), every iteration is stored, the budget holds for
+every evaluated candidate of a strategy that knows costs before evaluating, and one rng seed gives one
+sequence of proposals.
+
+The table is synthetic and complete (all 16,384 keys of `cbm-mobilenet`): accuracy additive in the
+slot indices plus a small deterministic jitter, FLOPs additive too, so a budget cuts the space in
+about half; parameter counts are real (the table evaluator holds a candidate's against the table's):
+the network's count is a quadratic polynomial of its widths, fitted exactly on 60 configurations built
+on the meta device and checked on 10 more.
+"""
+import hashlib
+import itertools
+import json
+
+import pytest
+
+from search.loop import SearchConfig
+from search.runner import load_run, run
+from search.strategies import STRATEGIES
+
+SPACE = "cbm-mobilenet"
+BUDGET = 1_000_000  # FLOPs: about half of the synthetic space
+
+
+def params_of_every_key():
+    """{key: parameter count} for all 16,384 keys, from a quadratic fit of 60 meta-device builds."""
+    import random
+    import re
+
+    import numpy as np
+
+    from corpus.spaces import SPACES, widths_of
+    from mutator.probe import build, load
+    from mutator.seeds import seed_source
+
+    info = SPACES[SPACE]
+
+    def count(key):
+        src = re.sub(r"^WIDTHS = \[[^\]]*\]$", f"WIDTHS = {widths_of(key, SPACE)}", seed_source(info["seed"]),
+                     count=1, flags=re.M)
+        return sum(p.numel() for p in build(load(src), {"in_shape": [1, 3, 32, 32], "classes": 10}, "meta").parameters())
+
+    def features(key):
+        w = widths_of(key, SPACE)
+        return [1.0, *w, *(w[i] * w[j] for i in range(7) for j in range(i, 7))]
+
+    rng = random.Random(0)
+    keys = ["".join(rng.choice("1234") for _ in range(7)) for _ in range(70)]
+    counts = np.array([count(k) for k in keys], float)
+    coef = np.linalg.lstsq(np.array([features(k) for k in keys[:60]]), counts[:60], rcond=None)[0]
+    fit = np.array([features(k) for k in keys[60:]]) @ coef
+    assert np.abs(fit - counts[60:]).max() < 0.5, "the parameter count is not a quadratic of the widths"
+    every = ["".join(str(i + 1) for i in idx) for idx in itertools.product(range(4), repeat=7)]
+    return dict(zip(every, np.rint(np.array([features(k) for k in every]) @ coef).astype(int).tolist()))
+
+
+@pytest.fixture(scope="module")
+def full_table(tmp_path_factory):
+    from corpus.spaces import SPACES
+
+    params = params_of_every_key()
+    table = {}
+    for idx in itertools.product(range(4), repeat=7):
+        key = "".join(str(i + 1) for i in idx)
+        jitter = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) / 16 ** 6
+        mean = 85 + sum((1 + s % 3) * i for s, i in enumerate(idx)) / 4 + jitter / 5
+        table[key] = {"acc": [mean - 0.1, mean, mean + 0.1], "mean": mean, "std": 0.1,
+                      "flops": 600_000 + 30_000 * sum(i * (1 + s % 2) for s, i in enumerate(idx)),
+                      "params": params[key]}
+    path = tmp_path_factory.mktemp("full") / SPACES[SPACE]["file"]
+    path.write_text(json.dumps(table))
+    return path, table
+
+
+def search(tmp_path, table_file, strategy, rng_seed=0, budget=None, iterations=8):
+    out = tmp_path / f"{strategy}-{rng_seed}-{budget}"
+    cfg = SearchConfig(strategy=strategy, evaluator=f"table:{SPACE}", seed=SPACE, iterations=iterations,
+                       rng_seed=rng_seed, benchmark_file=str(table_file), max_flops=budget, out=str(out))
+    run(cfg, progress=False)
+    return load_run(str(out))[1]
+
+
+NAMES = sorted(s for s in STRATEGIES if s != "llm")
+
+
+def test_every_baseline_strategy_is_registered():
+    assert set(NAMES) >= {"random", "mutation", "largest", "evolution", "tpe", "gp", "surrogate"}
+
+
+@pytest.mark.parametrize("budget", [pytest.param(None, marks=pytest.mark.slow), BUDGET], ids=["unconstrained", "budget"])
+@pytest.mark.parametrize("strategy", NAMES)
+def test_a_strategy_searches_the_table_within_its_limits(tmp_path, full_table, strategy, budget):
+    path, table = full_table
+    iters = search(tmp_path, path, strategy, budget=budget)
+    assert len(iters) == 8
+    keys = [r["metrics"]["table_key"] for r in iters if r["status"] == "ok"]
+    assert keys and len(set(keys)) == len(keys)  # evaluated candidates are new configurations
+    if budget and strategy != "mutation":  # the others know a configuration's cost before proposing it
+        assert all(table[k]["flops"] <= budget for k in keys), [table[k]["flops"] for k in keys]
+    if strategy == "largest":  # its first proposal: the widest configuration within the limits
+        first = iters[0]["metrics"]["table_key"]
+        fits = [k for k, e in table.items() if not budget or e["flops"] <= budget]
+        assert sum(map(int, first)) == max(sum(map(int, k)) for k in fits)
+
+
+@pytest.mark.parametrize("strategy", ["gp", *(pytest.param(s, marks=pytest.mark.slow) for s in ("tpe", "surrogate", "evolution"))])
+def test_one_rng_seed_one_sequence_of_proposals(tmp_path, full_table, strategy):
+    path, _ = full_table
+    a = [r["metrics"].get("table_key") for r in search(tmp_path / "a", path, strategy, rng_seed=4, budget=BUDGET, iterations=7)]
+    b = [r["metrics"].get("table_key") for r in search(tmp_path / "b", path, strategy, rng_seed=4, budget=BUDGET, iterations=7)]
+    c = [r["metrics"].get("table_key") for r in search(tmp_path / "c", path, strategy, rng_seed=5, budget=BUDGET, iterations=7)]
+    assert a == b and a != c
