@@ -353,6 +353,7 @@ def _execute(cfg, device, jobs):
 
         yield from run_ray(cfg, device, jobs)
         return
+    from corpus.handlers import EVALUATE  # registered before the workers start: they are told of it
     from mutator.sandbox import WorkerPool
 
     cores = os.cpu_count() or 1
@@ -362,7 +363,7 @@ def _execute(cfg, device, jobs):
     try:
         from corpus.evaluator import score
 
-        for i, res in pool.imap("corpus.pipeline:evaluate", [p for _, _, p in jobs]):
+        for i, res in pool.imap(EVALUATE, [p for _, _, p in jobs]):
             v, code, payload = jobs[i]
             yield v, code, score(res, payload)  # accuracy from the predictions, here: the labels never enter the sandbox
     finally:

@@ -6,7 +6,8 @@
     with Checker({"in_shape": [1, 3, 32, 32], "classes": 10}) as c:   # no data set: build and measure only
         pre = c.check(source)
 
-Every row is `corpus.pipeline.evaluate`'s (statuses and conventions there) plus what makes it
+`Evaluator` is the `profile` kind of `corpus.evaluators` (`--evaluator profile`); it takes a
+`corpus.candidate.Candidate` or bare source. Every row is `corpus.pipeline.evaluate`'s (statuses and conventions there) plus what makes it
 reproducible: the source's `sha256`, the data set, the recipe (JSON) and the zero-cost mode. A request
 that crashed or timed out in the sandbox is a row with that status, never an exception; so is an
 answer that breaks the row's schema (`invalid_result`: the pool checks it, `mutator.results`). Used by
@@ -26,8 +27,10 @@ import hashlib
 import json
 import os
 
+from corpus.candidate import Candidate, as_candidate
 from corpus.data import info, prepare
 from corpus.errors import CorpusError, DataError
+from corpus.handlers import EVALUATE  # noqa: F401  (registers it with the sandbox before `call` uses it)
 
 
 def resolve_device(device: str) -> str:
@@ -148,6 +151,19 @@ class _Pooled:
 
 
 class Evaluator(_Pooled):
+    """The `profile` kind of `corpus.evaluators` (`--evaluator profile`): build, measure, train, test."""
+
+    trains, lookup_only, spaced, table, table_space = True, False, False, False, None
+
+    @classmethod
+    def from_spec(cls, spec, dataset: str, recipe: dict, data_dir: str | None = None, device: str = "auto",
+                  latency_device: str | None = None, limits: dict | None = None, timeout_s: float = 900.0,
+                  class_name: str | None = None, use_model_recipe: bool = False, latency_batch: int = 64, **_):
+        """`__init__`'s arguments; the options of other evaluators (a benchmark file, ...) are ignored."""
+        return cls(dataset, recipe, data_dir=data_dir, device=device, latency_device=latency_device, limits=limits,
+                   timeout_s=timeout_s, class_name=class_name, use_model_recipe=use_model_recipe,
+                   latency_batch=latency_batch)
+
     def __init__(self, dataset: str, recipe: dict, *, data_dir: str | None = None, device: str = "auto",
                  latency_device: str | None = None, limits: dict | None = None, zero_cost: str = "off",
                  zero_cost_batch: int = 64, zero_cost_data: str = "train", latency_batch: int = 64,
@@ -175,9 +191,10 @@ class Evaluator(_Pooled):
                 "sha256": hashlib.sha256(code.encode()).hexdigest(), "dataset": self.dataset,
                 "recipe": json.dumps(self.recipe, sort_keys=True), "zero_cost": self.payload["zero_cost"], **extra}
 
-    def evaluate(self, code: str, class_name: str | None = None, limits: dict | None = None) -> dict:
+    def evaluate(self, cand: Candidate | str, class_name: str | None = None, limits: dict | None = None) -> dict:
         """The whole pipeline; a candidate over a limit stops before training (`constraint`).
         limits: instead of the evaluator's ({} for none, e.g. for a search's seed)."""
+        code = as_candidate(cand).code
         payload = {**self.payload, "source": code}
         if limits is not None:
             payload["limits"] = limits
@@ -187,9 +204,10 @@ class Evaluator(_Pooled):
 
     __call__ = evaluate
 
-    def check(self, code: str, zero_cost: bool = False, latency: bool = True, seed: int = 0) -> dict:
+    def check(self, cand: Candidate | str, zero_cost: bool = False, latency: bool = True, seed: int = 0) -> dict:
         """The pipeline without training: build, shape, params, FLOPs, batch-1 latency, and the zero-cost
         proxies on N(0, 1) images drawn from `seed` when asked (screening votes on them)."""
+        code = as_candidate(cand).code
         payload = {**self.payload, "source": code, "train": False, "latency": "batch1" if latency else "none",
                    "limits": {}, "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
         return self._row(code, call(self.pool, payload))
@@ -205,8 +223,8 @@ class Checker(_Pooled):
                         "zero_cost": "on" if zero_cost else "off", "zero_cost_data": "random", "seed": seed}
         self._start(timeout_s, memory_mb, gpu=device != "cpu")
 
-    def check(self, code: str) -> dict:
-        res = call(self.pool, {**self.payload, "source": code})
+    def check(self, cand: Candidate | str) -> dict:
+        res = call(self.pool, {**self.payload, "source": as_candidate(cand).code})
         return {**res, "status": res.get("status") or "crash"}
 
     __call__ = check

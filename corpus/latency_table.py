@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 
 from corpus.errors import TableError
+from corpus.handlers import EVALUATE
 from corpus.spaces import SPACES, SPEC, key_of, widths_of
 
 
@@ -146,10 +147,8 @@ def build(space: str, out: str, device: str = "cpu", sample: int = 0, seed: int 
             for key, r in zip(chunk, realize(pool, source, SPEC, a, [widths_of(k, space) for k in chunk])):
                 if not r.ok:  # a crashed or timed-out request fails every configuration of its chunk
                     raise TableError(f"configuration {key} of {space} does not build: {r.status}: {r.error}")
-                m = pool.call("corpus.pipeline:evaluate", {"source": r.source, "spec": SPEC,
-                                                            "device": device, "latency_runs": runs,
-                                                            "flops": False, "latency": "batch1",
-                                                            "train": False})
+                m = pool.call(EVALUATE, {"source": r.source, "spec": SPEC, "device": device, "latency_runs": runs,
+                                         "flops": False, "latency": "batch1", "train": False})
                 if m.get("status") != "ok" or not m.get("latency_ms"):
                     raise TableError(f"configuration {key} of {space} was not timed: {m.get('error')}")
                 done[key] = m["latency_ms"]

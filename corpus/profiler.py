@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from corpus.candidate import Candidate
 from corpus.errors import CorpusError
 
 
@@ -28,28 +29,28 @@ def profile_file(args) -> dict:
         parse(code)
     except SourceError as exc:
         raise CorpusError(f"{args.file}: {exc}") from None
-    evaluator = getattr(args, "evaluator", "profile")
-    if evaluator.startswith("table:"):
-        from corpus.table import TableEvaluator
+    from corpus.evaluators import make_evaluator, parse_evaluator
 
-        ev = TableEvaluator(evaluator.split(":", 1)[1], getattr(args, "benchmark_file", None))
-        try:
-            row = ev.evaluate(code)
-        finally:
-            ev.close()
-        return {"id": path.stem, **row}
-    if evaluator != "profile":
-        raise CorpusError(f"--evaluator must be profile or table:SPACE, not {evaluator!r}")
-    if not args.dataset:
-        raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
-    from corpus.evaluator import Evaluator, recipe_for
+    try:
+        spec = parse_evaluator(getattr(args, "evaluator", "profile"))
+    except ValueError as exc:
+        raise CorpusError(str(exc)) from None
+    options = {"benchmark_file": getattr(args, "benchmark_file", None)}
+    if spec.trains:
+        if not args.dataset:
+            raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
+        from corpus.evaluator import recipe_for
 
-    recipe = recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
-                        min_steps=args.min_steps)
-    with Evaluator(args.dataset, recipe, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s,
-                   use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
-                   class_name=args.class_name) as ev:
-        row = ev.evaluate(code)
-    row["id"] = path.stem
+        options.update(dataset=args.dataset, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s,
+                       use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
+                       class_name=args.class_name,
+                       recipe=recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
+                                         min_steps=args.min_steps))
+    ev = make_evaluator(spec, **options)
+    try:
+        row = ev.evaluate(Candidate(code=code))
+    finally:
+        ev.close()
+    row = {"id": path.stem, **row}
     row.pop("code", None)
     return row

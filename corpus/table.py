@@ -1,13 +1,14 @@
 """Table evaluator: Channel-Bench-Macro lookups instead of training (`--evaluator table:SPACE`).
 
-    ev = TableEvaluator("cbm-mobilenet")           # or path=... (--benchmark-file)
-    row = ev.evaluate(source)                      # a corpus-style row, from the published table
+    ev = TableEvaluator("cbm-mobilenet")           # or path=... (--benchmark-file); `table:SPACE` in corpus.evaluators
+    row = ev.evaluate(Candidate(code=source))      # a corpus-style row, from the published table
 
 Channel-Bench-Macro (Su et al., ICLR 2021; as distributed with GENIUS, Zheng et al. 2023) lists
 every channel configuration of two CIFAR-10 macro networks (4 choices for each of 7 widths, 16,384
 each) with three seeds' test accuracies, FLOPs and params. A candidate's seven widths are found by
-building it (the mutator's width analysis, sandboxed), or given by whoever realised it (`remember`:
-the mutator's own build of a widths answer or a strategy's choice, 0 builds per lookup); it must have exactly the space's seven widths,
+building it (the mutator's width analysis, sandboxed), or given by whoever realised it (a
+`corpus.candidate.Candidate` with `widths` and `params`, or `remember`: the mutator's own build of a
+widths answer or a strategy's choice, 0 builds per lookup); it must have exactly the space's seven widths,
 each one of the allowed values, and the parameter count of the table's network for that key (so a
 candidate with a different structure is refused); otherwise the row is a failure saying exactly why.
 FLOPs are the table's (conv + linear multiply-adds at 16x16, see the data README); latency is None,
@@ -25,6 +26,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from corpus.candidate import Candidate, as_candidate
 from corpus.errors import TableError  # noqa: F401  (callers import it from here too)
 from corpus.spaces import SPACES, SPEC, key_of, widths_of  # noqa: F401
 from mutator.calls import analyze, realize_payload, variants_of
@@ -90,7 +92,32 @@ def expected_best_rank(m: int, n: int) -> float:
 
 
 class TableEvaluator:
-    """`evaluate(code) -> row` from the table; `noise_seed` picks one training seed's accuracy."""
+    """`evaluate(candidate) -> row` from the table; `noise_seed` picks one training seed's accuracy.
+    The `table` kind of `corpus.evaluators`: `--evaluator table:SPACE`."""
+
+    trains, lookup_only, spaced, table = False, True, True, True
+
+    @classmethod
+    def from_spec(cls, spec, benchmark_file: str | None = None, noise_seed: int | None = None,
+                  latency_table: str | None = None, latency_column: str | None = None, **_):
+        return cls(spec.space, benchmark_file, noise_seed, latency_table=latency_table,
+                   latency_column=latency_column)
+
+    @classmethod
+    def validate(cls, spec, benchmark_file: str | None = None, latency_table: str | None = None,
+                 latency_column: str | None = None, **_) -> None:
+        try:
+            load_table(str(table_path(spec.space, benchmark_file)))
+            if latency_table:
+                from corpus.latency_table import load as load_latency
+
+                load_latency(latency_table, latency_column)
+        except TableError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def table_space(self) -> str:
+        return self.space
 
     def __init__(self, space: str, path: str | None = None, noise_seed: int | None = None, pool=None,
                  latency_table: str | None = None, latency_column: str | None = None):
@@ -132,8 +159,15 @@ class TableEvaluator:
             self._memo.clear()
         self._memo[code] = (list(widths), None, params)
 
-    def evaluate(self, code: str) -> dict:
-        widths, err, params = self.widths(code)
+    def known(self, cand: Candidate) -> tuple[list[int] | None, str | None, int | None]:
+        """A candidate's (widths, error, params): as whoever realised it knew them (no build), else built."""
+        if cand.widths is not None and cand.params is not None:
+            return list(cand.widths), None, cand.params
+        return self.widths(cand.code)
+
+    def evaluate(self, cand: Candidate | str) -> dict:
+        cand = as_candidate(cand)
+        widths, err, params = self.known(cand)
         if widths is None:
             return {"status": "build_error", "error": err}
         why = check_widths(widths, self.space)
@@ -161,11 +195,17 @@ class TableEvaluator:
                 "table_rank": self.rank[key], "device_name": f"table:{self.space}",
                 **({"latency_device": self.latency_device} if lat is not None else {})}
 
-    def lookup_latency(self, code: str) -> float | None:
+    def check(self, cand: Candidate | str) -> dict:
+        """The table's FLOPs and params (and latency, from a latency table) without training: its
+        `evaluate` row less the accuracy and rank."""
+        row = self.evaluate(cand)
+        return {k: v for k, v in row.items() if k not in ("accuracy", "table_rank")}
+
+    def lookup_latency(self, cand: Candidate | str) -> float | None:
         """The latency table's value for a candidate (None: outside the space or not in the file)."""
         if self.latency is None:
             return None
-        widths, _, _ = self.widths(code)
+        widths, _, _ = self.known(as_candidate(cand))
         if widths is None or check_widths(widths, self.space):
             return None
         return self.latency.get(key_of(widths, self.space))

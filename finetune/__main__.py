@@ -92,6 +92,8 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(e, "--max-new-tokens", EvalConfig, "answer length limit; 0: 1.5x the prompt's source", type=int)
     _opt(e, "--batch-size", EvalConfig, "prompts generated at once", type=int)
     _opt(e, "--timeout-s", EvalConfig, "time limit per profiled answer", type=float)
+    _opt(e, "--llm-url", EvalConfig, "OpenAI-compatible server serving --model (and --adapter by its name); "
+         "default: in process")
     _pairs_args(e, EvalConfig)
     e.add_argument("--config", default=None, help="YAML file with any of these options")
 
@@ -112,12 +114,14 @@ def _max_length(text: str):
 
 
 def _pairs_args(p, cls) -> None:
+    from finetune.formats import format_names
+
     _opt(p, "--pairs-per-parent", cls, "at most this many pairs per source network", type=int)
     _opt(p, "--eval-fraction", cls, "share of source networks held out for eval", type=float)
     _opt(p, "--rng-seed", cls, "rng seed for pair sampling, the split and training", field="seed", metavar="N", type=int)
     renamed(p, "--seed", RNG_SEED_RENAMED)
-    _opt(p, "--answer-format", cls, "widths (the list of channel widths), diff (SEARCH/REPLACE blocks) or "
-         "code (the whole file)" + (", comma-separated for several; default: the adapter's" if cls.__name__ ==
+    _opt(p, "--answer-format", cls, f"one of {', '.join(format_names())}: widths (the list of channel widths), "
+         "diff (SEARCH/REPLACE blocks) or code (the whole file)" + (", comma-separated for several; default: the adapter's" if cls.__name__ ==
                                    "EvalConfig" else ""))
     _opt(p, "--context", cls, "what the prompt shows: source (the file) or summary (a per-layer table; "
          "widths only)")

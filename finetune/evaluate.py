@@ -2,14 +2,22 @@
 
     python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --corpus corpus_fm --n 10 --out eval.json
     python -m finetune eval --model smollm2-135m --corpus corpus_fm --answer-format widths,diff,code --n 10
+    python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --llm-url http://127.0.0.1:8000 --corpus corpus_fm
 
 The prompts are the eval split of the corpus pairs (source networks no training prompt showed),
 made with the adapter's own pair settings from its `run_card.json` (seed, eval fraction, pairs per
 parent, answer format and context) so the split matches the one it was trained with.
 `--answer-format` (comma-separated) asks each model in each format named instead; `--context
 summary` applies to the `widths` prompts (the other formats need the source). Each model answers
-greedily; an answer may run to `--max-new-tokens` (default: `widths` 8 tokens per slot + 16; `diff`
-half the prompt's tokens + 128, at most 1024; `code` 1.5x the prompt's tokens + 64, at most 2048).
+greedily; an answer may run to `--max-new-tokens` (default: the format's `token_budget`: `widths` 8
+tokens per slot + 16; `diff` half the prompt's tokens + 128, at most 1024; `code` 1.5x the prompt's
+tokens + 64, at most 2048).
+
+The models answer through `finetune.llm`'s interface, as the search's do: in process by default
+(transformers, batched `--batch-size` prompts at once, the adapter loaded on the same base weights),
+or a served model with `--llm-url` (an OpenAI-compatible server that serves the base under
+`--model`'s name and the adapter under `--adapter`'s; the adapter folder must still be here, for its
+run card; prompt tokens are then estimated at 4 characters a token for the default budget).
 
 Shares per model and format, each of the prompts asked (valid-rate = runs, goal-met rate = goal):
 - parsed: the format's parser (`finetune.formats.parse_answer`) accepted the answer, and it became a
@@ -59,6 +67,7 @@ class EvalConfig:
     answer_format: str = ""  # comma-separated; "": the adapter's (run_card.json), else widths
     context: str = ""  # "": the adapter's, else source
     class_name: str | None = None  # builds every corpus network; None: each row's class_name column
+    llm_url: str | None = None  # an OpenAI-compatible server that serves the models; None: in process
 
 
 def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
@@ -80,59 +89,36 @@ def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
 
 
 def answer_budget(fmt: str, prompt_tokens: int, slots: int = 0) -> int:
-    """New tokens an answer in `fmt` may need (see the module docstring)."""
-    if fmt == "widths":
-        return 8 * slots + 16
-    if fmt == "diff":
-        return min(1024, prompt_tokens // 2 + 128)
-    return min(2048, int(1.5 * prompt_tokens) + 64)
+    """New tokens an answer in `fmt` may need (the format's `token_budget`)."""
+    from finetune.formats import get_format
+
+    return get_format(fmt).token_budget(prompt_tokens, slots)
 
 
-def generate(model, tok, prompts: list[list[dict]], cfg: EvalConfig, desc: str, fmt: str = "code",
+def generate(llm, prompts: list[list[dict]], cfg: EvalConfig, desc: str, fmt: str = "code",
              slots: list[int] | None = None) -> list[str]:
-    """Greedy answers, batched with left padding; `slots`: each prompt's number of width slots."""
-    import torch
-    from tqdm import tqdm
+    """Greedy answers through the LLM interface (`finetune.llm.generate_many`: batched in process);
+    `slots`: each prompt's number of width slots. A batch generates up to its largest budget."""
+    from finetune.llm import count_tokens, generate_many
 
-    tok.padding_side = "left"
-    out = []
-    bar = tqdm(total=len(prompts), desc=desc, unit="answer")
-    for i in range(0, len(prompts), cfg.batch_size):
-        batch = prompts[i:i + cfg.batch_size]
-        enc = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-               for m in batch]
-        if cfg.max_new_tokens:
-            budget = cfg.max_new_tokens
-        else:  # a whole file is about as long as the one in the prompt; a width list is short
-            n_slots = max((slots or [0] * len(prompts))[i:i + cfg.batch_size])
-            budget = max(answer_budget(fmt, len(tok(m[-1]["content"])["input_ids"]), n_slots) for m in batch)
-        padded = tok.pad({"input_ids": enc}, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            gen = model.generate(**padded.to(model.device), max_new_tokens=budget, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        for row in gen[:, padded["input_ids"].shape[1]:]:
-            out.append(tok.decode(row, skip_special_tokens=True))
-        bar.update(len(batch))
-    bar.close()
-    return out
+    if cfg.max_new_tokens:
+        budgets = [cfg.max_new_tokens] * len(prompts)
+    else:  # a whole file is about as long as the one in the prompt; a width list is short
+        slots = slots or [0] * len(prompts)
+        budgets = [answer_budget(fmt, count_tokens(llm, m[-1]["content"]), n) for m, n in zip(prompts, slots)]
+    return generate_many(llm, prompts, max_new_tokens=budgets, desc=desc, batch_size=cfg.batch_size)
 
 
 def candidate(fmt: str, text: str, src: dict, net, pool, spec: dict) -> tuple[str | None, str, str | None]:
-    """(source code, status, error) of one answer: parsed with the format's parser, a width list
-    realised from the source network, a diff applied to the source."""
-    from finetune.formats import parse_answer
+    """(source code, status, error) of one answer: the format's parser and candidate (a width list
+    realised from the source network by the mutator, a diff applied to the source)."""
+    from finetune.formats import get_format
     from mutator.calls import realize
 
-    if fmt == "widths":
-        if net is None or not net.ok:
-            return None, "no_slots", f"the source network has no width slots ({net.status if net else 'not analysed'})"
-        ans = parse_answer("widths", text, slots=net.slots)
-        if not ans.ok:
-            return None, ans.status, ans.error
-        v = realize(pool, src["code"], spec, net.analysis, [list(ans.widths)])[0]
-        return (v.source, "ok", None) if v.ok else (None, f"realize_{v.status}", v.error)
-    ans = parse_answer(fmt, text, parent=src["code"])
-    return (ans.code, "ok", None) if ans.ok else (None, ans.status, ans.error)
+    def realized(widths: list[int]):
+        return realize(pool, src["code"], spec, net.analysis, [widths])[0]
+
+    return get_format(fmt).eval_candidate(text, src["code"], net, realized)
 
 
 def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, settings: dict, cfg: EvalConfig,
@@ -223,7 +209,9 @@ def main_eval(cfg: EvalConfig) -> int:
         raise FinetuneError("--n and --batch-size must be at least 1")
     if cfg.out and Path(cfg.out).is_dir():
         raise FinetuneError(f"--out {cfg.out} is a folder; give a .json file path")
-    from finetune.models import check_adapter_base, load_model, load_tokenizer, read_adapter, resolve_model
+    from finetune.formats import get_format
+    from finetune.llm import LLMError, make_llm
+    from finetune.models import check_adapter_base, read_adapter, resolve_model
     from finetune.pairs import check_format, describe_all, load_rows, with_class_name
     from finetune.train import load_pairs
 
@@ -234,17 +222,18 @@ def main_eval(cfg: EvalConfig) -> int:
         [card.get("answer_format") or ("code" if card else "widths")]  # adapters before formats: code
     context = cfg.context or card.get("context") or "source"
     for fmt in formats:
-        check_format(fmt, context if fmt == "widths" else "source")
+        check_format(fmt, "source")  # a known format
+        check_format(fmt, get_format(fmt).context_for(context))
     rows = with_class_name(load_rows(cfg.corpus), cfg.class_name)
     settings = profile_settings(rows, cfg)
-    base = resolve_model(cfg.model)
-    if cfg.adapter:
+    base = cfg.model if cfg.llm_url else resolve_model(cfg.model)  # a server knows its models by name
+    if cfg.adapter and not cfg.llm_url:
         check_adapter_base(acfg, card, cfg.model, base, cfg.adapter)
     by_id = {r["id"]: r for r in rows}
     by_sha = {r["sha256"]: r for r in rows if r.get("status") == "ok" and r.get("sha256")}
     asked = {}  # format -> (pairs, prompts, networks)
     for fmt in formats:
-        ctx = context if fmt == "widths" else "source"
+        ctx = get_format(fmt).context_for(context)
         dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx, class_name=cfg.class_name)
         held = dd["eval"]
         if len(held) == 0:
@@ -252,29 +241,27 @@ def main_eval(cfg: EvalConfig) -> int:
         held = held.select(range(min(cfg.n, len(held))))
         pairs = [{"source_id": r["source_id"], "target_id": r["target_id"], "goal": json.loads(r["goal"])}
                  for r in held]
-        nets = describe_all([by_id[i] for i in sorted({p["source_id"] for p in pairs})]) if fmt == "widths" else {}
+        nets = describe_all([by_id[i] for i in sorted({p["source_id"] for p in pairs})]) \
+            if get_format(fmt).needs_network else {}
         asked[fmt] = (pairs, [r["messages"][:-1] for r in held], nets)
 
-    tok = load_tokenizer(base)
-    model = load_model(base)
-    model.eval()
+    try:
+        llm = make_llm(base, url=cfg.llm_url)
+    except LLMError as exc:
+        raise FinetuneError(str(exc)) from None
     results = {}
 
     def ask(name, m):
         for fmt, (pairs, prompts, nets) in asked.items():
             slots = [len(nets[p["source_id"]].slots) if p["source_id"] in nets else 0 for p in pairs]
-            ans = generate(m, tok, prompts, cfg, f"{name}, {fmt}", fmt, slots)
+            ans = generate(m, prompts, cfg, f"{name}, {fmt}", fmt, slots)
             recs = judge(ans, pairs, by_id, by_sha, settings, cfg, f"checking {name} {fmt} answers", fmt, nets)
-            results[f"{name}/{fmt}"] = {"format": fmt, "context": context if fmt == "widths" else "source",
+            results[f"{name}/{fmt}"] = {"format": fmt, "context": get_format(fmt).context_for(context),
                                         "summary": summary(recs), "answers": recs}
 
-    ask("base", model)
+    ask("base", llm)
     if cfg.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, cfg.adapter)
-        model.eval()
-        ask("adapter", model)
+        ask("adapter", llm.with_adapter(cfg.adapter))  # the same base weights: asked after the base
     print(table(results))
     if cfg.out:
         keys = ("base_model", "corpus", "steps", "train_loss")

@@ -49,13 +49,14 @@ config, the corpus fingerprint and the counts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from finetune.formats.diff import diff_blocks  # noqa: F401  (the diff format's now; importable here as before)
 
 
 class FinetuneError(Exception):
@@ -89,8 +90,15 @@ def check_recipe(cfg: DatasetConfig) -> None:
         raise FinetuneError("--best-of must be at least 2")
     if cfg.history < 0:
         raise FinetuneError("--history must be 0 or more")
-    if cfg.history and (cfg.targets != "best" or cfg.answer_format != "widths"):
-        raise FinetuneError("--history needs --targets best and --answer-format widths (the tried list is of "
+    from finetune.formats import format_names, get_format
+
+    try:
+        shows = get_format(cfg.answer_format).shows_history
+    except ValueError:
+        shows = False  # check_format says why
+    if cfg.history and (cfg.targets != "best" or not shows):
+        able = " or ".join(n for n in format_names() if get_format(n).shows_history)
+        raise FinetuneError(f"--history needs --targets best and --answer-format {able} (the tried list is of "
                             "width lists, each less accurate than the answer)")
 
 
@@ -366,91 +374,24 @@ def describe_all(rows: list[dict], progress: bool = False) -> dict[str, Network]
 
 # -- answers ---------------------------------------------------------------------------------------
 
-def diff_blocks(source: str, target: str) -> list[tuple[str, str]]:
-    """Minimal SEARCH/REPLACE blocks turning `source` into `target`, in order: each changed run of
-    lines, plus the fewest neighbouring lines (below first, then above) that make its SEARCH text
-    occur exactly once in the text it is applied to (earlier blocks already applied) and keep it
-    from starting or ending on a blank line (trailing blank lines of a part do not survive
-    `formats.diff_text` and parsing); a run whose context would reach the next change is merged
-    with it."""
-    a, b = source.rstrip("\n").split("\n"), target.rstrip("\n").split("\n")
-    hunks = [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in
-             difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if tag != "equal"]
-    blocks, cur, shift, k = [], list(a), 0, 0  # cur: `a` with the blocks so far applied
-
-    def unique(lines):
-        n = len(lines)
-        return sum(cur[i:i + n] == lines for i in range(len(cur) - n + 1)) == 1
-
-    while k < len(hunks):
-        i1, i2, j1, j2 = hunks[k]
-        k += 1
-        p, up, down = i1 + shift, 0, 0  # p: where the change starts in cur
-        while True:
-            search = cur[p - up:p] + a[i1:i2 + down]
-            replace = cur[p - up:p] + b[j1:j2] + a[i2:i2 + down]
-            fine = any(l.strip() for l in search) and unique(search)
-            ends = bool(search) and bool(search[-1].strip()) and (not replace or bool(replace[-1].strip()))
-            if fine and ends and search[0].strip():
-                break
-            go_up = fine and ends  # only the first line is blank: look above
-            if k < len(hunks) and i2 + down == hunks[k][0] and not go_up:  # the next change: merge it
-                i2, j2, down = hunks[k][1], hunks[k][3], 0
-                k += 1
-            elif i2 + down < len(a) and not go_up:
-                down += 1
-            elif p - up > 0:
-                up += 1
-            elif i2 + down < len(a):
-                down += 1
-            else:
-                break
-        search = cur[p - up:p] + a[i1:i2 + down]
-        replace = cur[p - up:p] + b[j1:j2] + a[i2:i2 + down]
-        blocks.append(("\n".join(search), "\n".join(replace)))
-        cur[p - up:p + (i2 - i1) + down] = replace
-        shift += (j2 - j1) - (i2 - i1)
-    return blocks
-
-
 def example(fmt: str, context: str, src: dict, tgt: dict, goal: dict, net: Network | None = None,
             tried: list[dict] = ()):
     """(messages, None) for a pair in a format, or (None, why it has no true answer in it). tried (widths
     only): rows shown as the prompt's "Tried:" list, with their outcome against the source."""
-    from finetune.formats import apply_diff, diff_text, widths_answer
-    from finetune.formats import prompt_messages
-    from finetune.prompts import answer_message, outcome_text
+    from finetune.formats import get_format, prompt_messages
 
-    slots = summary = None
-    history = ()
-    if fmt == "widths":
-        if net is None or not net.ok:
-            return None, f"source {net.status if net else 'not analysed'}"
-        slots, summary = net.slots, net.summary
-        want = [int(w) for w in tgt.get("widths") or ()]
-        if len(want) != len(slots):
-            return None, "target widths do not match the source's slots"
-        if any(w not in s.allowed for w, s in zip(want, slots)):
-            return None, "target width not allowed"
-        answer = widths_answer(want)
-        if any(len(r.get("widths") or ()) != len(slots) for r in tried):
-            return None, "tried widths do not match the source's slots"
-        history = [(tuple(int(w) for w in r["widths"]), outcome_text(r, src)) for r in tried]
-    elif fmt == "diff":
-        text = diff_text(diff_blocks(src["code"], tgt["code"]))
-        back = apply_diff(src["code"], text)
-        if not back.ok or back.code != tgt["code"]:
-            return None, "diff does not apply back to the target"
-        answer = {"role": "assistant", "content": text}
-    else:
-        answer = answer_message(tgt["code"])
-    return prompt_messages(fmt, context, src["code"], src, goal, slots=slots, summary=summary,
-                           history=history) + [answer], None
+    answer, args, why = get_format(fmt).target(src, tgt, net, tried)
+    if answer is None:
+        return None, why
+    return prompt_messages(fmt, context, src["code"], src, goal, **args) + [answer], None
 
 
 def records(pairs: list[dict], by_id: dict[str, dict], fmt: str = "code", context: str = "source",
             nets: dict[str, Network] | None = None, skipped: dict | None = None) -> dict[str, list]:
+    from finetune.formats import get_format
+
     cols = {"messages": [], "goal": [], "source_id": [], "target_id": [], "seed": [], "tried": []}
+    shows_history = get_format(fmt).shows_history
     for p in pairs:
         src, tgt = by_id[p["source_id"]], by_id[p["target_id"]]
         msgs, why = example(fmt, context, src, tgt, p["goal"], (nets or {}).get(p["source_id"]),
@@ -464,13 +405,15 @@ def records(pairs: list[dict], by_id: dict[str, dict], fmt: str = "code", contex
         cols["source_id"].append(p["source_id"])
         cols["target_id"].append(p["target_id"])
         cols["seed"].append(p["seed"])
-        cols["tried"].append(json.dumps(list(p.get("tried", ())) if fmt == "widths" else []))
+        cols["tried"].append(json.dumps(list(p.get("tried", ())) if shows_history else []))
     return cols
 
 
 def build_pairs(cfg: DatasetConfig, progress: bool = False):
     """(DatasetDict with train/eval, info dict) for a corpus; raises FinetuneError on bad input."""
     import datasets
+
+    from finetune.formats import get_format
 
     check_format(cfg.answer_format, cfg.context)
     check_recipe(cfg)
@@ -489,7 +432,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
     train, held = split_by_source(pairs, cfg.eval_fraction, cfg.seed)
     by_id = {r["id"]: r for r in ok}
     nets = None
-    if cfg.answer_format == "widths":
+    if get_format(cfg.answer_format).needs_network:
         nets = describe_all([by_id[i] for i in sorted({p["source_id"] for p in pairs})], progress)
     skipped: dict[str, int] = {}
     cols = {name: records(part, by_id, cfg.answer_format, cfg.context, nets, skipped)

@@ -43,8 +43,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mutator.analysis import Analyzer, _scalar, _why_not, table_diff
-from mutator.literals import Rewriter, SourceError
+from mutator.handlers import register_handler
+from mutator.literals import Rewriter, SourceError, rounding_divisors
 from mutator.probe import trial
+from mutator.results import repair_check
 
 MIN_LITERAL = 2  # literals below this (0, 1: strides, flags, dims) are never repaired
 MAX_PAIRS = 60   # value pairs tried in step 3
@@ -125,6 +127,7 @@ class Repairer(Analyzer):
         self.device = "meta"
         self.expected_out = [int(spec["in_shape"][0]), int(spec["classes"])]
         self.deps = {}
+        self.rounders = rounding_divisors(self.rw.module)  # as the analysis: a rounding divisor is no width
         self.protected = _protected(self.rw, parent)
         base = self._run({})
         if base["table"] is None:
@@ -279,6 +282,9 @@ def repair_handler(payload: dict) -> dict:
         return {"status": "failed", "source": payload["source"], "changes": [], "reason": str(exc)}
 
 
+HANDLER = register_handler("mutator.repair:repair_handler", check=repair_check).name
+
+
 def repair(source: str, spec: dict, pool=None, parent: str | None = None, divisor: int = 8,
            timeout_s: float = 300.0) -> RepairResult:
     """Repair `source` at `spec` ({"in_shape", "classes", "class_name"}); never raises for bad model code.
@@ -296,7 +302,7 @@ def repair(source: str, spec: dict, pool=None, parent: str | None = None, diviso
 
         pool = WorkerPool(1, timeout_s=timeout_s)
     try:
-        res = pool.call("mutator.repair:repair_handler",
+        res = pool.call(HANDLER,
                         {"source": source, "spec": spec, "parent": parent, "divisor": divisor},
                         timeout_s=timeout_s)
     finally:

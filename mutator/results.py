@@ -1,7 +1,7 @@
 """Results are data the parent checks: every sandboxed answer is decoded and validated at the boundary.
 
     result = decode_frame(raw)               # one JSON object, or FrameError saying why not (never RecursionError)
-    result = check_result(handler, result)   # what `WorkerPool.call` returns: its schema, or that candidate's failure
+    result = checked(result, check)          # what `WorkerPool.call` returns: its check, or that candidate's failure
     row = validate_row(row)                  # an evaluation row that fits ROW_SCHEMA, or its failed row
     text = clean_text(anything, 160)         # one line of valid UTF-8, at most 160 characters
 
@@ -15,11 +15,13 @@ rest of a run with a number no measurement gives (an accuracy of 1e999 that stay
   document at all (two frames in one pipe) are `FrameError(malformed=True)`: the sandbox's `crash`.
 - every result (any handler): strings valid UTF-8 (lone surrogates become U+FFFD), `status` absent or a
   short identifier, `error` absent, None or text, made one line and cut to MAX_ERROR characters.
-- a repair (`mutator.repair:repair_handler`) or a list of variants (`mutator.analysis:variants`): the
-  fields the parent reads have their types (a change is {line, col, old, new, feeds}), text is cut.
-- an evaluation row (`corpus.pipeline:evaluate`, ROW_SCHEMA): `status` one of STATUSES; numbers real
-  (bool excluded), finite and in range (accuracy in [0, 1]; flops, params whole and >= 0; times,
-  latencies, memory >= 0); text one line and cut; `flops_unsupported` a short list of short names;
+- besides, the check each handler is registered with by the package that owns it (`mutator.handlers`).
+- a repair (`repair_check`) or a list of variants (`variants_check`): the fields the parent reads
+  have their types (a change is {line, col, old, new, feeds}), text is cut.
+- an evaluation row (`validate_row`, ROW_SCHEMA: corpus's check of its evaluation handler): `status`
+  one of STATUSES; numbers real (bool excluded), finite and in range (accuracy in [0, 1]; flops,
+  params whole and >= 0; times, latencies, memory >= 0); text one line and cut; `flops_unsupported` a
+  short list of short names;
   `predictions` base64 text of at most MAX_PREDICTIONS characters (what it decodes to is checked by
   the parent that holds the labels: `corpus.evaluator.score`, which drops it from the row); every
   other key dropped, so a row is at most about 12 kB (besides its predictions) whatever the candidate
@@ -296,9 +298,10 @@ def _fields(d: dict, kinds: dict, where: str = "") -> None:
 _CHANGE = {"line": int, "col": int, "old": int, "new": int, "feeds": str}
 
 
-def _repair(result: dict) -> dict:
-    """`mutator.repair:repair_handler`: its source, reason and changes as `RepairResult.from_dict` reads them."""
-    if result.get("status") not in ("repaired", "unchanged", "failed"):
+def repair_check(result: dict) -> dict:
+    """A repair's check (registered by `mutator.repair`): its source, reason and changes as
+    `RepairResult.from_dict` reads them. Raises _Bad."""
+    if _common(result).get("status") not in ("repaired", "unchanged", "failed"):
         return result
     _fields(result, {"source": str, "reason": str, "trials": int, "params": int})
     changes = result.get("changes", [])
@@ -314,9 +317,10 @@ def _repair(result: dict) -> dict:
     return result
 
 
-def _variants(result: dict) -> dict:
-    """`mutator.analysis:variants`: one object per width list, as `mutator.calls.variants_of` reads them."""
-    if result.get("status") != "ok":
+def variants_check(result: dict) -> dict:
+    """A list of variants' check (`mutator.handlers`): one object per width list, as
+    `mutator.calls.variants_of` reads them. Raises _Bad."""
+    if _common(result).get("status") != "ok":
         return result
     if not isinstance(result.get("results"), list):
         raise _Bad("results is not a list")
@@ -328,27 +332,22 @@ def _variants(result: dict) -> dict:
     return result
 
 
-def _params(result: dict) -> dict:
-    _fields(result, {"params": int})
+def params_check(result: dict) -> dict:
+    """A validation's check (`mutator.handlers`): params, when present, a whole number. Raises _Bad."""
+    _fields(_common(result), {"params": int})
     return result
 
 
-# handler -> its checks beyond the common ones (raise _Bad); `corpus.pipeline:evaluate` is validate_row's
-SCHEMAS = {"mutator.repair:repair_handler": _repair, "mutator.analysis:variants": _variants,
-           "mutator.analysis:validate": _params}
-
-
-def check_result(handler: str, result) -> dict:
-    """A sandboxed handler's result as the parent may use it (module docstring): its schema where
-    SCHEMAS has one, else the checks every result gets. Never raises."""
+def checked(result, check=None) -> dict:
+    """A sandboxed handler's result as the parent may use it (module docstring): `check` (the handler's
+    registered check, `mutator.handlers`: it gets the result with valid strings and returns it checked, or
+    raises _Bad), then the checks every result gets. Never raises."""
     if not isinstance(result, dict):
         return failure(f"the result is {_kind(result)}, not an object")
     if _depth(result) > MAX_DEPTH:
         return failure(f"the result is nested deeper than {MAX_DEPTH} levels")
     result = valid_strings(result)
-    if handler == "corpus.pipeline:evaluate":
-        return validate_row(result)
     try:
-        return SCHEMAS.get(handler, lambda r: r)(_common(result))
+        return _common((check or _common)(result))
     except _Bad as exc:
         return failure(str(exc))

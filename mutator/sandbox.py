@@ -47,10 +47,13 @@ broken): Landlock alone then contains files, TCP and signals, not processes (thi
 `NASFORGE_NO_LANDLOCK=1` skips Landlock, `NASFORGE_NO_SECCOMP=1` the seccomp filter. Where nothing at all
 can be contained, a pool refuses to start where `REQUIRE_CONTAINMENT` is set (`search run` sets it unless
 `--unsafe-no-sandbox`); elsewhere it warns.
-Every result is checked before `call` returns it (`mutator.results.check_result`): one JSON object,
+A pool runs only registered handlers (`mutator.handlers`: the package that owns a handler registers it
+with its result check and the modules to warm; the pool passes the names and modules to each worker at
+start); `call` raises SandboxError for any other, so no result skips its check.
+Every result is checked before `call` returns it (`mutator.handlers.check_result`): one JSON object,
 valid UTF-8, a short status, one line of error text cut to `results.MAX_ERROR` characters (it goes into LLM
-prompts), and for `corpus.pipeline:evaluate` the evaluation row's schema; anything else is that
-candidate's failed result (`invalid_result`), never an exception in the parent.
+prompts), and the handler's registered check (an evaluation row's schema, a repair's fields); anything
+else is that candidate's failed result (`invalid_result`), never an exception in the parent.
 `NASFORGE_SANDBOX_READ=/a:/b` adds read-only paths a candidate may need (data outside the cache).
 Requests and results cross pipes as JSON, never pickle: a hostile child could craft a pickle.
 """
@@ -69,13 +72,13 @@ import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mutator.results import FrameError, check_result, decode_frame
+from mutator.handlers import check_result, lookup, start_config
+from mutator.results import FrameError, decode_frame
 from mutator.worker import READY
 
 MAX_MESSAGE = 64 << 20  # a worker's answer larger than this is treated as a crash
 STARTUP_S = 300  # a worker that has not imported torch by then is broken, not slow
 GRACE_S = 30  # the worker enforces the time limit; the parent waits this much longer before killing it
-PACKAGES = ("mutator", "corpus", "search", "finetune")
 SCRATCH_MB = 2048  # a candidate's scratch folder: a tmpfs of this size (its use counts as memory) or, on the host
 # disk (Landlock alone), this many MB counted by the worker's watchdog
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
@@ -109,7 +112,8 @@ def read_paths() -> list[str]:
         if os.path.isdir(rp) and rp not in ("/", home, cwd, root, *temps) and not home.startswith(rp + "/") \
                 and not any(t.startswith(rp + "/") for t in temps):
             paths.add(rp)
-    paths.update(os.path.join(root, pkg) for pkg in PACKAGES)
+    # the project's packages (this one's siblings), never the checkout as a whole (runs, caches, notes)
+    paths.update(str(p) for p in Path(root).iterdir() if (p / "__init__.py").is_file())
     cache = os.environ.get("NASFORGE_CACHE") or os.path.join(home, ".cache", "nasforge")
     # the prepared data sets only: their test labels live in the cache's `labels/` (corpus.data.prepare)
     os.makedirs(os.path.join(cache, "data"), exist_ok=True)
@@ -182,6 +186,13 @@ class SandboxError(RuntimeError):
     pass
 
 
+def _registered(handler: str) -> None:
+    """Refuse a handler that no package registered: its result would have no check, no worker would run it."""
+    if lookup(handler) is None:
+        raise SandboxError(f"sandbox handler {handler!r} is not registered: import the module of its package that "
+                           "registers it (mutator.handlers.register_handler) before calling it")
+
+
 class _Worker:
     """One fork-server process, started under the launcher this machine supports."""
 
@@ -201,7 +212,9 @@ class _Worker:
             scratch = host_scratch
             prefix = [shutil.which("unshare"), *_UNSHARE] if mode == "unshare" else []
         self.host_scratch = host_scratch
-        settings = {"memory_mb": memory_mb, "threads": threads, "read": read, "scratch": scratch,
+        handlers = start_config()  # the registered handlers, the only ones this worker will run
+        self.handlers = frozenset(handlers["handlers"])
+        settings = {**handlers, "memory_mb": memory_mb, "threads": threads, "read": read, "scratch": scratch,
                     "scratch_mb": scratch_mb, "max_tasks": max_tasks, "gpu": gpu,
                     "gpu_memory_fraction": gpu_memory_fraction,
                     "userns": mode in ("bwrap", "unshare"), "tmpfs_scratch": mode == "unshare",
@@ -410,20 +423,31 @@ class WorkerPool:
         self._idle.put(w)
 
     def call(self, handler: str, payload, timeout_s: float | None = None) -> dict:
+        """`handler`'s result for `payload`, checked (`mutator.handlers.check_result`); a candidate's failure
+        is a result with its status. SandboxError for a handler that no package registered."""
+        _registered(handler)
         w = self._idle.get()
         try:
+            if handler not in w.handlers:  # registered after this worker started: a fresh one is told of it
+                w = self._replace(w)
             out = w.call(handler, payload, timeout_s or self.timeout_s)
         finally:
             if not w.alive():
-                self._all.remove(w)
-                w.kill()
-                w = _Worker(*self._spec)
-                self._all.append(w)
+                w = self._replace(w)
             self._idle.put(w)
         return out
 
+    def _replace(self, w: _Worker) -> _Worker:
+        if w in self._all:
+            self._all.remove(w)
+        w.kill()
+        new = _Worker(*self._spec)
+        self._all.append(new)
+        return new
+
     def imap(self, handler: str, payloads, timeout_s: float | None = None):
         """Yield (index, result) as results arrive, all workers busy at once."""
+        _registered(handler)  # here, not in the threads: they would die with it and leave us waiting
         payloads = list(payloads)
         done: queue.Queue = queue.Queue()
         todo: queue.Queue = queue.Queue()

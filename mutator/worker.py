@@ -1,9 +1,10 @@
 """Sandbox side of `mutator.sandbox`: a fork server, `python -m mutator.worker CTRL_FD RESULT_FD`.
 
-The worker (the "zygote") runs only this project's code: it imports torch once, then for every
-request {"id", "handler", "payload", "timeout_s"} forks a fresh child that runs the handler on the
-untrusted model code, so no candidate ever sees what an earlier one did to the interpreter (a
-patched `torch.Tensor.__eq__` dies with its process). Before the handler runs, the child:
+The worker (the "zygote") runs only this project's code: it imports torch and the modules its start
+config names once (`NASFORGE_SANDBOX`: "handlers", the registered ones it may run, and "warm"; see
+`mutator.handlers`), then for every request {"id", "handler", "payload", "timeout_s"} of a registered
+handler forks a fresh child that runs the handler on the untrusted model code, so no candidate ever
+sees what an earlier one did to the interpreter (a patched `torch.Tensor.__eq__` dies with its process). Before the handler runs, the child:
 
 - closes every inherited file descriptor but its own result pipe (it cannot write to the parent's
   channel, nor to another candidate's), points stdin/stdout/stderr at /dev/null, starts a session;
@@ -49,14 +50,12 @@ from multiprocessing.connection import Connection
 
 from mutator.results import FrameError, decode_frame, failure
 
-ALLOWED = ("mutator.", "corpus.", "search.", "finetune.")
 READY = b'{"ready": true'  # the ready message starts with this; the rest reports the containment
 MAX_RESULT = 64 << 20  # a candidate's answer larger than this is a crash
 TASKS = 256  # processes and threads of one candidate, besides 4 per thread it is given (RLIMIT_NPROC does not
 # bind in a user namespace: the watchdog counts them)
 MAX_SCRATCH_ENTRIES = 20000  # files a candidate may leave in scratch (the watchdog walks them every 0.2 s)
-WARM = ("torch", "torch._dynamo", "mutator.probe", "mutator.analysis", "corpus", "search", "finetune", "corpus.pipeline",
-        "corpus.measure", "corpus.train", "corpus.zerocost", "fvcore.nn", "search.precheck")
+WARM = ("torch", "torch._dynamo")  # imported before forking, then the start config's "warm" (`mutator.handlers`)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
@@ -312,7 +311,7 @@ def _run_child(req: dict, result_fd: int, scratch: str, cfg: dict) -> None:
     try:
         _enter_candidate(result_fd, scratch, float(req["timeout_s"]), cfg)
         handler = req.get("handler", "")
-        if not handler.startswith(ALLOWED) or ":" not in handler:
+        if not _allowed(handler, cfg):
             raise ValueError(f"unknown handler {handler!r}")
         mod, fn = handler.split(":", 1)
         out = getattr(importlib.import_module(mod), fn)(req.get("payload"))
@@ -446,11 +445,16 @@ def _collect(pid: int, fd: int, req: dict, cfg: dict, ctrl_fd: int) -> dict:
     return {"status": "crash", "error": f"worker died (exit {os.WEXITSTATUS(status)})"}
 
 
-def _warm(req: dict) -> None:
+def _allowed(handler, cfg: dict) -> bool:
+    """Only the handlers the pool registered (`mutator.handlers`, passed in the start config) run here."""
+    return isinstance(handler, str) and ":" in handler and handler in cfg.get("handlers", ())
+
+
+def _warm(req: dict, cfg: dict) -> None:
     """A handler may name trusted preparation (`fn.warm(payload)`, e.g. loading the data set) that the
     worker runs once before forking, so every candidate inherits it instead of redoing it."""
     handler = req.get("handler", "")
-    if not handler.startswith(ALLOWED) or ":" not in handler:
+    if not _allowed(handler, cfg):
         return
     mod, fn = handler.split(":", 1)
     warm = getattr(getattr(importlib.import_module(mod), fn, None), "warm", None)
@@ -460,7 +464,7 @@ def _warm(req: dict) -> None:
 
 def _serve_one(req: dict, cfg: dict, ctrl_fd: int) -> dict:
     try:
-        _warm(req)
+        _warm(req, cfg)
     except Exception:  # noqa: BLE001  (the handler meets the same problem in the child and reports it)
         pass
     _empty_scratch(cfg["scratch"])
@@ -536,7 +540,7 @@ def main() -> None:
     # do). The control pipe's end of file tells us the parent is gone, also while a request runs.
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # candidates cannot open our /proc/<pid>/fd or memory
-    for mod in WARM:
+    for mod in (*WARM, *cfg.get("warm", ())):
         try:
             importlib.import_module(mod)
         except Exception:  # noqa: BLE001  (a missing optional module only costs its import later)

@@ -21,9 +21,12 @@ def llm_name(value: str) -> str:
 
 def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argparse.ArgumentParser:
     """`search run`'s flags on r; defaults=False: flags not written on the command line are UNSET."""
-    from search.loop import SearchConfig
+    from finetune.formats import format_names
+    from finetune.llm import backend_names
+    from search.loop import SearchConfig, server_kinds
 
     d = SearchConfig()
+
     r.add_argument("--strategy", default=d.strategy,
                    help="what proposes the candidates: llm (the Code Generator, --llm) | random (uniform inside the "
                         "limits) | mutation (a random change of the parent) | largest | evolution | tpe | gp | "
@@ -36,6 +39,8 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")
     r.add_argument("--improver-llm", default=None, help="Prompt Improver model (default: the same as --llm; 'rule' = no LLM)")
     r.add_argument("--improver-adapter", default=None, help="peft adapter for the Prompt Improver")
+    r.add_argument("--llm-backend", default=d.llm_backend, choices=["auto", *backend_names()],
+                   help="finetune.llm's backend: auto (openai with --llm-url, else transformers) or a registered name")
     r.add_argument("--llm-url", default=None, help="OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
     r.add_argument("--improver-example", action="store_true",
                    help="show the Prompt Improver one worked answer first (format adherence of small models; "
@@ -102,7 +107,7 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--llm-backoff-s", type=float, default=d.llm_backoff_s, help="first wait before a retry")
     r.add_argument("--max-llm-errors", type=int, default=d.max_llm_errors,
                    help="consecutive llm_error iterations that end the run (stored; continue with --resume)")
-    r.add_argument("--answer-format", default=d.answer_format, choices=["widths", "diff", "code"],
+    r.add_argument("--answer-format", default=d.answer_format, choices=format_names(),
                    help="what the LLM writes: widths (one allowed value per width slot; channel search), diff "
                         "(SEARCH/REPLACE blocks against the parent; any edit), code (the whole file)")
     r.add_argument("--context", default=d.context, choices=["source", "summary"],
@@ -110,7 +115,7 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--constrain", default=d.constrain, choices=["auto", "on", "off"],
                    help="grammar-constrained decoding of widths/diff answers (auto: where the backend supports it)")
     r.add_argument("--server-kind", default=d.server_kind,
-                   choices=["auto", "llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", "ollama", "none"],
+                   choices=server_kinds(),
                    help="which request field carries the grammar (auto: detected from --llm-url)")
     r.add_argument("--repair", default="on" if d.repair else "off", choices=["on", "off"],
                    type=str, help="shape repair of diff/code candidates whose layers disagree on channels")

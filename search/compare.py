@@ -205,8 +205,8 @@ def benchmark(runs: list[tuple], n: int) -> dict | None:
 
     from corpus.table import expected_best_rank, load_table, table_path
 
-    spaces = {r[1].evaluator for r in runs}
-    if len(spaces) != 1 or not next(iter(spaces)).startswith("table:"):
+    spaces = {r[1].evaluator_spec.table_space for r in runs}
+    if len(spaces) != 1 or next(iter(spaces)) is None:
         return None
     budgets = list(dict.fromkeys(r[1].max_flops for r in runs))
     if len(budgets) > 1:
@@ -215,7 +215,7 @@ def benchmark(runs: list[tuple], n: int) -> dict | None:
         raise SearchError(f"the runs have different FLOPs budgets: {d1} --max-flops {text(b1)}, {d2} --max-flops "
                           f"{text(b2)}; compare runs of one budget")
     budget = budgets[0]
-    space = next(iter(spaces)).split(":", 1)[1]
+    space = next(iter(spaces))
     tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
     means = sorted((v["mean"] for v in tab.values() if budget is None or v["flops"] <= budget), reverse=True)
     if not means:

@@ -33,9 +33,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from finetune.formats import diff_gbnf, widths_gbnf, widths_regex, widths_schema
+from finetune.formats import get_format
+from finetune.llm.servers import SERVER_KINDS, server_fields
 
-KINDS = ("llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", "ollama", "unknown")
+KINDS = (*SERVER_KINDS, "unknown")  # the registered server kinds, and one that takes no grammar
 MODES = ("auto", "on", "off")
 VLLM_STRUCTURED = (0, 10, 2)  # first vLLM with `structured_outputs`
 
@@ -112,34 +113,23 @@ def detect_server(url: str, timeout_s: float = 3.0) -> ServerKind:
 
 def request_fields(kind: str, fmt: str, slots=None, max_blocks: int = 4, exclude=(), parent: str | None = None
                    ) -> Constraint:
-    """Extra chat-request fields that make `kind` generate only well-formed `fmt` answers; for widths,
-    none of the width lists in `exclude` (the tried ones) where the grammar can say so (not Ollama's
-    JSON schema); for diff, SEARCH lines quoted verbatim from `parent` where it is given."""
+    """Extra chat-request fields that make `kind` generate only well-formed `fmt` answers
+    (`finetune.llm.servers`' table, the format's grammars); for widths, none of the width lists in
+    `exclude` (the tried ones) where the grammar can say so (not Ollama's JSON schema); for diff,
+    SEARCH lines quoted verbatim from `parent` where it is given."""
+    from finetune.formats import get_format
+
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r} (known: {', '.join(KINDS)})")
-    if fmt == "widths" and slots is None:
-        raise ValueError("the widths grammar needs the width slots")
-    if fmt == "code":
-        return Constraint(kind, fmt, note="the code format (a whole file) is not constrained")
-    if fmt not in ("widths", "diff"):
-        raise ValueError(f"unknown answer format {fmt!r}")
-    if kind in ("llama.cpp", "llama-cpp-python"):
-        g = widths_gbnf(slots, exclude) if fmt == "widths" else diff_gbnf(max_blocks, parent)
-        return Constraint(kind, fmt, {"grammar": g})
-    if kind == "vllm":
-        so = {"regex": widths_regex(slots, exclude)} if fmt == "widths" else {"grammar": diff_gbnf(max_blocks, parent)}
-        return Constraint(kind, fmt, {"structured_outputs": so})
-    if kind == "vllm-legacy":
-        f = ({"guided_regex": widths_regex(slots, exclude)} if fmt == "widths"
-             else {"guided_grammar": diff_gbnf(max_blocks, parent)})
-        return Constraint(kind, fmt, f)
-    if kind == "ollama":
-        if fmt == "widths":
-            return Constraint(kind, fmt, {"response_format": {"type": "json_schema", "json_schema": {
-                "name": "widths", "schema": widths_schema(slots)}}})
-        return Constraint(kind, fmt, note="Ollama constrains only to a JSON schema: diff answers are parsed unconstrained")
-    return Constraint(kind, fmt, note="unknown server kind: answers are parsed unconstrained "
-                                      "(name it with --server-kind to constrain)")
+    f = get_format(fmt)
+    f.check_grammar_args(slots, parent)
+    if not f.constrainable:
+        return Constraint(kind, fmt, note=f.unconstrained_note)
+    if kind not in SERVER_KINDS:
+        return Constraint(kind, fmt, note="unknown server kind: answers are parsed unconstrained "
+                                          "(name it with --server-kind to constrain)")
+    fields, note = server_fields(kind, f, slots, exclude, parent, max_blocks)
+    return Constraint(kind, fmt, fields, note)
 
 
 class ConstrainedRequests:
@@ -168,7 +158,7 @@ class ConstrainedRequests:
         if self.mode == "off":
             return Constraint(self.server.kind, fmt, note="--constrain off")
         c = request_fields(self.server.kind, fmt, slots, exclude=exclude, parent=parent)
-        if not c.active and fmt != "code":
+        if not c.active and get_format(fmt).constrainable:
             if self.mode == "on":
                 raise ConstrainError(f"--constrain on, but {c.note} ({self.server.detail})")
             if fmt not in self._said:

@@ -33,6 +33,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from corpus.candidate import Candidate
 from search.pareto import cost_of
 from search.plan import Plan
 from search.roles import Triple, outcome_text
@@ -101,6 +102,7 @@ class SearchConfig:
     context: str = "source"  # source | summary (widths only): what the prompt shows of the parent
     constrain: str = "auto"  # auto | on | off: grammar-constrained decoding (search.constrain)
     server_kind: str = "auto"  # auto (detect) | llama.cpp | llama-cpp-python | vllm | vllm-legacy | ollama | none
+    llm_backend: str = "auto"  # finetune.llm's registry: auto (openai with --llm-url, else transformers) | a name
     repair: bool = True  # shape repair of diff/code candidates (mutator.repair)
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
     exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
@@ -109,7 +111,18 @@ class SearchConfig:
         # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a
         # table's configurations, a random variant of the parent elsewhere
         if self.llm == "random" and self.strategy == "llm":
-            object.__setattr__(self, "strategy", "random" if self.evaluator.startswith("table:") else "mutation")
+            try:
+                table = self.evaluator_spec.table_space is not None
+            except ValueError:  # check_config says why
+                table = False
+            object.__setattr__(self, "strategy", "random" if table else "mutation")
+
+    @property
+    def evaluator_spec(self):
+        """`evaluator` parsed (`corpus.evaluators.EvaluatorSpec`); ValueError for one the registry does not know."""
+        from corpus.evaluators import parse_evaluator
+
+        return parse_evaluator(self.evaluator)
 
     @property
     def uses_llm(self) -> bool:
@@ -155,30 +168,41 @@ PRE_KEYS = ("flops", "params", "latency_ms", "latency_device", "zc_score", "zc_s
             "zc_snip", "zc_grad_norm", "zc_grasp")
 
 
-SERVER_KINDS = ("auto", "llama.cpp", "llama-cpp-python", "vllm", "vllm-legacy", "ollama", "none")
+def server_kinds() -> tuple[str, ...]:
+    """--server-kind's values: auto (detect), the registered kinds (`finetune.llm.servers`), none."""
+    from finetune.llm.servers import SERVER_KINDS
+
+    return ("auto", *SERVER_KINDS, "none")
+
+
+SERVER_KINDS = server_kinds()
 
 
 def check_config(cfg: SearchConfig) -> None:
-    from finetune.formats import check_format
+    from finetune.formats import check_format, format_names, get_format
     from search.pareto import HW_METRICS
 
     try:
         check_format(cfg.answer_format, cfg.context)
     except ValueError as exc:
-        raise SearchError(str(exc).replace("unknown answer format", "--answer-format must be widths, diff or code, not")
+        names = format_names()
+        known = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise SearchError(str(exc).replace("unknown answer format", f"--answer-format must be {known}, not")
                           .replace("unknown context", "--context must be source or summary, not")) from None
-    if cfg.constrain not in ("auto", "on", "off") or cfg.server_kind not in SERVER_KINDS:
-        raise SearchError(f"--constrain must be auto, on or off and --server-kind one of {', '.join(SERVER_KINDS)}")
-    if cfg.constrain == "on" and (cfg.answer_format == "code" or cfg.server_kind == "none"):
-        raise SearchError("--constrain on needs --answer-format widths or diff and a server kind other than none")
+    if cfg.constrain not in ("auto", "on", "off") or cfg.server_kind not in server_kinds():
+        raise SearchError(f"--constrain must be auto, on or off and --server-kind one of {', '.join(server_kinds())}")
+    if cfg.constrain == "on" and (not get_format(cfg.answer_format).constrainable or cfg.server_kind == "none"):
+        able = " or ".join(n for n in format_names() if get_format(n).constrainable)
+        raise SearchError(f"--constrain on needs --answer-format {able} and a server kind other than none")
     if cfg.samples < 1:
         raise SearchError("--samples must be >= 1")
 
     if cfg.iterations < 0 or cfg.memory < 1:
         raise SearchError("--iterations must be >= 0 and --memory >= 1")
-    if cfg.evaluator != "profile" and not cfg.evaluator.startswith("table:"):
-        raise SearchError(f"--evaluator must be profile or table:SPACE, not {cfg.evaluator!r}")
-    table = cfg.evaluator.startswith("table:")
+    try:
+        table = cfg.evaluator_spec.table_space is not None
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
     for name, value in (("--benchmark-file", cfg.benchmark_file), ("--table-noise", cfg.table_noise)):
         if value and not table:
             raise SearchError(f"{name} belongs to a benchmark table: it needs --evaluator table:SPACE")
@@ -198,7 +222,7 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--hw-metric and --partition-by must be one of {', '.join(HW_METRICS)}")
     if cfg.latency_device not in ("cpu", "cuda"):
         raise SearchError(f"--latency-device must be cpu or cuda, not {cfg.latency_device!r}")
-    if cfg.latency_table and not cfg.evaluator.startswith("table:"):
+    if cfg.latency_table and not table:
         raise SearchError("--latency-table is a lookup for the benchmark spaces: it needs --evaluator table:SPACE")
     if cfg.screen not in ("none", "zero-cost") or not 0 < cfg.screen_keep <= 1:
         raise SearchError("--screen must be none or zero-cost, and 0 < --screen-keep <= 1")
@@ -213,7 +237,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
              fix=None) -> dict:
     """Run (or continue) the search until cfg.iterations iterations are stored or time runs out.
 
-    evaluate(code) -> row: one candidate, limits included (the pipeline stops a candidate over a limit
+    evaluate: an evaluator (`corpus.evaluators`: `evaluate(Candidate) -> row`) or a function of the
+    source (a test double) -> row: one candidate, limits included (the pipeline stops a candidate over a limit
     before training; for an evaluator that does not, the loop checks them on its row). precheck(code)
     -> row: measurements without training, for screening or what the evaluator cannot measure; None:
     no pre-check. edges: inner edges of the complexity bins (None or []: no bins). evaluate_seed: the
@@ -240,7 +265,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             cands = propose(cfg, proposer, state, parent, goal, plan.notes(b, parent["row"], state), seed, precheck)
             llm_s = time.time() - t0
             row, profile_s = assess(cfg, cand := screen(cfg, cands, plan, b, store, it), evaluate, fix,
-                                    parent["code"], state.tried)
+                                    parent["code"], state.tried, it, parent["it"])
             timing = {"started": t0, "llm_seconds": llm_s, "profile_seconds": profile_s, "proposals": len(cands)}
             conclude(cfg, state, plan, improver, store, it, b, parent, cand, row, seed, timing)
             if observe is not None:
@@ -262,7 +287,7 @@ def seed_row(cfg: SearchConfig, store: RunStore, seed_code: str, evaluate, prech
     row = store.meta("seed_row")
     if row is not None:
         return row
-    row = {k: v for k, v in evaluate(seed_code).items() if k != "code"}
+    row = evaluated(evaluate, Candidate(code=seed_code, proposer="seed"))
     if row.get("status") != "ok":
         raise SearchError(f"the seed network does not profile: {row.get('status')}: {row.get('error')}")
     if precheck is not None:
@@ -297,8 +322,24 @@ def repair_text(changes) -> str:
     return f"your change broke {', '.join(names)}; repaired by setting {', '.join(sets)}"
 
 
+def evaluated(evaluate, cand: Candidate) -> dict:
+    """The row (less its code) of an evaluator object, which takes the Candidate, or of a plain function of
+    the source (a test double, a bound `evaluate`)."""
+    ev = getattr(evaluate, "evaluate", None)
+    row = ev(cand) if ev is not None else evaluate(cand.code)
+    return {k: v for k, v in row.items() if k != "code"}
+
+
+def record(cfg: SearchConfig, cand: dict, it: int | None = None, parent: int | None = None) -> Candidate:
+    """The frozen Candidate of a proposal (`search.screening`): what the evaluator is given."""
+    return Candidate(code=cand.get("code"), widths=cand.get("widths"), params=cand.get("params"),
+                     answer_format=cand.get("format"),
+                     proposer=f"{cfg.llm}{'+' + cfg.adapter if cfg.adapter else ''}" if cfg.uses_llm else cfg.strategy,
+                     iteration=it, parent=parent)
+
+
 def assess(cfg: SearchConfig, cand: dict, evaluate, fix=None, parent_code: str | None = None,
-           tried=None) -> tuple[dict, float]:
+           tried=None, it: int | None = None, parent_it: int | None = None) -> tuple[dict, float]:
     """(row, seconds evaluating) of the chosen candidate: its failure (no code, LLM error, duplicate,
     pre-check) in no time, or its evaluation. With `fix`, a candidate whose evaluation fails with a
     channel mismatch is repaired (`mutator.repair`) and the repaired network evaluated instead;
@@ -307,7 +348,8 @@ def assess(cfg: SearchConfig, cand: dict, evaluate, fix=None, parent_code: str |
     if row is not None:
         return row, 0.0
     t0 = time.time()
-    row = {k: v for k, v in evaluate(cand["code"]).items() if k != "code"}
+    rec = record(cfg, cand, it, parent_it)
+    row = evaluated(evaluate, rec)
     if fix is not None and shape_broken(row):
         r = fix(cand["code"], parent_code)
         cand["repair"] = {"status": r.status, "changes": [str(c) for c in r.changes], "reason": r.reason or None}
@@ -318,7 +360,7 @@ def assess(cfg: SearchConfig, cand: dict, evaluate, fix=None, parent_code: str |
             if dup is not None:
                 return {"status": "duplicate", "error": f"repaired, the same network as {dup} (not trained again)"}, \
                     time.time() - t0
-            row = {k: v for k, v in evaluate(cand["code"]).items() if k != "code"}
+            row = evaluated(evaluate, dataclasses.replace(rec, code=r.source, widths=None, params=None))
     why = violation(cfg, row) if row.get("status") == "ok" and cand.get("pre") is None else None
     return ({**row, "status": "constraint", "error": why} if why else row), time.time() - t0
 

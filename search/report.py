@@ -93,11 +93,11 @@ def searched(cfg) -> tuple[str, str]:
     """(short, long) description of what a run searched: a benchmark space looked up in its table, or a
     seed trained on a data set. In benchmark mode the default seed is the space's own (as `search run`
     does), never the data-set seed the config still names."""
-    if cfg.evaluator.startswith("table:"):
+    space = cfg.evaluator_spec.table_space
+    if space:
         from corpus.spaces import SPACES
         from search.loop import SearchConfig
 
-        space = cfg.evaluator.split(":", 1)[1]
         seed = SPACES.get(space, {}).get("seed", cfg.seed) if cfg.seed == SearchConfig().seed else cfg.seed
         acc = "one training seed's accuracy" if cfg.table_noise else "mean accuracy of 3 seeds"
         return (f"space {space} (table), seed {seed}",

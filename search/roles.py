@@ -14,7 +14,7 @@ import re
 from collections import deque
 from dataclasses import asdict, dataclass
 
-from finetune.prompts import build_messages, extract_code, outcome_text, telemetry_text
+from finetune.prompts import outcome_text, telemetry_text
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,15 @@ class FeedbackMemory:
 def generator_messages(parent_code: str, parent_row: dict, goal: dict, instruction: str, memory: FeedbackMemory,
                        extra: str = ""):
     """The finetune template with notes before the source: `extra` (the bin's budget, the knowledge
-    base), the improver's suggested change and the memory."""
-    msgs = build_messages(parent_code, parent_row, goal)
-    notes = (f"{extra}"
-             f"Suggested change: {instruction}\n"
-             f"Recent attempts (most recent last):\n{memory.render()}\n\n")
-    user = msgs[1]["content"]
-    cut = user.find("```python")
-    msgs[1] = {"role": "user", "content": user[:cut] + notes + user[cut:]}
-    return msgs
+    base), the improver's suggested change and the memory (the code format's search prompt)."""
+    from finetune.formats import get_format
+
+    return get_format("code").search_messages(parent_code, parent_row, goal, instruction, memory, extra)
 
 
 class CodeGenerator:
-    """The LLM proposer in one answer format (`finetune.formats`):
+    """The LLM proposer in one answer format (`finetune.formats`' registry: the format's prompt,
+    parser, candidate and grammar arguments). The built-in ones:
 
     - `code`: the whole file back (`generator_messages`, notes before the source);
     - `diff`: SEARCH/REPLACE blocks applied to the parent source (`prompt_messages`, the memory as notes);
@@ -75,11 +71,12 @@ class CodeGenerator:
     def __init__(self, llm, temperature: float = 0.7, max_new_tokens: int = 1536, fmt: str = "code",
                  context: str = "source", pool=None, spec: dict | None = None, width_choices=None, constrain=None,
                  on_realize=None):
-        from finetune.formats import check_format
+        from finetune.formats import check_format, get_format
 
         check_format(fmt, context)
-        if fmt == "widths" and (pool is None or spec is None):
-            raise ValueError("the widths format needs a sandbox pool and the input spec")
+        self.format = get_format(fmt)
+        if self.format.needs_network and (pool is None or spec is None):
+            raise ValueError(f"the {fmt} format needs a sandbox pool and the input spec")
         self.llm, self.temperature, self.max_new_tokens = llm, temperature, max_new_tokens
         self.fmt, self.context, self.pool, self.spec = fmt, context, pool, spec
         self.width_choices, self.constrain = width_choices, constrain
@@ -110,39 +107,22 @@ class CodeGenerator:
         return info
 
     def messages(self, parent_code, parent_row, goal, instruction, memory, extra: str = "", info=None):
-        from finetune.formats import prompt_messages
-
-        if self.fmt == "code":
-            return generator_messages(parent_code, parent_row, goal, instruction, memory, extra)
-        if self.fmt == "diff":
-            notes = (f"{extra}Suggested change: {instruction}\n"
-                     f"Recent attempts (most recent last):\n{memory.render()}\n\n")
-            return prompt_messages("diff", "source", parent_code, parent_row, goal, notes=notes)
-        history = [(t.widths, t.outcome) for t in memory.items if t.widths]
-        context = self.context if info.get("summary") else "source"
-        return prompt_messages("widths", context, parent_code, parent_row, goal, slots=info["slots"],
-                               summary=info.get("summary"), history=history,
-                               notes=f"{extra}Suggested change: {instruction}\n")
+        return self.format.search_messages(parent_code, parent_row, goal, instruction, memory, extra, info,
+                                           self.context)
 
     def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "",
                 exclude=None) -> dict:
         """One answer. `exclude`: the width lists tried, left out of a widths grammar together with the
         parent's (None: the plain grammar)."""
-        from finetune.formats import parse_answer
-        from search.llm import LLMServerError
+        from finetune.llm import LLMServerError
 
-        info = self.parent_info(parent_code) if self.fmt == "widths" else {}
+        info = self.parent_info(parent_code) if self.format.needs_network else {}
         if "error" in info:
             return {"prompt": None, "raw": None, "code": None, "status": "parse_error", "format": self.fmt,
                     "parse_status": "no_slots", "error": info["error"]}
         msgs = self.messages(parent_code, parent_row, goal, instruction, memory, extra, info)
-        if self.constrain is None:
-            fields = {}
-        elif self.fmt == "widths":
-            tried = () if exclude is None else set(exclude) | {tuple(s.value for s in info["slots"])}
-            fields = self.constrain.fields(self.fmt, info["slots"], tried)
-        else:  # diff: SEARCH lines quoted from the parent
-            fields = self.constrain.fields(self.fmt, parent=parent_code if self.fmt == "diff" else None)
+        fields = {} if self.constrain is None else \
+            self.constrain.fields(self.fmt, **self.format.constraint_args(parent_code, info, exclude))
         try:
             raw = self.llm.generate(msgs, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed,
                                     **({"extra": fields} if fields else {}))
@@ -150,24 +130,16 @@ class CodeGenerator:
             return {"prompt": msgs, "raw": None, "code": None, "status": "llm_error", "error": str(exc),
                     "format": self.fmt}
         out = {"prompt": msgs, "raw": raw, "format": self.fmt, "constrained": bool(fields)}
-        if self.fmt == "code":  # as before the formats: no code is `no_code`
-            return {**out, "code": extract_code(raw), "parse_status": "ok" if extract_code(raw) else "no_code"}
-        ans = parse_answer(self.fmt, raw, slots=info.get("slots"), parent=parent_code)
-        if not ans.ok:
-            return {**out, "code": None, "status": "parse_error", "parse_status": ans.status,
-                    "error": f"{ans.status}: {ans.error}"}
-        if self.fmt == "diff":
-            return {**out, "code": ans.code, "parse_status": "ok", "edits": ans.edits, "fuzzy": ans.fuzzy}
-        from mutator.calls import realize
 
-        widths = list(ans.widths)
-        v = realize(self.pool, parent_code, self.spec, info["analysis"], [widths])[0]
-        if not v.ok:
-            return {**out, "code": None, "status": v.status, "parse_status": "ok", "widths": widths,
-                    "error": f"widths {widths} do not build: {v.error}"}
-        if self.on_realize is not None:
-            self.on_realize(v.source, widths, v.params)
-        return {**out, "code": v.source, "parse_status": "ok", "widths": widths}
+        def realize(widths: list[int]):
+            from mutator.calls import realize
+
+            v = realize(self.pool, parent_code, self.spec, info["analysis"], [widths])[0]
+            if v.ok and self.on_realize is not None:
+                self.on_realize(v.source, widths, v.params)
+            return v
+
+        return {**out, **self.format.search_candidate(raw, parent_code, info, realize)}
 
 
 IMPROVER_SYSTEM = ("You review experiments of a neural-architecture search. Given the network a candidate "
@@ -254,7 +226,7 @@ class PromptImprover:
         if self.llm is None:
             p, m = rule_diagnosis(row, parent)
             return {"problem": p, "modification": m, "raw": None, "source": "rule"}
-        from search.llm import LLMServerError
+        from finetune.llm import LLMServerError
 
         try:
             raw = self.llm.generate(self.diagnose_messages(row, parent, memory),
@@ -279,7 +251,7 @@ class PromptImprover:
         user = (f"Current design heuristics:\n{current}\n\nThis round's candidates (change vs their parent):\n"
                 f"{summary}\n\nRewrite the heuristics: keep what the results support, drop or correct what they "
                 f"contradict, add what they show per complexity bin. At most {MAX_ITEMS} lines, each starting with '- '.")
-        from search.llm import LLMServerError
+        from finetune.llm import LLMServerError
 
         try:
             raw = self.llm.generate([{"role": "system", "content": KB_SYSTEM}, {"role": "user", "content": user}],

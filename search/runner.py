@@ -110,20 +110,15 @@ def discard_unstarted(store: RunStore, made_folder: bool) -> None:
 
 def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
     """Cheap checks of everything a start needs, before any folder exists (errors: one line each)."""
-    from search.llm import check_backend
+    from finetune.llm import check_backend
 
     input_spec(cfg.dataset)
-    if cfg.evaluator.startswith("table:"):
-        from corpus.table import TableError, load_table, table_path
+    from corpus.evaluators import validate_evaluator
 
-        try:
-            load_table(str(table_path(cfg.evaluator.split(":", 1)[1], cfg.benchmark_file)))
-            if cfg.latency_table:
-                from corpus.latency_table import load as load_latency
-
-                load_latency(cfg.latency_table, cfg.latency_column)
-        except TableError as exc:
-            raise SearchError(str(exc)) from None
+    try:
+        validate_evaluator(cfg.evaluator_spec, **evaluator_options(cfg))
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
     if cfg.latency_device == "cuda" and cfg.needs_precheck:
         import torch
 
@@ -134,10 +129,11 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
     if cfg.strategy not in STRATEGIES:
         raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     if cfg.uses_llm and not llm_given:
-        check_backend(cfg.llm, cfg.adapter, cfg.llm_url)
+        check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
     if cfg.uses_llm and cfg.improver_llm != "rule" and not improver_given and \
             (cfg.improver_llm or cfg.improver_adapter or cfg.improver_url):
-        check_backend(cfg.improver_llm or cfg.llm, cfg.improver_adapter, cfg.improver_url or cfg.llm_url)
+        check_backend(cfg.improver_llm or cfg.llm, cfg.improver_adapter, cfg.improver_url or cfg.llm_url,
+                      cfg.llm_backend)
 
 
 def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, precheck, width_choices=None) -> list[float]:
@@ -165,34 +161,44 @@ def seed_variant_edges(cfg: SearchConfig, seed_code: str, spec: dict, pool, prec
     return edges
 
 
-def profile_evaluator(cfg: SearchConfig):
-    """The corpus evaluator for `--evaluator profile`: the proxy recipe, the limits, latency on --latency-device."""
-    from corpus.errors import CorpusError
-    from corpus.evaluator import Evaluator, recipe_for
+def evaluator_options(cfg: SearchConfig) -> dict:
+    """What a run tells its evaluator (`corpus.evaluators.make_evaluator`): each kind takes what it needs."""
+    return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "device": cfg.device,
+            "latency_device": cfg.latency_device, "limits": limits(cfg), "timeout_s": cfg.timeout_s,
+            "class_name": cfg.class_name, "benchmark_file": cfg.benchmark_file, "noise_seed": cfg.rng_seed if cfg.table_noise else None,
+            "latency_table": cfg.latency_table, "latency_column": cfg.latency_column}
 
+
+def make_run_evaluator(cfg: SearchConfig):
+    """The run's evaluator (`--evaluator`, through the registry); one that trains gets the proxy recipe."""
+    from corpus.errors import CorpusError, TableError
+    from corpus.evaluators import make_evaluator
+
+    spec, options = cfg.evaluator_spec, evaluator_options(cfg)
     try:
-        recipe = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed)
-        return Evaluator(cfg.dataset, recipe, data_dir=cfg.data_dir, device=cfg.device,
-                         latency_device=cfg.latency_device, limits=limits(cfg), timeout_s=cfg.timeout_s,
-                         class_name=cfg.class_name)
-    except CorpusError as exc:
+        if spec.trains:
+            from corpus.evaluator import recipe_for
+
+            options["recipe"] = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed)
+        return make_evaluator(spec, **options)
+    except (CorpusError, TableError) as exc:
         raise SearchError(str(exc)) from None
 
 
-def pre_checker(cfg: SearchConfig, spec: dict, profiler, ev, closers: list):
+def pre_checker(cfg: SearchConfig, spec: dict, ev, closers: list):
     """Measurements without training (screening, bin edges, a table's networks), on --latency-device."""
     # latency only where something reads it: a latency budget, latency bins, a Pareto front over latency
     timed = cfg.max_latency_ms is not None or (cfg.bins >= 2 and cfg.partition_metric == "latency_ms") or \
         (cfg.objective == "pareto" and cfg.hw_metric == "latency_ms")
     zero_cost = cfg.screen == "zero-cost"
-    if profiler is not None:
-        return lambda code: profiler.check(code, zero_cost=zero_cost, latency=timed, seed=cfg.rng_seed)
+    if ev is not None and ev.trains:  # its own pipeline, without training
+        return lambda code: ev.check(code, zero_cost=zero_cost, latency=timed, seed=cfg.rng_seed)
     from corpus.evaluator import Checker
 
     checker = Checker(spec, cfg.latency_device, zero_cost=zero_cost, latency=timed and not cfg.latency_table,
                       seed=cfg.rng_seed)
     closers.append(checker.close)
-    if ev is None:
+    if ev is None or not ev.lookup_only:
         return checker.check
 
     def looked_up(code: str) -> dict:
@@ -237,16 +243,19 @@ class LazyPool:
             self.pool.close()
 
 
-def constrained_requests(cfg: SearchConfig, llm_given: bool):
-    """The grammar fields' source for the Code Generator (None for the code format or --constrain off).
-    An in-process model takes GBNF (xgrammar); a server is detected unless --server-kind names it."""
+def constrained_requests(cfg: SearchConfig, llm):
+    """The grammar fields' source for the Code Generator (None for a format without a grammar or
+    --constrain off). The backend says which server kind it speaks (an in-process model takes GBNF
+    through xgrammar, `llm.server_kind`); a server is detected unless --server-kind names it."""
     from search.constrain import ConstrainedRequests, ConstrainError
 
-    if cfg.answer_format == "code" or cfg.constrain == "off" or cfg.server_kind == "none":
+    from finetune.formats import get_format
+
+    if not get_format(cfg.answer_format).constrainable or cfg.constrain == "off" or cfg.server_kind == "none":
         return None
     kind = None if cfg.server_kind == "auto" else cfg.server_kind
-    if kind is None and not cfg.llm_url and not llm_given:
-        kind = "llama.cpp"  # TransformersLLM: the GBNF grammar through xgrammar's logits processor
+    if kind is None and not cfg.llm_url:
+        kind = getattr(llm, "server_kind", None)
     try:
         return ConstrainedRequests(cfg.llm_url, cfg.constrain, kind)
     except ConstrainError as exc:
@@ -263,7 +272,8 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     use the same --out."""
     from corpus.build import versions
     from mutator.generate import resolve_seed
-    from search.llm import make_llm
+    from finetune.formats import get_format
+    from finetune.llm import make_llm
     from search.roles import PromptImprover
 
     check_config(cfg)
@@ -276,7 +286,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     closers = []
     try:
         validate(cfg, llm is not None, improver_llm is not None)
-        table_space = cfg.evaluator.split(":", 1)[1] if cfg.evaluator.startswith("table:") else None
+        table_space = cfg.evaluator_spec.table_space
         seed_code = store.meta("seed_code") if store else None
         if seed_code is None:
             seed_name = cfg.seed
@@ -287,32 +297,25 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             _, seed_code = resolve_seed(seed_name)
         spec = input_spec(cfg.dataset, cfg.class_name)
         width_choices, ev, evaluate_seed = None, None, None
-        if evaluate is None and table_space:
-            from corpus.table import SPACES, TableError, TableEvaluator
-
-            try:
-                ev = TableEvaluator(table_space, cfg.benchmark_file, cfg.rng_seed if cfg.table_noise else None,
-                                    latency_table=cfg.latency_table, latency_column=cfg.latency_column)
-            except TableError as exc:
-                raise SearchError(str(exc)) from None
+        if evaluate is None:  # e.g. one sandboxed request per candidate: measured, checked, trained
+            evaluate = ev = make_run_evaluator(cfg)  # the loop hands it each Candidate
             closers.append(ev.close)
-            evaluate = ev.evaluate
-            spec = {"in_shape": [1, 3, 32, 32], "classes": 10, "class_name": None}
-            width_choices = SPACES[table_space]["choices"]
-        profiler = None
-        if evaluate is None:  # one sandboxed request per candidate: measured, checked, trained
-            profiler = profile_evaluator(cfg)
-            closers.append(profiler.close)
-            evaluate, evaluate_seed = profiler.evaluate, lambda code: profiler.evaluate(code, limits={})
+            if ev.trains:  # the seed is trained whatever the limits
+                evaluate_seed = lambda code: ev.evaluate(code, limits={})  # noqa: E731
+            if ev.table_space:
+                from corpus.spaces import SPACES, SPEC
+
+                spec, width_choices = dict(SPEC), SPACES[ev.table_space]["choices"]
+        lookup = ev is not None and ev.lookup_only  # nothing measured: a table cannot time a network
         stored_edges = store.meta("bin_edges") if store else None
         need_edges = cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges
         pool = LazyPool(300)  # the mutator's sandbox: random variants, bin edges, widths answers, repair
         closers.append(pool.close)
         measure = precheck
-        if precheck is None and (cfg.screen != "none" or need_edges or (ev is not None and cfg.needs_precheck)):
-            measure = pre_checker(cfg, spec, profiler, ev, closers)
+        if precheck is None and (cfg.screen != "none" or need_edges or (lookup and cfg.needs_precheck)):
+            measure = pre_checker(cfg, spec, ev, closers)
             # screening votes on pre-checks; a table cannot time a network, so it is pre-checked too
-            precheck = measure if cfg.screen != "none" or ev is not None else None
+            precheck = measure if cfg.screen != "none" or lookup else None
         edges = stored_edges
         if edges is None and cfg.bins >= 2:
             edges = sorted(cfg.bin_edges) if cfg.bin_edges else \
@@ -322,15 +325,15 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         from search.strategies import StrategyContext, make_strategy
 
         if not cfg.uses_llm and measure is None and any(v is not None for v in limits(cfg).values()):
-            measure = pre_checker(cfg, spec, profiler, ev, closers)  # the strategy's in-limits filter
-        ctx = StrategyContext(cfg, seed_code, spec, pool, ev, measure)
+            measure = pre_checker(cfg, spec, ev, closers)  # the strategy's in-limits filter
+        ctx = StrategyContext(cfg, seed_code, spec, pool, ev if ev is not None and ev.table_space else None, measure)
         if not cfg.uses_llm:
             proposer, improver = make_strategy(ctx), PromptImprover(None)
         else:
             server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}
-            llm_given = llm is not None
+            server["backend"] = cfg.llm_backend
             ctx.llm = llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
-            ctx.constrain = constrained_requests(cfg, llm_given)
+            ctx.constrain = constrained_requests(cfg, llm)
             proposer = make_strategy(ctx)
             if cfg.improver_llm == "rule":
                 improver = PromptImprover(None)
@@ -347,7 +350,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         if not store.started():
             store.set_meta("versions", versions())
         fix = None
-        if cfg.repair and cfg.uses_llm and cfg.answer_format in ("diff", "code"):
+        if cfg.repair and cfg.uses_llm and get_format(cfg.answer_format).repairable:
             from mutator.repair import repair
 
             fix = lambda code, parent: repair(code, spec, pool, parent=parent)  # noqa: E731

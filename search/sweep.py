@@ -210,7 +210,9 @@ def search_config(ns: argparse.Namespace):
 
 
 def evaluator_name(evaluator: str) -> str:
-    return evaluator.split(":", 1)[1] if evaluator.startswith("table:") else evaluator
+    from corpus.evaluators import evaluator_name as name
+
+    return name(evaluator)
 
 
 def _names(mapping, where: str) -> None:

@@ -5,6 +5,7 @@ network must get its true accuracy, the world outside must be untouched (canary 
 candidate may survive, and the test process (the search's stand-in) must still be alive.
 The same attacks then go through `search run` (a scripted LLM server answers them), `mutator generate`
 and `corpus profile`."""
+import contextlib
 import hashlib
 import json
 import os
@@ -249,21 +250,34 @@ def profile(pool, source: str, w: dict, timeout_s: float = 60) -> dict:
                        "device": "cpu"}, timeout_s)
 
 
-@pytest.fixture(scope="module", params=MODES)
-def pool(request, world):
-    if request.param == "landlock":
+@contextlib.contextmanager
+def mode_env(mode: str):
+    """NASFORGE_NO_NAMESPACES=1 for a landlock pool while it starts (a pool's launcher is fixed then):
+    set for a fixture's whole life, it leaked into the other module fixture's pools of other modes."""
+    old = os.environ.pop("NASFORGE_NO_NAMESPACES", None)
+    if mode == "landlock":
         os.environ["NASFORGE_NO_NAMESPACES"] = "1"
     try:
+        yield
+    finally:
+        os.environ.pop("NASFORGE_NO_NAMESPACES", None)
+        if old is not None:
+            os.environ["NASFORGE_NO_NAMESPACES"] = old
+
+
+@pytest.fixture(scope="module", params=MODES)
+def pool(request, world):
+    with mode_env(request.param):
         p = WorkerPool(1, timeout_s=60, memory_mb=1800, isolate="namespaces" if request.param == "namespaces" else "none")
+    try:
         assert p.containment["mode"] == {"namespaces": "bubblewrap", "none": p.containment["mode"],
                                          "landlock": "landlock"}[request.param]
         truth = profile(p, net(tag="truth"), world[0])
         assert truth["status"] == "ok", truth
         assert truth["accuracy"] > 0.5  # the control network learns the quadrant task
         yield p, truth["accuracy"], request.param
-        p.close()
     finally:
-        os.environ.pop("NASFORGE_NO_NAMESPACES", None)
+        p.close()
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -433,15 +447,13 @@ def _pool(mode: str, **kw) -> WorkerPool:
 
 @pytest.fixture(scope="module", params=MODES)
 def small_pool(request):
-    if request.param == "landlock":
-        os.environ["NASFORGE_NO_NAMESPACES"] = "1"
-    try:
+    with mode_env(request.param):
         p = _pool(request.param)
+    try:
         assert check(p, small("pass"))["status"] == "ok"
         yield p, request.param
-        p.close()
     finally:
-        os.environ.pop("NASFORGE_NO_NAMESPACES", None)
+        p.close()
 
 
 MEMFD = """

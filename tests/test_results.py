@@ -8,8 +8,11 @@ import textwrap
 
 import pytest
 
-from mutator.results import (INVALID, MAX_DEPTH, MAX_ERROR, ROW_SCHEMA, FrameError, check_result, clean_text,
-                             decode_frame, validate_row)
+import corpus.handlers  # noqa: F401  (registers corpus.pipeline:evaluate and its row check)
+import mutator.repair  # noqa: F401  (registers mutator.repair:repair_handler)
+from mutator.handlers import check_result
+from mutator.results import (INVALID, MAX_DEPTH, MAX_ERROR, ROW_SCHEMA, FrameError, clean_text, decode_frame,
+                             validate_row)
 
 GOOD = {"status": "ok", "error": None, "accuracy": 0.87, "flops": 280_000, "params": 44_426, "latency_ms": 0.31,
         "train_seconds": 12.5, "final_loss": 0.41, "device_name": "cpu: test (1 threads)", "flops_unsupported": []}

@@ -84,7 +84,8 @@ class SlotSpace:
         if not v.ok:
             return {"prompt": None, "raw": raw, "code": None, "status": v.status, "widths": list(widths),
                     "error": f"widths {list(widths)} do not build: {v.error}"}
-        return {"prompt": None, "raw": raw, "code": v.source, "widths": list(widths)}
+        # the mutator's parameter count: a table holds it against its own without building the network again
+        return {"prompt": None, "raw": raw, "code": v.source, "widths": list(widths), "params": v.params}
 
 
 def grid(groups: list[dict], factors=FACTORS) -> list[list[int]]:

@@ -1,0 +1,135 @@
+"""In process: a transformers model (the `finetune` model names), optionally with a peft adapter.
+
+    from finetune.llm import make_llm
+    llm = make_llm("smollm2-135m", adapter="runs/lora_fm")     # cuda where available, else cpu
+    llm.generate(messages, temperature=0.0, max_new_tokens=64, extra={"grammar": gbnf})   # xgrammar, if installed
+    llm.generate_many(prompts, max_new_tokens=[64, 80], batch_size=4)     # greedy, batched, left padding
+
+A GBNF `grammar` in `extra` goes to xgrammar's logits processor (so the server kind this backend
+speaks is llama.cpp's); without xgrammar the answer is parsed unconstrained (said once).
+"""
+from __future__ import annotations
+
+from finetune.llm.base import LLMError, register_backend
+
+
+class TransformersLLM:
+    server_kind = "llama.cpp"  # takes the GBNF `grammar` field (finetune.llm.servers)
+
+    def __init__(self, model: str, adapter: str | None = None, device: str = "auto"):
+        import torch
+
+        from finetune.models import FinetuneError, load_model, load_tokenizer, resolve_model
+
+        try:
+            path = resolve_model(model)
+            self.tok = load_tokenizer(path)
+            self.model = load_model(path)
+        except FinetuneError as exc:
+            raise LLMError(str(exc)) from None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.model.to(device).eval()
+        self.name = model
+        self.grammar_note: str | None = None  # why grammars are not applied (said once), None: they are
+        if adapter:
+            self._add_adapter(adapter)
+
+    def _add_adapter(self, adapter: str) -> None:
+        from peft import PeftModel
+
+        try:
+            self.model = PeftModel.from_pretrained(self.model, adapter)
+        except Exception as exc:  # wrong folder, wrong base model
+            raise LLMError(f"cannot load adapter {adapter}: {type(exc).__name__}: {str(exc)[:160]}") from None
+        self.model.to(self.device).eval()
+        self.name += f"+{adapter}"
+
+    def with_adapter(self, adapter: str) -> "TransformersLLM":
+        """The same base weights with `adapter` on top (peft injects its layers into the base model:
+        ask the base model first)."""
+        other = object.__new__(TransformersLLM)
+        other.__dict__.update(self.__dict__)
+        other._add_adapter(adapter)
+        return other
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok(text)["input_ids"])
+
+    def _processors(self, extra: dict | None) -> list:
+        """xgrammar's logits processor for a GBNF `grammar` field; none (parsing only, said once) without
+        xgrammar."""
+        grammar = (extra or {}).get("grammar")
+        if not grammar:
+            return []
+        from finetune.formats import grammar_logits_processor
+
+        try:
+            return [grammar_logits_processor(self.tok, grammar, getattr(self.model.config, "vocab_size", None))]
+        except ImportError as exc:
+            if self.grammar_note is None:
+                import sys
+
+                self.grammar_note = str(exc)
+                print(f"warning: {exc}: answers are parsed unconstrained", file=sys.stderr, flush=True)
+            return []
+
+    def generate(self, messages, *, temperature=0.7, max_new_tokens=1024, seed=0, extra=None) -> str:
+        import torch
+
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                                      temperature=temperature if temperature > 0 else None,
+                                      top_p=0.95 if temperature > 0 else None,
+                                      logits_processor=self._processors(extra) or None,
+                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+        return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def generate_many(self, prompts, *, max_new_tokens, desc: str = "answers", batch_size: int = 4,
+                      progress: bool = True) -> list[str]:
+        """Greedy answers, `batch_size` prompts at once with left padding, each batch generating up to
+        its largest budget (`max_new_tokens`: one per prompt)."""
+        import torch
+        from tqdm import tqdm
+
+        tok = self.tok
+        tok.padding_side = "left"
+        out = []
+        bar = tqdm(total=len(prompts), desc=desc, unit="answer", disable=not progress)
+        for i in range(0, len(prompts), batch_size):
+            batch = prompts[i:i + batch_size]
+            enc = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+                   for m in batch]
+            padded = tok.pad({"input_ids": enc}, return_tensors="pt", padding=True)
+            with torch.no_grad():
+                gen = self.model.generate(**padded.to(self.model.device), max_new_tokens=max(max_new_tokens[i:i + batch_size]),
+                                          do_sample=False, pad_token_id=tok.pad_token_id)
+            for row in gen[:, padded["input_ids"].shape[1]:]:
+                out.append(tok.decode(row, skip_special_tokens=True))
+            bar.update(len(batch))
+        bar.close()
+        return out
+
+
+def check(model: str, adapter: str | None = None, url: str | None = None) -> None:
+    """A model alias, a local model folder or a Hub id; an adapter folder with adapter_config.json."""
+    from pathlib import Path
+
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise LLMError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    from finetune.models import ALIASES
+
+    p = Path(model).expanduser()
+    if model in ALIASES or (p.is_dir() and (p / "config.json").is_file()):
+        return
+    if p.exists() or model.startswith((".", "/", "~")) or not (model.count("/") == 1 and all(model.split("/"))):
+        raise LLMError(f"unknown model {model!r}: use {', '.join(ALIASES)}, a local model folder "
+                       "or a Hub id like org/name")
+
+
+register_backend("transformers", lambda model, adapter=None, **_: TransformersLLM(model, adapter), check)
