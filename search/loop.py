@@ -110,7 +110,7 @@ class SearchConfig:
     def __post_init__(self):
         # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a
         # table's configurations, a random variant of the parent elsewhere
-        if self.llm == "random" and self.strategy == "llm":
+        if self.llm == "random" and self.uses_llm:
             try:
                 table = self.evaluator_spec.table_space is not None
             except ValueError:  # check_config says why
@@ -126,7 +126,9 @@ class SearchConfig:
 
     @property
     def uses_llm(self) -> bool:
-        return self.strategy == "llm"
+        from search.strategies.traits import uses_llm
+
+        return uses_llm(self.strategy)
 
     @property
     def partition_metric(self) -> str:
@@ -181,6 +183,7 @@ SERVER_KINDS = server_kinds()
 def check_config(cfg: SearchConfig) -> None:
     from finetune.formats import check_format, format_names, get_format
     from search.pareto import HW_METRICS
+    from search.strategies.traits import takes_prior, with_prior
 
     try:
         check_format(cfg.answer_format, cfg.context)
@@ -212,8 +215,9 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--strategy {cfg.strategy} proposes without an LLM: drop --adapter / --llm-url")
     if not 0 <= cfg.explore <= 1:
         raise SearchError("--explore must be between 0 and 1")
-    if cfg.prior and cfg.strategy != "surrogate":
-        raise SearchError("--prior warm-starts --strategy surrogate: it needs --strategy surrogate")
+    if cfg.prior and not takes_prior(cfg.strategy):
+        raise SearchError(f"--prior warm-starts a model of the strategy: it needs --strategy "
+                          f"{' or '.join(with_prior())}, not {cfg.strategy}")
     if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
         raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):

@@ -134,9 +134,13 @@ STRATEGIES = {
 }
 
 
-def register(name: str, factory) -> None:
-    """Add a strategy (`factory(ctx) -> strategy`) under `name`; `--strategy name` then selects it."""
+def register(name: str, factory, *, uses_llm: bool = False, takes_prior: bool = False) -> None:
+    """Add a strategy (`factory(ctx) -> strategy`) under `name`; `--strategy name` then selects it.
+    uses_llm: it proposes with the LLM flags' model; takes_prior: `--prior` warm-starts it (`traits`)."""
+    from search.strategies.traits import set_traits
+
     STRATEGIES[name] = factory
+    set_traits(name, uses_llm=uses_llm, takes_prior=takes_prior)
 
 
 def make_strategy(ctx: StrategyContext):
@@ -144,4 +148,6 @@ def make_strategy(ctx: StrategyContext):
 
 
 def uses_llm(name: str) -> bool:
-    return name == "llm"
+    from search.strategies.traits import uses_llm as traits_uses_llm
+
+    return traits_uses_llm(name)

@@ -1,0 +1,172 @@
+"""The baselines experiment's table (protocol: benchmarks/baselines.md), from a finished sweep.
+
+    NASFORGE_CBM_DIR=path/to/channel-bench-macro python -m search sweep benchmarks/headline/baselines.yaml --out headline/baselines
+    python benchmarks/baselines_table.py headline/baselines > benchmarks/baselines_result.md
+
+Per cell (mobilenet, mobilenet-budget, resnet, resnet-budget): every strategy's per-run best-of-20
+ranks come from the sweep's own `search compare` output (`DIR/compare-<cell>/compare.json`), every
+LLM configuration's from the committed headline compare outputs (`benchmarks/headline/best-<cell>/
+compare.json`: same cells, rng seeds 0-9, 20 evaluations; their run stores are gone). Ranks of a budget
+cell are among the configurations within the budget in both; the script checks that the two outputs
+agree on the table (size, optimum) before it puts them in one table.
+
+Printed: the median rank with its bootstrap 95 % interval, the two Holm families of the protocol
+((a) tpe, gp, evolution vs uniform random, 12 tests; (b) every LLM configuration vs the strongest
+non-LLM strategy of its cell), each with raw and Holm-adjusted exact permutation p (Mann-Whitney U)
+and P(superior), and each strategy's own seconds per iteration (median of the stored
+`strategy_seconds`). Nothing is tuned here: the decision rule is the protocol's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from search.stats import bootstrap_median_ci, holm, permutation_p, superiority  # noqa: E402
+
+CELLS = ("mobilenet", "mobilenet-budget", "resnet", "resnet-budget")
+STRATEGIES = ("random", "mutation", "largest", "evolution", "tpe", "gp", "surrogate")
+FAMILY_A = ("tpe", "gp", "evolution")
+LLM_GROUPS = {"frozen": "frozen SmolLM2-135M", "frozen-genius": "frozen, GENIUS prompt",
+              "tuned": "tuned (recipe 1)", "tuned-best-on-resnet": "tuned (recipe 2)",
+              "tuned-best-on-mobilenet": "tuned (recipe 2)"}
+ALPHA = 0.05
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        sys.exit(f"error: {path} is missing (run the sweep to the end first: it writes one compare per cell)")
+    return json.loads(path.read_text())
+
+
+def strategy_seconds(sweep: Path, cell: str, name: str) -> float | None:
+    """Median of the stored `strategy_seconds` over every iteration of the cell's runs of `name`."""
+    from search.runner import load_run
+
+    secs = []
+    for run in sorted((sweep / "runs" / cell).glob(f"{name}-*")):
+        _, iters, _ = load_run(str(run))
+        secs += [(r["extra"] or {}).get("strategy_seconds") for r in iters]
+    secs = [s for s in secs if s is not None]
+    return statistics.median(secs) if secs else None
+
+
+def strongest(ranks: dict[str, list[int]]) -> str:
+    """The protocol's strongest non-LLM strategy: the lowest median rank, ties by the smaller mean."""
+    return min(ranks, key=lambda g: (statistics.median(ranks[g]), statistics.fmean(ranks[g])))
+
+
+def fmt_p(p: float | None) -> str:
+    return "–" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", help="the baselines sweep's --out folder")
+    ap.add_argument("--llm-compare", default=str(ROOT / "benchmarks" / "headline"),
+                    help="folder of the committed best-<cell>/compare.json outputs (LLM rows)")
+    a = ap.parse_args()
+    sweep = Path(a.sweep)
+    cells = {}
+    for cell in CELLS:
+        new = load(sweep / f"compare-{cell}" / "compare.json")
+        llm, old = {}, None
+        for name in (cell, f"best-{cell}"):
+            old = load(Path(a.llm_compare) / name / "compare.json")
+            for k in ("size", "table_size", "optimum"):
+                if new["benchmark"][k] != old["benchmark"][k]:
+                    sys.exit(f"error: {cell}: the sweep's and the committed compare {name} disagree on {k} "
+                             f"({new['benchmark'][k]} vs {old['benchmark'][k]}): not one table")
+            for g in LLM_GROUPS:
+                if g in old["groups"]:
+                    if g in llm and llm[g] != old["groups"][g]["ranks"]:
+                        sys.exit(f"error: {cell}: {g}'s ranks differ between the committed compare outputs")
+                    llm[g] = old["groups"][g]["ranks"]
+        strat = {g: new["groups"][g]["ranks"] for g in STRATEGIES if g in new["groups"]}
+        cells[cell] = {"strategies": strat, "llm": llm, "bench": new["benchmark"],
+                       "committed_random": old["groups"].get("random", {}).get("ranks")}
+
+    # family (a): tpe, gp, evolution vs uniform random in every cell; family (b): LLM vs the strongest
+    fam_a, fam_b = [], []
+    for cell, c in cells.items():
+        for g in FAMILY_A:
+            fam_a.append((cell, g, "random", permutation_p(c["strategies"][g], c["strategies"]["random"])))
+        best = strongest(c["strategies"])
+        c["strongest"] = best
+        for g in c["llm"]:
+            fam_b.append((cell, g, best, permutation_p(c["llm"][g], c["strategies"][best])))
+    adj_a = holm([t[3] for t in fam_a])
+    adj_b = holm([t[3] for t in fam_b])
+    tests = {(cell, g, ref): (p, q) for (cell, g, ref, p), q in
+             list(zip(fam_a, adj_a)) + list(zip(fam_b, adj_b))}
+
+    out = ["# Baselines on the headline's Channel-Bench-Macro cells: results", "",
+           f"Sweep `{sweep}`; protocol: benchmarks/baselines.md. Rank = the best-of-20 network's rank in the table "
+           "(1 = the optimum; in a budget cell among the configurations within the budget). p: two-sided exact "
+           "permutation test on the Mann-Whitney U statistic; Holm over the protocol's family (a: tpe/gp/evolution "
+           f"vs random, {len(fam_a)} tests; b: every LLM configuration vs its cell's strongest non-LLM strategy, "
+           f"{len(fam_b)} tests). P(sup): probability that a run of the row beats one of the reference (rank lower).", ""]
+    for cell, c in cells.items():
+        b = c["bench"]
+        out += [f"## {cell}", "",
+                f"{b['size']:,} configurations{' within ' + format(int(b['max_flops']), ',') + ' FLOPs' if b.get('max_flops') else ''}; "
+                f"uniform sampling's exact median best-of-20 rank {b.get('uniform_median_rank', '–')}; "
+                f"strongest non-LLM strategy: **{c['strongest']}**.", "",
+                "| strategy / configuration | median rank [95% CI] | ranks (seeds 0-9) | reference | p | Holm p | P(sup) | strategy s / iteration |",
+                "|---|---:|---|---|---:|---:|---:|---:|"]
+        rows = [(g, c["strategies"][g], False) for g in STRATEGIES if g in c["strategies"]] + \
+               [(g, c["llm"][g], True) for g in c["llm"]]
+        for g, ranks, is_llm in rows:
+            lo, hi = bootstrap_median_ci(ranks)
+            ref = c["strongest"] if is_llm else ("random" if g in FAMILY_A else None)
+            p, q = tests.get((cell, g, ref), (None, None))
+            sup = superiority([-r for r in ranks], [-r for r in c["strategies"][ref]]) if ref else None
+            secs = None if is_llm else strategy_seconds(sweep, cell, g)
+            name = f"{g} ({LLM_GROUPS[g]}, committed)" if is_llm else g
+            out.append(f"| {name} | {statistics.median(ranks):g} [{lo:g}, {hi:g}] | {', '.join(map(str, ranks))} "
+                       f"| {ref or '–'} | {fmt_p(p)} | {fmt_p(q)} | {'–' if sup is None else f'{sup:.2f}'} "
+                       f"| {'–' if secs is None else f'{secs:.3f}'} |")
+        if c["committed_random"] is not None and not cell.endswith("budget"):
+            same = c["committed_random"] == c["strategies"].get("random")
+            out += ["", f"Uniform `random` here {'reproduces' if same else 'does NOT reproduce'} the committed headline's "
+                        f"`--llm random` runs of this cell rank for rank."]
+        out.append("")
+
+    out += ["## Decision rule", ""]
+    wins = {g: [cell for (cell, gg, ref, p), q in zip(fam_a, adj_a) if gg == g and q is not None and q < ALPHA
+                and statistics.median(cells[cell]["strategies"][g]) < statistics.median(cells[cell]["strategies"]["random"])]
+            for g in FAMILY_A}
+    for g in FAMILY_A:
+        out.append(f"- `{g}` beats uniform random (lower median, Holm p < {ALPHA}) in {len(wins[g])} of 4 cells "
+                   f"({', '.join(wins[g]) or 'none'}): target (>= 3) {'reached' if len(wins[g]) >= 3 else 'not reached'}.")
+    for sp in ("mobilenet", "resnet"):
+        m = statistics.median(cells[sp]["strategies"]["surrogate"])
+        out.append(f"- `surrogate`, unconstrained {sp}: median rank {m:g} (target <= 50: {'reached' if m <= 50 else 'not reached'}).")
+    m = statistics.median(cells["mobilenet"]["strategies"]["largest"])
+    out.append(f"- `largest`, unconstrained mobilenet: median rank {m:g} (target <= 70: {'reached' if m <= 70 else 'not reached'}).")
+    for cell in ("mobilenet-budget", "resnet-budget"):
+        m = statistics.median(cells[cell]["strategies"]["random"])
+        out.append(f"- in-budget `random`, {cell}: median rank {m:g} (uniform sampling inside the budget: "
+                   f"{cells[cell]['bench'].get('uniform_median_rank', '–')}).")
+    for g in STRATEGIES:
+        secs = [strategy_seconds(sweep, cell, g) for cell in CELLS]
+        secs = [x for x in secs if x is not None]
+        if secs:
+            limit = 2.0 if g == "gp" else 0.2
+            out.append(f"- `{g}`'s own seconds per iteration (median per cell, slowest cell): {max(secs):.3f} s "
+                       f"(target <= {limit:g} s: {'reached' if max(secs) <= limit else 'not reached'}).")
+    beaten = [(cell, g, ref) for (cell, g, ref, p), q in zip(fam_b, adj_b)
+              if q is not None and q < ALPHA and statistics.median(cells[cell]["llm"][g]) < statistics.median(cells[cell]["strategies"][ref])]
+    out.append(f"- LLM configurations that beat their cell's strongest non-LLM strategy after Holm: "
+               f"{', '.join(f'{g} in {cell} (vs {ref})' for cell, g, ref in beaten) or 'none'}.")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""What the loop needs to know of a strategy before it makes one, by name: whether it proposes with an
+LLM (`--llm`, `--adapter`, `--llm-url` and the Prompt Improver apply) and whether `--prior` warm-starts
+it. Registered with the strategy (`search.strategies.register(name, factory, uses_llm=..., takes_prior=...)`);
+this module imports nothing, so `search.loop` reads it without an import cycle.
+"""
+from __future__ import annotations
+
+TRAITS: dict[str, dict[str, bool]] = {"llm": {"uses_llm": True}, "surrogate": {"takes_prior": True}}
+
+
+def set_traits(name: str, *, uses_llm: bool = False, takes_prior: bool = False) -> None:
+    TRAITS[name] = {"uses_llm": uses_llm, "takes_prior": takes_prior}
+
+
+def uses_llm(name: str) -> bool:
+    return TRAITS.get(name, {}).get("uses_llm", False)
+
+
+def takes_prior(name: str) -> bool:
+    return TRAITS.get(name, {}).get("takes_prior", False)
+
+
+def with_prior() -> list[str]:
+    return sorted(n for n in TRAITS if takes_prior(n))
