@@ -4,6 +4,8 @@ older commit on the same machine in the same run.
     python benchmarks/search_iteration.py --llm smollm2-135m --iterations 3
     python benchmarks/search_iteration.py --strategy mutation --objective pareto --hw-metric flops --iterations 6 \
         --train-limit 2000 --ref 9bfc5ed                      # before/after, interleaved
+    NASFORGE_CBM_DIR=path/to/channel-bench-macro python benchmarks/search_iteration.py --strategy random \
+        --evaluator table:cbm-mobilenet --seed cbm-mobilenet --iterations 20 --ref 8715079 --rounds 2   # table mode
 
 Runs a real search (seed `lenet` on a Fashion-MNIST subset by default, the corpus profiler, one
 epoch) into a temporary folder and prints, per iteration and on average, the seconds spent proposing
@@ -55,6 +57,9 @@ def main():
     p.add_argument("--llm-url", default=None)
     p.add_argument("--seed", default="lenet")
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--evaluator", default="profile", help="profile | table:SPACE (search run --evaluator; "
+                   "a table needs NASFORGE_CBM_DIR or --benchmark-file)")
+    p.add_argument("--benchmark-file", default=None)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--max-new-tokens", type=int, default=1536)
@@ -66,7 +71,9 @@ def main():
     kw = {"llm": args.llm, "adapter": args.adapter, "llm_url": args.llm_url, "seed": args.seed,
           "dataset": args.dataset, "iterations": args.iterations, "train_limit": args.train_limit,
           "max_new_tokens": args.max_new_tokens, "objective": args.objective, "hw_metric": args.hw_metric,
-          **({"strategy": args.strategy} if args.strategy != "llm" else {})}
+          **({"strategy": args.strategy} if args.strategy != "llm" else {}),
+          **({"evaluator": args.evaluator} if args.evaluator != "profile" else {}),
+          **({"benchmark_file": args.benchmark_file} if args.benchmark_file else {})}
     sides = {"now": ROOT}
     # not under /tmp: older sandboxes hid a checkout there behind their private /tmp
     with tempfile.TemporaryDirectory(prefix=".search-before-", dir=ROOT) as tmp:
