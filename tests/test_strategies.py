@@ -97,7 +97,9 @@ def test_a_strategy_searches_the_table_within_its_limits(tmp_path, full_table, s
     assert len(iters) == 8
     keys = [r["metrics"]["table_key"] for r in iters if r["status"] == "ok"]
     assert keys and len(set(keys)) == len(keys)  # evaluated candidates are new configurations
-    if budget and strategy != "mutation":  # the others know a configuration's cost before proposing it
+    if budget and strategy != "mutation":  # the others know a configuration's cost before proposing it:
+        # no proposal is over the budget (a budget they do not see shows as `constraint` iterations)
+        assert [r["status"] for r in iters] == ["ok"] * 8, [(r["status"], r["error"]) for r in iters]
         assert all(table[k]["flops"] <= budget for k in keys), [table[k]["flops"] for k in keys]
     if strategy == "largest":  # its first proposal: the widest configuration within the limits
         first = iters[0]["metrics"]["table_key"]

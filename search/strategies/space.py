@@ -22,7 +22,9 @@ import math
 from dataclasses import dataclass, field
 
 FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5)
-LIMIT_KEYS = (("max_flops", "flops"), ("max_params", "params"), ("max_latency_ms", "latency_ms"))
+# (limit key, cost key): the limits are `search.screening.limits(cfg)`'s, keyed as the evaluation pipeline's
+# ("flops", not "max_flops": with the flag's names here no limit matched, and every width list "fit")
+LIMIT_KEYS = (("flops", "flops"), ("params", "params"), ("latency_ms", "latency_ms"))
 
 
 @dataclass
@@ -31,7 +33,7 @@ class SlotSpace:
     seed_widths: list[int]
     realize: object  # widths -> Variant (mutator.calls)
     measure: object = None  # widths -> {"flops", "params", ...} or None (cannot be measured)
-    limits: dict = field(default_factory=dict)  # {"max_flops": ..., ...}: only the limits that are set
+    limits: dict = field(default_factory=dict)  # {"flops": ..., ...} (`screening.limits`): only the limits that are set
     table: bool = False
     _cost: dict = field(default_factory=dict)
     _variants: dict = field(default_factory=dict)
@@ -66,6 +68,9 @@ class SlotSpace:
     def fits(self, widths) -> bool:
         if not self.limits:
             return True
+        unknown = set(self.limits) - {k for k, _ in LIMIT_KEYS}
+        if unknown:  # a limit this space cannot hold would be silently ignored
+            raise ValueError(f"limits {sorted(unknown)} are not among {[k for k, _ in LIMIT_KEYS]}")
         c = self.cost(widths)
         if c is None:
             return False
