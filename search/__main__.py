@@ -44,7 +44,7 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
     e.add_argument("dir")
     e.add_argument("--to", default=None, help="output folder (default DIR/dataset)")
     w = sub.add_parser("sweep", help="a grid of runs (configurations x rng seeds x evaluators) as one resumable job")
-    w.add_argument("spec", help="YAML spec of the grid (format: search/sweep.py, README)")
+    w.add_argument("spec", help="YAML spec of the grid (format: docs/search.md, Sweeps; search/sweep/)")
     w.add_argument("--out", required=True, help="sweep folder: runs/, logs/, sweep.jsonl, compare-<evaluator>/")
     w.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray tasks")
     w.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
