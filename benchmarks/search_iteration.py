@@ -72,7 +72,7 @@ def main():
           "dataset": args.dataset, "iterations": args.iterations, "train_limit": args.train_limit,
           "max_new_tokens": args.max_new_tokens, "objective": args.objective, "hw_metric": args.hw_metric,
           **({"strategy": args.strategy} if args.strategy != "llm" else {}),
-          **({"evaluator": args.evaluator} if args.evaluator != "profile" else {}),
+          "evaluator": args.evaluator,
           **({"benchmark_file": args.benchmark_file} if args.benchmark_file else {})}
     sides = {"now": ROOT}
     # not under /tmp: older sandboxes hid a checkout there behind their private /tmp
