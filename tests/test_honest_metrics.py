@@ -280,7 +280,11 @@ THIEF = textwrap.dedent("""
         for frame in inspect.stack():
             found += list(frame.frame.f_locals.values())
         found += gc.get_objects()
-        found += [v for o in list(found) if isinstance(o, dict) for v in list(o.values())]
+        for o in list(found):
+            try:  # a mapping may raise on reading (a library's lazy registry): skip it
+                found += list(o.values()) if isinstance(o, dict) else []
+            except Exception:
+                pass
         for o in list(found):
             try:
                 found.append(getattr(o, 'y', None))

@@ -12,6 +12,18 @@ from search.runner import load_run, run
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def restore_the_registry():
+    """The toys registered here leave the registry as it was (other tests expand specs over every strategy)."""
+    from search.strategies import STRATEGIES
+    from search.strategies.traits import TRAITS
+
+    saved = dict(STRATEGIES), {k: dict(v) for k, v in TRAITS.items()}
+    yield
+    STRATEGIES.clear(), STRATEGIES.update(saved[0])
+    TRAITS.clear(), TRAITS.update(saved[1])
+
+
 def test_a_toy_strategy_registered_here_runs_a_table_search(tmp_path, tiny_cbm_dir):
     import json
 
