@@ -134,10 +134,10 @@ class TableEvaluator:
         self.noise_seed = noise_seed
         self._memo: dict[str, tuple] = {}
         self._own_pool = pool is None
-        if pool is None:
-            from mutator.sandbox import WorkerPool
+        if pool is None:  # started on the first network it must build (a strategy's lookups build none)
+            from mutator.sandbox import LazyPool
 
-            pool = WorkerPool(1, timeout_s=120)
+            pool = LazyPool(120)
         self.pool = pool
 
     def widths(self, code: str) -> tuple[list[int] | None, str | None, int | None]:

@@ -12,6 +12,10 @@ list asked for.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -53,12 +57,27 @@ class Check:
         return self.status == "ok"
 
 
+_ANALYSES: OrderedDict = OrderedDict()  # (sha256 of source, spec, divisor) -> Analysis: the last 256 that were ok
+
+
 def analyze(pool, source: str, spec: dict, divisor: int = 8, timeout_s: float | None = None) -> Analysis:
+    """The analysis of `source`; one that succeeded is remembered in this process (it is a function of
+    the source, spec and divisor alone), so a seed that a run's strategy, evaluator and pre-check each
+    analyse is sent to the sandbox once. A failed one is asked again (a timeout may not recur)."""
+    key = (hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest(), json.dumps(spec, sort_keys=True, default=str),
+           divisor)
+    if key in _ANALYSES:
+        _ANALYSES.move_to_end(key)
+        return copy.deepcopy(_ANALYSES[key])  # a caller may change its lists: the memo stays as answered
     res = pool.call("mutator.analysis:analyze", {"source": source, "spec": spec, "divisor": divisor}, timeout_s)
     status = res.get("status") or "crash"
     if status != "ok":
         return Analysis(status, res.get("error") or status)
-    return Analysis("ok", None, res.get("groups") or [], res.get("seed_widths") or [], res.get("params"), res)
+    a = Analysis("ok", None, res.get("groups") or [], res.get("seed_widths") or [], res.get("params"), res)
+    _ANALYSES[key] = copy.deepcopy(a)
+    if len(_ANALYSES) > 256:
+        _ANALYSES.popitem(last=False)
+    return a
 
 
 def realize_payload(source: str, spec: dict, analysis: Analysis, widths: list[list[int]]) -> dict:

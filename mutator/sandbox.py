@@ -486,3 +486,20 @@ class WorkerPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class LazyPool:
+    """A one-worker sandbox pool started on its first call (a run whose candidates never need the
+    mutator starts no worker)."""
+
+    def __init__(self, timeout_s: float = 300.0):
+        self.timeout_s, self.pool = timeout_s, None
+
+    def call(self, *args, **kw):
+        if self.pool is None:
+            self.pool = WorkerPool(1, timeout_s=self.timeout_s)
+        return self.pool.call(*args, **kw)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()

@@ -195,11 +195,21 @@ def pre_checker(cfg: SearchConfig, spec: dict, ev, closers: list):
         return lambda code: ev.check(code, zero_cost=zero_cost, latency=timed, seed=cfg.rng_seed)
     from corpus.evaluator import Checker
 
-    checker = Checker(spec, cfg.latency_device, zero_cost=zero_cost, latency=timed and not cfg.latency_table,
-                      seed=cfg.rng_seed)
-    closers.append(checker.close)
+    def make_checker():
+        return Checker(spec, cfg.latency_device, zero_cost=zero_cost, latency=timed and not cfg.latency_table,
+                       seed=cfg.rng_seed)
+
     if ev is None or not ev.lookup_only:
+        checker = make_checker()
+        closers.append(checker.close)
         return checker.check
+    lazy = []  # a table's networks are built only where a zero-cost proxy or a measured latency is asked for
+
+    def checker_check(code: str) -> dict:
+        if not lazy:
+            lazy.append(make_checker())
+            closers.append(lazy[0].close)
+        return lazy[0].check(code)
 
     def looked_up(code: str) -> dict:
         """A benchmark's network: FLOPs and params as the table counts them (its FLOPs are not the
@@ -212,7 +222,7 @@ def pre_checker(cfg: SearchConfig, spec: dict, ev, closers: list):
                 return {"status": "ok", "error": None, "flops": row["flops"], "params": row["params"],
                         **({"latency_ms": row.get("latency_ms"), "latency_device": row.get("latency_device")}
                            if cfg.latency_table else {})}
-        pre = checker.check(code)
+        pre = checker_check(code)
         if pre.get("status") == "ok":
             row = ev.evaluate(code)  # memoised: the candidate's evaluation does not build it again
             if row.get("status") == "ok":
@@ -222,25 +232,6 @@ def pre_checker(cfg: SearchConfig, spec: dict, ev, closers: list):
         return pre
 
     return looked_up
-
-
-class LazyPool:
-    """A one-worker sandbox pool started on its first call (a run whose candidates never need the
-    mutator starts no worker)."""
-
-    def __init__(self, timeout_s: float = 300.0):
-        self.timeout_s, self.pool = timeout_s, None
-
-    def call(self, *args, **kw):
-        if self.pool is None:
-            from mutator.sandbox import WorkerPool
-
-            self.pool = WorkerPool(1, timeout_s=self.timeout_s)
-        return self.pool.call(*args, **kw)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
 
 
 def constrained_requests(cfg: SearchConfig, llm):
@@ -309,6 +300,8 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         lookup = ev is not None and ev.lookup_only  # nothing measured: a table cannot time a network
         stored_edges = store.meta("bin_edges") if store else None
         need_edges = cfg.bins >= 2 and stored_edges is None and not cfg.bin_edges
+        from mutator.sandbox import LazyPool
+
         pool = LazyPool(300)  # the mutator's sandbox: random variants, bin edges, widths answers, repair
         closers.append(pool.close)
         measure = precheck

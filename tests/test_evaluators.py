@@ -170,3 +170,31 @@ def test_a_table_run_of_a_strategy_builds_nothing_to_look_its_candidates_up(tmp_
     _, iters, seed = load_run(str(tmp_path / "r"))
     assert len(iters) == 3 and all(r["metrics"]["table_key"] for r in iters if r["status"] == "ok")
     assert len(analysed) == 1 and not any(r["code"] in analysed for r in iters)
+
+
+def test_an_analysis_is_asked_of_the_sandbox_once_and_its_memo_cannot_be_changed_by_a_caller():
+    """`mutator.calls.analyze` remembers an analysis that succeeded (a run's strategy, evaluator and pre-check
+    each analyse the seed); a failed one is asked again; what a caller does to its copy stays with it."""
+    from mutator import calls
+
+    class Pool:
+        def __init__(self, answers):
+            self.answers, self.asked = list(answers), 0
+
+        def call(self, handler, payload, timeout_s=None):
+            self.asked += 1
+            return self.answers.pop(0)
+
+    ok = {"status": "ok", "groups": [{"value": 16}], "seed_widths": [16], "params": 10}
+    src = "class Net: pass  # memo test %s" % id(Pool)
+    pool = Pool([{"status": "timeout", "error": "no answer"}, ok])
+    assert calls.analyze(pool, src, {"classes": 10}).status == "timeout"
+    a = calls.analyze(pool, src, {"classes": 10})
+    assert a.ok and pool.asked == 2
+    a.seed_widths.append(99)
+    a.groups[0]["value"] = 0
+    b = calls.analyze(pool, src, {"classes": 10})
+    assert pool.asked == 2 and b.seed_widths == [16] and b.groups == [{"value": 16}]
+    pool.answers.append(ok)
+    calls.analyze(pool, src, {"classes": 100})  # another spec is another analysis
+    assert pool.asked == 3

@@ -213,7 +213,8 @@ def processes_under(path: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])  # ~40-45 s each here
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])  # ~40-45 s each here; ray's own
+# tasks are checked by test_a_ray_task_knows_when_its_sweep_is_gone (default run)
 def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, executor):
     if executor == "ray":
         pytest.importorskip("ray", reason="the Ray executor needs ray (pip install -e '.[ray]')")
