@@ -1,0 +1,318 @@
+"""Proxy fidelity: does the one-epoch proxy rank networks as longer training does, and how noisy is it?
+
+    python benchmarks/proxy_fidelity.py --out proxy_fidelity               # 3 families x 40 variants, seeds 0,1,2
+    python benchmarks/proxy_fidelity.py --out pf --families lenet --variants 12 --seeds 0,1,2
+    python benchmarks/proxy_fidelity.py --out pf --report                   # the table and plot of what is done
+    python benchmarks/proxy_fidelity.py --out pf_ema --tag ema --set ema=0.9  # the same networks, another recipe
+
+For each seed family (built-in seeds or .py files), `python -m mutator generate` writes `--variants` width
+variants (the seed network is one more); every network is trained through the sandboxed evaluator exactly
+as `corpus build` and `search run` train it (`corpus.evaluator.Evaluator`):
+- proxy: the recipe under test (default: `search run`'s, `--train-limit 8000`, one epoch, >= 150 steps)
+  under each rng seed of `--seeds` (initial weights, training subset, batch order and augmentation draws);
+- reference: the whole training set, the proxy's batch size, `--reference-factor` (default 10) times the
+  proxy's optimizer steps, rng seed 0 (one run: the reference's own seed noise is not measured).
+Every result is one line of OUT/rows.jsonl, written as it finishes; a run that is killed resumes where it
+stopped (same command). Networks are visited in rounds (variant i of every family, then i+1), each with all
+its proxy seeds and its reference, so a partial run has complete networks in every family.
+
+The report (OUT/result.md, OUT/proxy_fidelity.png), per family, over the networks with every measurement:
+- noise: the median over networks of the std of proxy accuracy across rng seeds (points), and the mean
+  Kendall tau between the rankings two rng seeds give (rank stability);
+- fidelity: Kendall tau, Spearman rho and top-10 overlap of proxy vs reference accuracy, for one rng seed
+  (the median over seeds) and for the mean of all seeds (what `--proxy-seeds K` buys);
+- cost: median proxy and reference training seconds per network.
+Failed networks (status not ok) are counted and left out of the statistics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set key=value` recipe overrides, values as JSON where they parse (numbers, true/false)."""
+    from corpus.train import Recipe
+
+    out, known = {}, set(Recipe().to_dict())
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def generate(family: str, n: int, out: Path, in_shape: str, classes: int) -> list[dict]:
+    """The seed network and n width variants of one family (the mutator's manifest rows, seed first)."""
+    from mutator import seeds
+
+    folder = out / "variants" / Path(family).stem
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        cmd = [sys.executable, "-m", "mutator", "generate", "--seed", family, "--num", str(n), "--out", str(folder),
+               "--rng-seed", "0", "--in-shape", in_shape, "--classes", str(classes)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"mutator generate --seed {family}: {done.stderr.strip().splitlines()[-1:]}")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    src = seeds.seed_source(family) if family in seeds.SEEDS else Path(family).read_text()
+    return [{"id": "seed", "code": src}] + [{"id": r["id"], "code": (folder / r["file"]).read_text()} for r in rows][:n + 1]
+
+
+def load_rows(path: Path) -> dict:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                done[(r["family"], r["network"], r["kind"], r["seed"], r["tag"])] = r
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill: measured again
+    return done
+
+
+def jobs(families: dict, seeds: list[int], tag: str) -> list[tuple]:
+    """(family, network, kind, seed, tag) in rounds: network i of every family, each with every seed and its
+    reference (tag "reference": one reference per network, shared by every proxy recipe measured in OUT)."""
+    order = []
+    for i in range(max(len(v) for v in families.values())):
+        for fam, nets in families.items():
+            if i < len(nets):
+                order += [(fam, nets[i]["id"], "proxy", s, tag) for s in seeds] + \
+                    [(fam, nets[i]["id"], "reference", 0, "reference")]
+    return order
+
+
+def run(args, recipe: dict) -> int:
+    from corpus.data import info
+    from corpus.evaluator import Evaluator, recipe_for
+    from corpus.errors import CorpusError
+    from corpus.train import Recipe, schedule
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = info(args.dataset)
+    in_shape = None
+    from corpus.data import load_prepared, prepare
+
+    data = load_prepared(prepare(args.dataset, args.data_dir))
+    in_shape = ",".join(map(str, [1, *data["x_train"].shape[1:]]))
+    n_full = len(data["y_train"])
+    del data
+    families = {Path(f).stem: generate(f, args.variants, out, in_shape, meta["classes"]) for f in args.families}
+    proxy = recipe_for(args.dataset, train_limit=args.train_limit, **recipe)
+    base = recipe_for(args.dataset, train_limit=args.train_limit)  # the reference does not move with --set
+    bs, steps = schedule(min(args.train_limit or n_full, n_full), Recipe(**base))
+    reference = {**base, "train_limit": 0, "batch_size": bs, "epochs": 0.0, "min_steps": args.reference_factor * steps}
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else \
+        {"dataset": args.dataset, "reference": reference, "families": args.families, "variants": args.variants,
+         "seeds": args.seeds, "proxies": {}}
+    if cfg["dataset"] != args.dataset or cfg["reference"] != reference:
+        raise ValueError(f"{out} holds another data set or reference recipe: use another --out")
+    if cfg["proxies"].setdefault(args.tag, proxy) != proxy:
+        raise ValueError(f"--tag {args.tag} in {out} was measured with another recipe: use another --tag")
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    path = out / "rows.jsonl"
+    done = load_rows(path)
+    todo = [j for j in jobs(families, args.seeds, args.tag) if j not in done]
+    code = {(f, n["id"]): n["code"] for f, nets in families.items() for n in nets}
+    print(f"{len(done)} done, {len(todo)} to do; proxy {steps} steps of batch {bs}, reference "
+          f"{reference['min_steps']} steps on all {n_full:,} images", flush=True)
+    t0, n0 = time.perf_counter(), 0
+    with Evaluator(args.dataset, proxy, data_dir=args.data_dir, device=args.device,
+                   timeout_s=args.timeout_s) as ev:
+        ev.payload["latency"] = "none"  # not what is measured here: a network's cost is its training seconds
+        for fam, net, kind, seed, tag in todo:
+            rec = {**(reference if kind == "reference" else proxy), "seed": seed}
+            ev.payload["recipe"] = rec
+            ev.recipe = rec
+            try:
+                row = ev.evaluate(code[(fam, net)], limits={})
+            except CorpusError as exc:
+                return fail(str(exc))
+            keep = {k: row.get(k) for k in ("status", "accuracy", "train_seconds", "seconds", "flops", "params", "error")}
+            with path.open("a") as f:
+                f.write(json.dumps({"family": fam, "network": net, "kind": kind, "seed": seed, "tag": tag,
+                                    **keep}) + "\n")
+            n0 += 1
+            el = time.perf_counter() - t0
+            rate = n0 / el
+            acc = keep["accuracy"]
+            print(f"[{n0}/{len(todo)}] {fam} {net} {kind} seed {seed}: {keep['status']} "
+                  f"acc {'-' if acc is None else f'{acc:.4f}'} train {keep['train_seconds']}s | "
+                  f"{60 * rate:.2f}/min, ETA {(len(todo) - n0) / rate / 60:.0f} min", flush=True)
+    return 0
+
+
+def stats(rows: dict, seeds: list[int]) -> list[dict]:
+    """One dict per (family, proxy tag): the report's numbers over the networks with every measurement ok."""
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    pairs = sorted({(k[0], k[4]) for k in rows if k[2] == "proxy"})
+    table = []
+    for fam, tag in pairs:
+        nets = sorted({k[1] for k in rows if k[0] == fam})
+        complete, failed = [], 0
+        for n in nets:
+            got = [rows.get((fam, n, "proxy", s, tag)) for s in seeds] + [rows.get((fam, n, "reference", 0, "reference"))]
+            if any(g is None for g in got):
+                continue
+            if any(g["status"] != "ok" or g["accuracy"] is None for g in got):
+                failed += 1
+                continue
+            complete.append(([g["accuracy"] for g in got[:-1]], got[-1]["accuracy"],
+                             [g["train_seconds"] for g in got[:-1]], got[-1]["train_seconds"]))
+        row = {"family": fam, "tag": tag, "networks": len(complete), "failed": failed}
+        if len(complete) >= 3:
+            P = np.array([c[0] for c in complete]) * 100  # networks x seeds, points
+            R = np.array([c[1] for c in complete]) * 100
+            k = min(10, len(R))
+            top = lambda v: set(np.argsort(-v)[:k])  # noqa: E731
+            per_seed = [(kendalltau(P[:, j], R)[0], spearmanr(P[:, j], R)[0], len(top(P[:, j]) & top(R)) / k)
+                        for j in range(P.shape[1])]
+            mean = P.mean(1)
+            row.update(
+                std_median=float(np.median(P.std(1, ddof=1))) if P.shape[1] > 1 else None,
+                seed_tau=float(np.mean([kendalltau(P[:, a], P[:, b])[0] for a, b in combinations(range(P.shape[1]), 2)]))
+                if P.shape[1] > 1 else None,
+                tau_one=float(np.median([t[0] for t in per_seed])), rho_one=float(np.median([t[1] for t in per_seed])),
+                top_one=float(np.median([t[2] for t in per_seed])),
+                tau_mean=float(kendalltau(mean, R)[0]), rho_mean=float(spearmanr(mean, R)[0]),
+                top_mean=len(top(mean) & top(R)) / k, topk=k,
+                proxy_acc=float(np.median(mean)), ref_acc=float(np.median(R)),
+                proxy_s=float(statistics.median(s for c in complete for s in c[2])),
+                ref_s=float(statistics.median(c[3] for c in complete)),
+                points=(mean.tolist(), P.std(1, ddof=1).tolist() if P.shape[1] > 1 else [0.0] * len(R), R.tolist()))
+        table.append(row)
+    return table
+
+
+def report(out: Path, seeds: list[int]) -> str:
+    rows = load_rows(out / "rows.jsonl")
+    if not rows:
+        raise ValueError(f"no results in {out / 'rows.jsonl'} yet")
+    cfg = json.loads((out / "config.json").read_text())
+    table = stats(rows, seeds)
+    f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+    base = cfg["proxies"].get("default") or next(iter(cfg["proxies"].values()))
+    lines = [f"Proxy fidelity on {cfg['dataset']}, rng seeds {seeds}; reference: all training images, "
+             f"{cfg['reference']['min_steps']} steps of batch {cfg['reference']['batch_size']}, rng seed 0. "
+             f"Proxy recipes (tag: what differs from `{json.dumps(base, sort_keys=True)}`): "
+             + "; ".join(f"`{t}`: {json.dumps({k: v for k, v in r.items() if base.get(k) != v}, sort_keys=True)}"
+                         for t, r in cfg["proxies"].items()) + ".", "",
+             "| family | proxy | networks (failed) | median std over seeds, pts | seed-to-seed tau | tau, one seed | "
+             "rho, one seed | top-10, one seed | tau, mean of seeds | rho, mean | top-10, mean | median proxy acc | "
+             "median reference acc | proxy s | reference s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        if r["networks"] < 3:
+            lines.append(f"| {r['family']} | {r['tag']} | {r['networks']} ({r['failed']}) | fewer than 3 complete networks |"
+                         + " |" * 11)
+            continue
+        lines.append(f"| {r['family']} | {r['tag']} | {r['networks']} ({r['failed']}) | {f(r['std_median'])} | {f(r['seed_tau'])} | "
+                     f"{f(r['tau_one'])} | {f(r['rho_one'])} | {f(r['top_one'])} | {f(r['tau_mean'])} | "
+                     f"{f(r['rho_mean'])} | {f(r['top_mean'])} | {f(r['proxy_acc'])} | {f(r['ref_acc'])} | "
+                     f"{f(r['proxy_s'], 1)} | {f(r['ref_s'], 1)} |")
+    lines += ["", "one seed: the median over the rng seeds of the statistic for that seed's proxy alone; "
+              "top-10: the share of the reference's 10 best that the proxy's 10 best contain (top-k of fewer "
+              "networks where a family has fewer than 10)."]
+    text = "\n".join(lines) + "\n"
+    (out / "result.md").write_text(text)
+    plot(table, out / "proxy_fidelity.png", cfg)
+    return text
+
+
+def plot(table: list[dict], path: Path, cfg: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in table if r.get("points")]
+    if not shown:
+        return
+    cols = min(3, len(shown))
+    rows_n = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 4.2 * rows_n), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, shown):
+        mean, std, ref = r["points"]
+        ax.errorbar(ref, mean, yerr=std, fmt="o", ms=4, capsize=2, alpha=0.8)
+        lo, hi = min(min(ref), min(mean)), max(max(ref), max(mean))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("reference accuracy (%)")
+        ax.set_ylabel(f"proxy accuracy, mean of {len(cfg['seeds'])} seeds (%)")
+        ax.set_title(f"{r['family']} ({r['tag']}): tau {r['tau_mean']:.2f}, one seed {r['tau_one']:.2f}", fontsize=9)
+    fig.suptitle(f"Proxy vs reference accuracy on {cfg['dataset']}; bars: std over rng seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="results folder (rows.jsonl, result.md, proxy_fidelity.png); resumes")
+    p.add_argument("--families", default="lenet,vgg-small,resnet-small",
+                   help="comma-separated built-in seeds or .py files (default lenet,vgg-small,resnet-small)")
+    p.add_argument("--variants", type=int, default=40, help="width variants per family, besides the seed (default 40)")
+    p.add_argument("--seeds", default="0,1,2", help="proxy rng seeds (default 0,1,2)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--train-limit", type=int, default=8000, help="the proxy's training subset (default 8000, as search run)")
+    p.add_argument("--reference-factor", type=int, default=10, help="reference steps / proxy steps (default 10)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a proxy recipe field (repeatable)")
+    p.add_argument("--tag", default="default", help="the recipe's name in the report")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--timeout-s", type=float, default=3600.0)
+    p.add_argument("--report", action="store_true", help="only print the report of what is in --out")
+    try:
+        args = p.parse_args()
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        args.families = [f for f in args.families.split(",") if f]
+        recipe = parse_set(args.set)
+    except ValueError as exc:
+        return fail(str(exc))
+    if not args.seeds or args.variants < 2 or args.reference_factor < 1:
+        return fail("need at least one --seeds value, --variants >= 2 and --reference-factor >= 1")
+    from mutator import seeds as builtin
+
+    for fam in args.families:
+        if fam not in builtin.SEEDS and not Path(fam).is_file():
+            return fail(f"--families: {fam!r} is neither a built-in seed ({', '.join(builtin.SEEDS)}) nor a file")
+    try:
+        if not args.report:
+            rc = run(args, recipe)
+            if rc:
+                return rc
+        print(report(Path(args.out), args.seeds))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
