@@ -134,6 +134,8 @@ def run(args, recipe: dict) -> int:
     path = out / "rows.jsonl"
     done = load_rows(path)
     todo = [j for j in jobs(families, args.seeds, args.tag) if j not in done]
+    if args.proxies_only:  # another recipe on networks whose references another command measures
+        todo = [j for j in todo if j[2] == "proxy"]
     code = {(f, n["id"]): n["code"] for f, nets in families.items() for n in nets}
     print(f"{len(done)} done, {len(todo)} to do; proxy {steps} steps of batch {bs}, reference "
           f"{reference['min_steps']} steps on all {n_full:,} images", flush=True)
@@ -285,6 +287,7 @@ def main() -> int:
     p.add_argument("--tag", default="default", help="the recipe's name in the report")
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout-s", type=float, default=3600.0)
+    p.add_argument("--proxies-only", action="store_true", help="measure no reference (another command does)")
     p.add_argument("--report", action="store_true", help="only print the report of what is in --out")
     try:
         args = p.parse_args()

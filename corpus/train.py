@@ -9,7 +9,8 @@ horizontal flip, both per sample and vectorised) and normalised with the trainin
 mean and standard deviation. No per-sample Python, no DataLoader. On CUDA: channels-last and bf16
 autocast. Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4 (not on BatchNorm/bias),
 label smoothing 0.1, peak learning rate 0.1 reached linearly over the first 20 % of steps, then
-linear decay to zero. Seeds fix the initial weights and the batch order.
+linear decay to zero; optionally (`ema` > 0) the weights are replaced at the end by their exponential moving
+average over the steps after warm-up. Seeds fix the initial weights and the batch order.
 Accuracy is top-1 on the full test split, as a fraction in [0, 1]. In the sandbox the test split has
 no labels (`split_data`): `predict` gives the class indices, and the parent, which alone holds the
 labels, scores them (`corpus.evaluator.score`).
@@ -48,6 +49,7 @@ class Recipe:
     train_limit: int = 0
     seed: int = 0
     eval_batch_size: int = 1024
+    ema: float = 0.0  # weight averaging: decay of an exponential moving average of the weights after warm-up (0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,6 +147,9 @@ def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None
     gen = torch.Generator(device=train.x.device).manual_seed(recipe.seed)
     pad = train.x.shape[-2] // 8 if recipe.crop else 0
     check_every = 25 if cuda else 1
+    if not 0.0 <= recipe.ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), not {recipe.ema}")
+    averaged = None  # (live tensor, its average): parameters and floating buffers (BatchNorm statistics)
     t0 = time.perf_counter()
     step, loss = 0, None
     while step < total:
@@ -163,11 +168,23 @@ def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None
             opt.step()
             sched.step()
             step += 1
+            if recipe.ema and step >= warm:
+                with torch.no_grad():
+                    if averaged is None:
+                        averaged = [(t, t.detach().clone()) for t in (*model.parameters(), *model.buffers())
+                                    if t.is_floating_point()]
+                    else:
+                        for live, avg in averaged:
+                            avg.lerp_(live, 1.0 - recipe.ema)
             if step % check_every == 0 or step == total:
                 if not math.isfinite(loss.item()):
                     raise NaNLoss(f"loss is {loss.item()} at step {step}")
             if on_step:
                 on_step(step, total)
+    if averaged is not None:  # the model ends with the averaged weights
+        with torch.no_grad():
+            for live, avg in averaged:
+                live.copy_(avg)
     if cuda:
         torch.cuda.synchronize()
     return {"train_seconds": time.perf_counter() - t0, "steps": total, "batch_size": bs,

@@ -1,0 +1,83 @@
+"""Training images/s of `corpus profile` (the sandboxed proxy) against a conventional DataLoader loop, one run.
+
+    python benchmarks/profile_throughput.py                      # vgg-small, 10,000 Fashion-MNIST images
+    python benchmarks/profile_throughput.py --seed resnet-small --repeats 3 --threads 2
+
+Arms, interleaved in rounds (this machine is noisy), the same seed network, data subset, batch and steps:
+- profile: `corpus.evaluator.Evaluator` (what `python -m corpus profile` runs: a sandboxed fork-server
+  worker, Landlock/namespaces, seccomp, the watchdog), its row's `train_seconds`;
+- proxy in process: `corpus.train.train` with the same recipe, no sandbox (what the sandbox costs);
+- conventional: a `Dataset` with per-sample transforms (pad, random crop, flip, to float, normalise) and a
+  `DataLoader` (2 workers, shuffle, drop_last), SGD step with the same optimizer, loss and batch.
+The recipe is the default one at `--train-limit` images with `--min-steps 0`: exactly one epoch, the batch
+the default picks (`corpus.train.schedule`: 128 at 10,000 images). images/s = optimizer steps x batch /
+training seconds, for every arm; so the ratio compares the same work. (Counting `--train-limit` images per
+`train_seconds` is wrong where `min_steps` lengthens the run: at 10,000 images the default's 150-step floor
+trains 19,200 images, and such a count reads about half the true rate.)
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from corpus.data import info, load_prepared, prepare  # noqa: E402
+from corpus.evaluator import Evaluator, recipe_for  # noqa: E402
+from corpus.train import Recipe, schedule, split_data, train  # noqa: E402
+from mutator import seeds  # noqa: E402
+from train_throughput import make_model, time_conventional  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", default="vgg-small", help="built-in seed network (default vgg-small)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--train-limit", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads everywhere (default 0: every core)")
+    args = p.parse_args()
+    if args.seed not in seeds.SEEDS:
+        print(f"error: --seed {args.seed!r} is not a built-in seed ({', '.join(seeds.SEEDS)})", file=sys.stderr)
+        return 2
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    import os
+
+    os.environ["NASFORGE_THREADS"] = str(threads)  # the sandboxed worker's threads
+    recipe = Recipe(**recipe_for(args.dataset, train_limit=args.train_limit, min_steps=0))
+    raw = load_prepared(prepare(args.dataset), with_test_labels=True)
+    train_set, _ = split_data(raw, recipe, "cpu")
+    bs, steps = schedule(len(train_set), recipe)
+    spec = {"in_shape": [1, *raw["x_train"].shape[1:]], "classes": info(args.dataset)["classes"], "class_name": None}
+    src = seeds.seed_source(args.seed)
+    print(f"{args.seed} on {args.dataset}: {len(train_set):,} images, batch {bs}, {steps} steps "
+          f"({steps * bs:,} images per run), {threads} threads, {args.repeats} rounds", flush=True)
+    res = {"profile (sandbox)": [], "proxy in process": [], "conventional": []}
+    with Evaluator(args.dataset, recipe.to_dict(), device="cpu") as ev:
+        ev.payload["latency"] = "none"
+        for r in range(args.repeats):
+            row = ev.evaluate(src, limits={})
+            if row["status"] != "ok":
+                print(f"error: the profile failed: {row['status']} {row.get('error')}", file=sys.stderr)
+                return 1
+            res["profile (sandbox)"].append(steps * bs / row["train_seconds"])
+            torch.manual_seed(recipe.seed)
+            out = train(make_model(args.seed, spec), train_set, recipe, "cpu")
+            res["proxy in process"].append(steps * bs / out["train_seconds"])
+            # the conventional loop, the same number of steps, its first steps timed too (warmup 0)
+            res["conventional"].append(time_conventional(make_model(args.seed, spec), train_set, recipe, steps, 0, bs))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in res.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(f"\n| arm | images/s (median of {args.repeats}) | runs | vs conventional |\n|---|---:|---|---:|")
+    for k, v in res.items():
+        print(f"| {k} | {med[k]:,.0f} | {', '.join(f'{x:,.0f}' for x in v)} | {med[k] / med['conventional']:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The proxy recipe's options (`corpus.train.Recipe`)."""
+import pytest
+import torch
+import torch.nn as nn
+
+from corpus.train import GpuData, Recipe, train
+
+
+def tiny_data(n=256):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
+    y = (x.float().mean((1, 2, 3)) > 127).long()
+    return GpuData(x, y, "cpu")
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+
+
+def test_weight_averaging_ends_with_the_moving_average_of_the_weights_after_warm_up():
+    data, decay = tiny_data(), 0.8
+    recipe = Recipe(batch_size=32, min_steps=20, epochs=0, ema=decay, warmup=0.2, crop=False, flip=False)
+    model, seen = net(), []
+    train(model, data, recipe, "cpu", on_step=lambda s, t: seen.append(
+        (s, [v.detach().clone() for v in model.state_dict().values() if v.is_floating_point()])))
+    warm = max(1, int(20 * recipe.warmup))
+    avg = None
+    for s, weights in seen:
+        if s < warm:
+            continue
+        avg = [w.clone() for w in weights] if avg is None else [a + (1 - decay) * (w - a) for a, w in zip(avg, weights)]
+    final = [v for v in model.state_dict().values() if v.is_floating_point()]
+    assert all(torch.allclose(f, a, atol=1e-6) for f, a in zip(final, avg))
+    assert not all(torch.equal(f, w) for f, w in zip(final, seen[-1][1]))  # not the last step's weights
+
+
+def test_without_weight_averaging_the_weights_are_the_last_steps():
+    model, seen = net(), []
+    train(model, tiny_data(), Recipe(batch_size=32, min_steps=10, epochs=0, crop=False, flip=False), "cpu",
+          on_step=lambda s, t: seen.append([v.detach().clone() for v in model.parameters()]))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), seen[-1]))
+
+
+def test_a_decay_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="ema must be in"):
+        train(net(), tiny_data(), Recipe(batch_size=32, min_steps=2, epochs=0, ema=1.0), "cpu")
