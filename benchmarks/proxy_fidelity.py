@@ -126,9 +126,10 @@ def run(args, recipe: dict) -> int:
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else \
         {"dataset": args.dataset, "reference": reference, "families": args.families, "variants": args.variants,
          "seeds": args.seeds, "proxies": {}}
-    if cfg["dataset"] != args.dataset or cfg["reference"] != reference:
+    same = lambda a, b: Recipe(**a).to_dict() == Recipe(**b).to_dict()  # noqa: E731  (fields added since: defaults)
+    if cfg["dataset"] != args.dataset or not same(cfg["reference"], reference):
         raise ValueError(f"{out} holds another data set or reference recipe: use another --out")
-    if cfg["proxies"].setdefault(args.tag, proxy) != proxy:
+    if not same(cfg["proxies"].setdefault(args.tag, proxy), proxy):
         raise ValueError(f"--tag {args.tag} in {out} was measured with another recipe: use another --tag")
     cfg_path.write_text(json.dumps(cfg, indent=1))
     path = out / "rows.jsonl"
