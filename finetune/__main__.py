@@ -4,6 +4,10 @@
     python -m finetune train --corpus corpus_fm --model smollm2-135m --out runs/lora_fm --max-steps 60
     python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --corpus corpus_fm --n 10 --out eval.json
     python -m finetune merge --model smollm2-135m --adapter runs/lora_fm --out merged_fm   # full model folder
+    python -m finetune dataset --task score --corpus corpus_fm --out score_fm     # network -> its accuracy
+
+Tasks (`--task`, finetune.tasks): improve (the default: a network and a goal -> an improved network) and
+score (one network, relative to its family's reference -> its accuracy in percent, finetune.score).
 
 Every command also reads `--config FILE.yaml` (keys are the flag names, with - or _); flags given
 on the command line override it, unknown keys are an error.
@@ -40,6 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dataset", help="training pairs (messages + true goals) from a corpus, train/eval split")
     _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build (a,b: several, concatenated)")
     _opt(d, "--out", DatasetConfig, "output folder (datasets.load_from_disk opens it)")
+    _task_args(d, DatasetConfig, "improve or score")
     _pairs_args(d, DatasetConfig)
     _opt(d, "--targets", DatasetConfig, "any: each target a random variant that meets a goal; best: the most "
          "accurate of --best-of variants drawn (rejection sampling), with an accuracy goal", choices=["any", "best"])
@@ -52,6 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(t, "--corpus", TrainConfig, "corpus folder, or a pairs folder from python -m finetune dataset")
     _opt(t, "--model", TrainConfig, "smollm2-135m, a local model folder, or a Hub id")
     _opt(t, "--out", TrainConfig, "output folder: adapter, run_card.json, checkpoints")
+    _task_args(t, TrainConfig, "improve or score; default: a data set folder's own, else improve")
     _opt(t, "--epochs", TrainConfig, "training epochs (ignored when --max-steps is given)", type=float)
     _opt(t, "--max-steps", TrainConfig, "optimizer steps; -1: run --epochs", type=int)
     _opt(t, "--lr", TrainConfig, "learning rate", type=float)
@@ -84,7 +90,9 @@ def make_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="base model vs adapter on held-out prompts: code, runs, meets the goal")
     _opt(e, "--model", EvalConfig, "base model: smollm2-135m, a local folder, or a Hub id")
     _opt(e, "--adapter", EvalConfig, "peft adapter folder from python -m finetune train")
-    _opt(e, "--corpus", EvalConfig, "corpus folder the prompts and source metrics come from")
+    _opt(e, "--corpus", EvalConfig, "corpus folder the prompts and source metrics come from (score task: "
+         "also a data set folder from python -m finetune dataset --task score, its eval split)")
+    _task_args(e, EvalConfig, "improve or score; default: the adapter's, else improve")
     _opt(e, "--n", EvalConfig, "number of held-out prompts", type=int)
     _opt(e, "--out", EvalConfig, "JSON file for the table and every answer")
     _opt(e, "--dataset", EvalConfig, "data set to profile answers on (default: the corpus's)")
@@ -111,6 +119,12 @@ def _max_length(text: str):
         return int(text)
     except ValueError:
         return text
+
+
+def _task_args(p, cls, which: str) -> None:
+    _opt(p, "--task", cls, f"what the model is tuned for: {which}")
+    _opt(p, "--sample", cls, "score task: a random subset of this many labelled corpus rows (--rng-seed; 0: all)",
+         type=int)
 
 
 def _pairs_args(p, cls) -> None:
@@ -158,7 +172,8 @@ def config_from(cls, args):
 
 
 def cmd_dataset(args) -> int:
-    from finetune.pairs import DatasetConfig, main_dataset
+    from finetune.pairs import DatasetConfig
+    from finetune.tasks import main_dataset
 
     return main_dataset(config_from(DatasetConfig, args))
 
@@ -170,7 +185,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from finetune.evaluate import EvalConfig, main_eval
+    from finetune.evaluate import EvalConfig
+    from finetune.tasks import main_eval
 
     return main_eval(config_from(EvalConfig, args))
 

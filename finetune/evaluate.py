@@ -4,6 +4,9 @@
     python -m finetune eval --model smollm2-135m --corpus corpus_fm --answer-format widths,diff,code --n 10
     python -m finetune eval --model smollm2-135m --adapter runs/lora_fm --llm-url http://127.0.0.1:8000 --corpus corpus_fm
 
+This is the improve task's eval; `--task score` (the default for an adapter tuned on it) runs
+`finetune.score.eval_score` instead (predicted vs measured accuracy: rank correlations, top-k overlap).
+
 The prompts are the eval split of the corpus pairs (source networks no training prompt showed),
 made with the adapter's own pair settings from its `run_card.json` (seed, eval fraction, pairs per
 parent, answer format and context) so the split matches the one it was trained with.
@@ -39,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,8 @@ class EvalConfig:
     context: str = ""  # "": the adapter's, else source
     class_name: str | None = None  # builds every corpus network; None: each row's class_name column
     llm_url: str | None = None  # an OpenAI-compatible server that serves the models; None: in process
+    task: str = ""  # finetune.tasks: "" = the adapter's (run_card.json), else improve
+    sample: int = 0  # score task, split rebuilt from a corpus: as the data set was built (default: the adapter's)
 
 
 def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
@@ -203,19 +207,14 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main_eval(cfg: EvalConfig) -> int:
-    print(f"config: {cfg}", file=sys.stderr)
-    if cfg.n < 1 or cfg.batch_size < 1:
-        raise FinetuneError("--n and --batch-size must be at least 1")
-    if cfg.out and Path(cfg.out).is_dir():
-        raise FinetuneError(f"--out {cfg.out} is a folder; give a .json file path")
+def eval_improve(cfg: EvalConfig, acfg: dict, card: dict, load_pairs=None) -> int:
+    """The improve task's eval: base vs adapter answers parsed, run and profiled against their goals.
+    load_pairs: `finetune.tasks.load_pairs` (passed in by the task registry, which sits above this module)."""
     from finetune.formats import get_format
     from finetune.llm import LLMError, make_llm
-    from finetune.models import check_adapter_base, read_adapter, resolve_model
+    from finetune.models import check_adapter_base, resolve_model
     from finetune.pairs import check_format, describe_all, load_rows, with_class_name
-    from finetune.train import load_pairs
 
-    acfg, card = read_adapter(cfg.adapter) if cfg.adapter else ({}, {})
     pc = card.get("config", {})
     pairs_cfg = {k: pc.get(k, getattr(cfg, k)) for k in ("pairs_per_parent", "eval_fraction", "seed")}
     formats = [f.strip() for f in cfg.answer_format.split(",") if f.strip()] or \
@@ -234,7 +233,8 @@ def main_eval(cfg: EvalConfig) -> int:
     asked = {}  # format -> (pairs, prompts, networks)
     for fmt in formats:
         ctx = get_format(fmt).context_for(context)
-        dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx, class_name=cfg.class_name)
+        dd, _ = load_pairs(cfg.corpus, **pairs_cfg, answer_format=fmt, context=ctx, class_name=cfg.class_name,
+                           task="improve")
         held = dd["eval"]
         if len(held) == 0:
             raise FinetuneError(f"corpus {cfg.corpus} gives no held-out {fmt} eval pairs (too few source networks)")

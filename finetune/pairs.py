@@ -76,6 +76,8 @@ class DatasetConfig:
     best_of: int = 8
     history: int = 0  # targets best, widths: up to this many of the other drawn variants as a "Tried:" list
     class_name: str | None = None  # builds every network; None: each row's class_name column
+    task: str = "improve"  # finetune.tasks: improve (these pairs) or score (finetune.score)
+    sample: int = 0  # score task: a random subset of this many labelled rows (0: all)
 
 
 TARGETS = ("any", "best")
@@ -453,7 +455,7 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
         for g in split["goal"]:
             kind = json.loads(g)["kind"]
             kinds[kind] = kinds.get(kind, 0) + 1
-    info = {"config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in corpus_folders(cfg.corpus)),
+    info = {"task": "improve", "config": dataclasses.asdict(cfg), "corpus": ",".join(str(Path(f).resolve()) for f in corpus_folders(cfg.corpus)),
             "corpus_fingerprint": corpus_fingerprint(rows), "corpus_rows": len(rows), "ok_rows": len(ok),
             "answer_format": cfg.answer_format, "context": cfg.context, "targets": cfg.targets,
             "tried_shown": sum(len(json.loads(t)) for split in cols.values() for t in split["tried"]),
@@ -462,22 +464,10 @@ def build_pairs(cfg: DatasetConfig, progress: bool = False):
     return dd, info
 
 
-def main_dataset(cfg: DatasetConfig) -> int:
-    import sys
-
-    import datasets
-
-    print(f"config: {cfg}", file=sys.stderr)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise FinetuneError(f"--out {out} exists and is not a folder")
-    dd, info = build_pairs(cfg, progress=True)
-    datasets.disable_progress_bars()
-    dd.save_to_disk(str(out))
-    (out / "finetune_dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+def pairs_report(cfg: DatasetConfig, info: dict) -> str:
+    """What `finetune dataset` prints for the pairs it wrote."""
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(info["goal_kinds"].items()))
     skipped = "".join(f"; skipped {v} ({k})" for k, v in sorted(info["skipped"].items()))
-    print(f"wrote {info['train']} train and {info['eval']} eval {cfg.answer_format}/{cfg.context} pairs ({kinds}) "
-          f"from {info['ok_rows']} ok rows of {cfg.corpus} to {out}; eval holds out {len(info['eval_sources'])} "
-          f"source networks{skipped}")
-    return 0
+    return (f"wrote {info['train']} train and {info['eval']} eval {cfg.answer_format}/{cfg.context} pairs ({kinds}) "
+            f"from {info['ok_rows']} ok rows of {cfg.corpus} to {cfg.out}; eval holds out {len(info['eval_sources'])} "
+            f"source networks{skipped}")

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.pairs import DatasetConfig, FinetuneError
+from finetune.pairs import FinetuneError
 
 
 @dataclass(frozen=True)
@@ -79,38 +78,14 @@ class TrainConfig:
     answer_format: str = "widths"
     context: str = "source"
     class_name: str | None = None  # builds every corpus network; None: each row's class_name column
+    task: str = ""  # finetune.tasks: "" = a data set folder's own task, else improve
+    sample: int = 0  # score task, built from a corpus: a random subset of this many labelled rows (0: all)
 
 
 def versions() -> dict:
     from mutator.records import versions as of
 
     return of("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "bitsandbytes")
-
-
-def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int, answer_format: str = "widths",
-               context: str = "source", progress: bool = False, class_name: str | None = None):
-    """(DatasetDict train/eval with `messages`, info): from a pairs folder (in the format it was written
-    in, `info["answer_format"]`) or built from a corpus in `answer_format` / `context`."""
-    import datasets
-
-    from finetune.pairs import build_pairs
-
-    p = Path(corpus)
-    if (p / "dataset_dict.json").exists():
-        try:
-            dd = datasets.load_from_disk(str(p))
-        except Exception as exc:
-            raise FinetuneError(f"{corpus} is not a readable pairs dataset ({type(exc).__name__})") from None
-        if "train" not in dd or "messages" not in dd["train"].column_names:
-            raise FinetuneError(f"{corpus} is not a pairs dataset (needs a train split with a messages column)")
-        info_file = p / "finetune_dataset.json"
-        info = json.loads(info_file.read_text()) if info_file.exists() else {"corpus": str(p.resolve())}
-        if len(dd["train"]) == 0:
-            raise FinetuneError(f"pairs dataset {corpus} has no training pairs")
-        return dd, info
-    return build_pairs(DatasetConfig(corpus=corpus, pairs_per_parent=pairs_per_parent, eval_fraction=eval_fraction,
-                                     seed=seed, answer_format=answer_format, context=context,
-                                     class_name=class_name), progress)
 
 
 def loss_mode(tokenizer) -> str:
@@ -353,8 +328,10 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     check_config(cfg)
     from finetune.models import load_model, load_tokenizer, resolve_model
 
+    from finetune.tasks import load_pairs
+
     dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed, cfg.answer_format,
-                               cfg.context, progress, cfg.class_name)
+                               cfg.context, progress, cfg.class_name, cfg.task, cfg.sample)
     base = resolve_model(cfg.model, progress)
     tok = load_tokenizer(base)
 
@@ -494,13 +471,17 @@ def main_train(cfg: TrainConfig) -> int:
                   "max_length": facts["max_length"], "dropped_longer_than_max_length": facts["dropped_long"],
                   "tokens_per_pair": facts["tokens_per_pair"],
                   "eval_sources": facts["data_info"].get("eval_sources")},
+        "task": facts["data_info"].get("task", "improve"),  # a data set folder's own, else the flag's
         "answer_format": facts["data_info"].get("answer_format", "code"),  # a pairs folder's own, else the flags'
         "context": facts["data_info"].get("context", "source"),
         "loss": facts["mode"],
         "batching": facts["batching"],
         # the format a pairs folder was built in wins over the (then unused) --answer-format/--context flags
         "config": {**dataclasses.asdict(cfg), "answer_format": facts["data_info"].get("answer_format", cfg.answer_format),
-                   "context": facts["data_info"].get("context", cfg.context)},
+                   "context": facts["data_info"].get("context", cfg.context),
+                   "task": facts["data_info"].get("task", "improve")},
+        # what the training data was built with (a data set folder's own settings, else the flags'): its split
+        "data_config": facts["data_info"].get("config"),
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else None,

@@ -252,7 +252,7 @@ def test_loss_is_on_answer_tokens_only_and_padding_free_matches_padded(tiny_mode
     assert facts["batching"] == "grouped"  # no flash-attn on a CPU
     tok = trainer.processing_class
     ds = trainer.train_dataset
-    from finetune.train import load_pairs
+    from finetune.tasks import load_pairs
 
     msgs = load_pairs(str(corpus), 4, 0.1, 0, answer_format="code")[0]["train"]["messages"]
     for i in range(3):
