@@ -32,6 +32,9 @@ def _profile_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> 
                    help="train with the model's own train_setup/learn (LEMUR) instead of the proxy recipe")
     p.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed for weights, subset and batch order")
     renamed(p, "--seed", RNG_SEED_RENAMED)
+    p.add_argument("--proxy-seeds", metavar="K", type=int, default=1,
+                   help="train each network K times, rng seeds N..N+K-1 (--rng-seed N); accuracy is their mean, "
+                        "accuracy_std their std (default 1: one run)")
     p.add_argument("--latency-batch", type=int, default=64, help="the larger latency batch size")
 
 
@@ -104,7 +107,7 @@ def cmd_build(args) -> int:
                       data_dir=args.data_dir, use_model_recipe=args.use_model_recipe, seed=args.seed,
                       latency_batch=args.latency_batch, push_to_hub=args.push_to_hub,
                       zero_cost=args.zero_cost, zero_cost_only=args.zero_cost_only,
-                      zero_cost_batch=args.zero_cost_batch)
+                      zero_cost_batch=args.zero_cost_batch, proxy_seeds=args.proxy_seeds)
     return main_build(cfg)
 
 

@@ -15,6 +15,14 @@ records its mode in `zero_cost` (off / on / only). On resume, a journal row coun
 has what this run asks for (training, proxies); a row that lacks one is profiled again with both
 (mode on), so a row is never replaced by one with fewer columns: resuming a trained corpus with
 `--zero-cost-only` therefore trains those rows again (a note says how many).
+
+Seed policy (`--proxy-seeds K`, default 1; `corpus.evaluator.evaluate_seeds`): every network is trained
+K times, with the recipe's rng seeds S..S+K-1 (S: `--rng-seed`), the same seeds for every network;
+`accuracy` is the mean of the K runs, `accuracy_std` their sample std and `accuracies` the list (both
+null for K = 1), `train_seconds` the sum, and a network that fails under any seed is that run's failed
+row. Every row records its `proxy_seeds`, the card a "Seed policy" section. A journal written before
+these columns existed loads with `proxy_seeds` 1; a resume does not profile a journal row again for
+another K (the card counts such rows).
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from pathlib import Path
 
 from corpus.data import DataError, info, prepare
 
-COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accuracy", "train_seconds",
+COLUMNS = ["id", "parent", "code", "sha256", "widths", "status", "error", "accuracy", "proxy_seeds", "accuracy_std",
+           "accuracies", "train_seconds",
            "flops", "flops_unsupported", "flops_check", "params", "params_check", "latency_ms", "latency_batch_ms",
            "latency_batch",
            "peak_memory_mb", "final_loss", "device_name", "dataset", "recipe", "versions", "profiled_at",
@@ -63,6 +72,7 @@ class BuildConfig:
     zero_cost: bool = False
     zero_cost_only: bool = False
     zero_cost_batch: int = 64
+    proxy_seeds: int = 1  # training runs per network, rng seeds seed..seed+K-1 (corpus.evaluator.evaluate_seeds)
 
 
 def zero_cost_mode(cfg) -> str:
@@ -117,10 +127,14 @@ def journal_row(row: dict) -> dict:
     """A row as the journal and the Arrow table may hold it: its measurements checked against
     `mutator.results.ROW_SCHEMA` (a row that breaks it is that variant's `invalid_result`, never the
     end of the build), every string valid UTF-8. Applied on write and again on reading, so a journal
-    poisoned before this check existed still builds (its bad rows become `invalid_result`)."""
+    poisoned before this check existed still builds (its bad rows become `invalid_result`). The seed
+    policy's columns (`corpus.evaluator.seed_columns`) are the parent's too, checked there: a row
+    journalled before they existed has `proxy_seeds` 1."""
+    from corpus.evaluator import seed_columns
     from mutator.results import STATUSES, valid_strings, validate_row
 
-    return valid_strings(validate_row(row, statuses=STATUSES | {"missing"}, keep=PARENT_KEYS))
+    out = valid_strings(validate_row(row, statuses=STATUSES | {"missing"}, keep=PARENT_KEYS))
+    return {**out, **seed_columns(row if isinstance(row, dict) else {}, out)}
 
 
 def read_journal(path: Path) -> list[dict]:
@@ -160,14 +174,18 @@ def base_row(variant: dict, code: str, cfg, recipe: dict) -> dict:
     return {"id": variant["id"], "parent": variant.get("parent"), "code": code,
             "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": variant.get("widths"),
             "dataset": cfg.dataset, "recipe": json.dumps(recipe, sort_keys=True),
-            "latency_batch": cfg.latency_batch, "class_name": variant.get("class_name")}
+            "latency_batch": cfg.latency_batch, "class_name": variant.get("class_name"),
+            "proxy_seeds": getattr(cfg, "proxy_seeds", 1)}
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
+    from corpus.evaluator import check_proxy_seeds
+
     if cfg.executor not in ("local", "ray"):
         raise CorpusError(f"--executor must be local or ray, not {cfg.executor!r}")
+    check_proxy_seeds(cfg.proxy_seeds)
     try:
         info(cfg.dataset)
     except DataError as exc:
@@ -193,7 +211,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     check_fits_dataset(cfg, [v for v in variants if v["id"] not in done])
     recipe = recipe_of(cfg)
     note = schedule_note(recipe, data_path)
-    print(f"proxy training: {note}", file=sys.stderr)
+    seeds = "" if cfg.proxy_seeds == 1 else \
+        f"; {cfg.proxy_seeds} runs per network, rng seeds {cfg.seed}..{cfg.seed + cfg.proxy_seeds - 1} (--proxy-seeds)"
+    print(f"proxy training: {note}{seeds}", file=sys.stderr)
     (out / "build_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     vers = versions()
     todo = [v for v in variants if v["id"] not in done]
@@ -344,8 +364,41 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _imap(threads: int, items: list, fn):
+    """Yield (index, fn(item)) as each finishes, `threads` at a time (daemon threads, as
+    `WorkerPool.imap`, whose `call` they share); an exception in fn is raised here."""
+    import queue
+    import threading
+
+    todo, done = queue.Queue(), queue.Queue()
+    for i, item in enumerate(items):
+        todo.put((i, item))
+
+    def run():
+        while True:
+            try:
+                i, item = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, fn(item), None))
+            except BaseException as exc:  # noqa: BLE001  (raised in the caller's thread)
+                done.put((i, None, exc))
+                return
+
+    for _ in range(max(1, min(threads, len(items)))):
+        threading.Thread(target=run, daemon=True).start()
+    for _ in items:
+        i, res, exc = done.get()
+        if exc is not None:
+            raise exc
+        yield i, res
+
+
 def _execute(cfg, device, jobs):
-    """Yield (variant, code, result row) as each finishes, on local sandbox workers or Ray."""
+    """Yield (variant, code, result row) as each finishes, on local sandbox workers or Ray; each row
+    under the seed policy (`corpus.evaluator.evaluate_seeds`: K requests of a network, one after the
+    other on one worker's turn at a time, the workers busy with different networks)."""
     if not jobs:
         return
     if cfg.executor == "ray":
@@ -361,11 +414,14 @@ def _execute(cfg, device, jobs):
     pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                       threads_per_worker=max(1, cores // workers), gpu=device != "cpu")
     try:
-        from corpus.evaluator import score
+        from corpus.evaluator import evaluate_seeds, score
 
-        for i, res in pool.imap(EVALUATE, [p for _, _, p in jobs]):
-            v, code, payload = jobs[i]
-            yield v, code, score(res, payload)  # accuracy from the predictions, here: the labels never enter the sandbox
+        def run_one(payload: dict) -> dict:  # accuracy from the predictions, here: the labels never enter the sandbox
+            return score(pool.call(EVALUATE, payload), payload)
+
+        for i, res in _imap(pool.size, [p for _, _, p in jobs], lambda p: evaluate_seeds(run_one, p, cfg.proxy_seeds)):
+            v, code, _ = jobs[i]
+            yield v, code, res
     finally:
         pool.close()
 
@@ -390,8 +446,12 @@ full source code and what one fixed proxy-training recipe measured.
   `error`: a short message. A failed row has null metrics, never made-up ones.
 - `accuracy`: top-1 on the full {dataset} test split after proxy training, a fraction in [0, 1],
   computed outside the network's process from the classes it predicted (the sandbox never holds
-  the test labels).
-- `train_seconds`: wall time of the training loop. `final_loss`: the last training batch's loss.
+  the test labels); the mean over the row's `proxy_seeds` training runs (see Seed policy).
+- `proxy_seeds`: K, the training runs (rng seeds) behind `accuracy`; `accuracy_std`: the sample
+  standard deviation of their accuracies, `accuracies`: the K accuracies in seed order (both null
+  when K = 1, and on a failed row).
+- `train_seconds`: wall time of the training loop (summed over the K runs). `final_loss`: the last
+  training batch's loss (the first run's, as every measurement below).
 - `flops`: one sample's forward pass at the data set's input shape;
   **one fused multiply-add counts as one flop**; counted at torch's dispatcher on the trained
   network's forward pass over the test split (the one its accuracy comes from), plus fvcore's
@@ -416,6 +476,9 @@ full source code and what one fixed proxy-training recipe measured.
   initialisation on one batch of training images (conventions in `corpus/zerocost.py`: synflow and
   naswot are natural logs); `zc_seconds` their wall time; `zc_error` which proxy failed and why.
 
+## Seed policy
+{seed_policy}
+
 ## Recipe
 {recipe_doc}
 {schedule}
@@ -427,6 +490,36 @@ Recipe values: `{recipe}`
 ## Environment
 {versions}
 """
+
+
+def seed_policy(cfg, rows: list[dict]) -> str:
+    """The card's "Seed policy" paragraph: the rng seeds every network of the corpus was trained with."""
+    s, k = cfg.seed, getattr(cfg, "proxy_seeds", 1)
+    seeds = f"rng seed {s}" if k == 1 else f"rng seeds {s}..{s + k - 1}"
+    text = (f"Every network of this corpus is trained with the same {seeds} (`--rng-seed {s} --proxy-seeds {k}`): "
+            "common random numbers, the same initialisation seed, training subset, batch order and augmentation "
+            "draws for every network, so two networks differ by their architecture, not their luck. ")
+    if getattr(cfg, "use_model_recipe", False):
+        text += ("(With `--use-model-recipe` a network's own training draws its batches from torch's generator "
+                 "after its initialisation: the seed is shared, the batch order is not.) ")
+    if k == 1:
+        text += ("`accuracy` is that one training run's, and one run's accuracy varies with the rng seed "
+                 "(`benchmarks/proxy_fidelity.md` measures by how much): `--proxy-seeds K` averages K runs.")
+    else:
+        text += (f"`accuracy` is the mean over the {k} runs (`accuracy_std` their sample standard deviation, "
+                 "`accuracies` each run's, in seed order), `train_seconds` their sum, every other measurement the "
+                 "first run's. A network that fails under any of the seeds is a failed row: the status and error of "
+                 "its first failing run (the error names the seed).")
+    other: dict[int, int] = {}
+    for r in rows:
+        if r.get("proxy_seeds", 1) != k:
+            other[r.get("proxy_seeds", 1)] = other.get(r.get("proxy_seeds", 1), 0) + 1
+    if other:
+        text += (" The exception: rows profiled into this folder by earlier runs with another number of seeds, "
+                 "which a resume keeps as they are: "
+                 + ", ".join(f"{n} with proxy_seeds {kk}" for kk, n in sorted(other.items()))
+                 + " (their `proxy_seeds` and `recipe` columns say how they were trained).")
+    return text
 
 
 def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, schedule: str = "") -> None:
@@ -455,7 +548,8 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, sc
         "zero_cost": datasets.Value("string"), "zc_error": datasets.Value("string"),
         "flops_check": datasets.Value("string"), "params_check": datasets.Value("string"),
         "class_name": datasets.Value("string"),
-        **{c: datasets.Value("int64") for c in ("flops", "params", "latency_batch")},
+        **{c: datasets.Value("int64") for c in ("flops", "params", "latency_batch", "proxy_seeds")},
+        "accuracy_std": datasets.Value("float64"), "accuracies": datasets.Sequence(datasets.Value("float64")),
     })
     table["flops_unsupported"] = [v or [] for v in table["flops_unsupported"]]
     ds = datasets.Dataset.from_dict(table, features=features)
@@ -472,7 +566,7 @@ def write_dataset(out: Path, rows: list[dict], cfg, recipe: dict, vers: dict, sc
     card = CARD.format(n=len(rows), dataset=cfg.dataset, config=json.dumps(dataclasses.asdict(cfg)),
                        built_by=built_by, in_shape=[1, meta["channels"], *meta["size"]], classes=meta["classes"],
                        recipe_doc=train.__doc__.split("\n\n", 1)[1].strip(), recipe=json.dumps(recipe),
-                       schedule=f"\nThis corpus: {schedule}.\n" if schedule else "",
+                       schedule=f"\nThis corpus: {schedule}.\n" if schedule else "", seed_policy=seed_policy(cfg, rows),
                        runs=30, counts="\n".join(f"- {k}: {v}" for k, v in sorted(counts.items())),
                        versions="\n".join(f"- {k}: {v}" for k, v in vers.items()))
     (stage / "README.md").write_text(card)

@@ -20,6 +20,10 @@ test labels, which only this process loads (`corpus.data.load_test_labels`; the 
 them). Predictions that are not one class in [0, classes) per test image make the row that candidate's
 `invalid_result`; so does an `ok` trained row without them. `call(pool, payload)`: a pipeline request,
 scored.
+
+`--proxy-seeds K` (`evaluate_seeds`, the one place the policy is written): a candidate's accuracy is
+the mean of K training runs under recipe seeds S..S+K-1, with their sample std (`accuracy_std`) and
+list (`accuracies`); `proxy_seeds` is in every evaluated row. `check` never trains: it runs once.
 """
 from __future__ import annotations
 
@@ -110,8 +114,7 @@ def score(row: dict, payload: dict) -> dict:
     row = dict(row)
     preds = row.pop("predictions", None)
     row["accuracy"] = None
-    trained = payload.get("train", True) and payload.get("zero_cost") != "only" and payload.get("data_path")
-    if row.get("status") != "ok" or not trained:
+    if row.get("status") != "ok" or not trains(payload):
         return row
     classes = int((payload.get("spec") or {}).get("classes") or payload["classes"])
     labels = labels_of(payload["data_path"])  # outside the try: a missing label file is ours, not the candidate's
@@ -129,6 +132,87 @@ def score(row: dict, payload: dict) -> dict:
 def call(pool, payload: dict, timeout_s: float | None = None) -> dict:
     """One `corpus.pipeline:evaluate` request on a sandbox pool, scored here (`score`)."""
     return score(pool.call("corpus.pipeline:evaluate", payload, timeout_s), payload)
+
+
+def check_proxy_seeds(k) -> int:
+    """`--proxy-seeds K` as an int >= 1; CorpusError (one line) otherwise."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise CorpusError(f"--proxy-seeds must be >= 1 (training runs averaged per network), not {k!r}")
+    return k
+
+
+def trains(payload: dict) -> bool:
+    """Whether a pipeline request trains the network (and so has an accuracy to average)."""
+    return bool(payload.get("train", True) and payload.get("zero_cost") != "only" and payload.get("data_path"))
+
+
+def evaluate_seeds(run_one, payload: dict, k: int = 1) -> dict:
+    """The seed policy, written once (`--proxy-seeds K`; `Evaluator.evaluate`, `corpus build`'s workers
+    and its Ray tasks use it): `run_one(payload) -> scored row` (`call`, or `score` of a pool's answer)
+    runs the same request K times, with recipe seeds S, S+1, ..., S+K-1 (S: the payload's recipe seed),
+    each a full request (fresh weights, subset, batch order and augmentation draws of that seed).
+
+    The row: the first run's, with `accuracy` the mean of the K accuracies, `accuracy_std` their sample
+    standard deviation, `accuracies` the list of the K (in seed order) and `train_seconds` their sum;
+    every other measurement (FLOPs, params, latency, zero-cost proxies, ...) is the first run's.
+    `proxy_seeds` is K on every row; with K = 1 `accuracy_std` and `accuracies` are None and the row is
+    otherwise the single run's, unchanged. A request that does not train (zero-cost only, a check
+    without training) and a first run that is not `ok` (a limit's `constraint`, a build error, ...) run
+    once, whatever K. When a later seed's run is not `ok`, the row is that run's failure (its status,
+    measurements, and its error prefixed with the seed): a network that trains under one seed only is
+    a failed network, never a mean of fewer runs."""
+    k = check_proxy_seeds(k)
+    first = run_one(payload)
+    policy = {"proxy_seeds": k, "accuracy_std": None, "accuracies": None}
+    if k == 1 or not trains(payload) or first.get("status") != "ok":
+        return {**first, **policy}
+    recipe = dict(payload.get("recipe") or {})
+    base = int(recipe.get("seed", 0))
+    runs = [first]
+    for i in range(1, k):
+        p = {**payload, "recipe": {**recipe, "seed": base + i}}
+        if "seed" in payload:  # the pipeline's own seed (init, proxies' batch) follows the recipe's
+            p["seed"] = int(payload["seed"]) + i
+        res = run_one(p)
+        if res.get("status") != "ok":
+            why = f"rng seed {base + i} (proxy seed {i + 1} of {k})"
+            return {**res, **policy, "accuracy": None,
+                    "error": f"{why}: {res['error']}" if res.get("error") else f"{why}: {res.get('status')}"}
+        runs.append(res)
+    import math
+    import statistics
+
+    accs = [r.get("accuracy") for r in runs]
+    if any(a is None for a in accs):  # `score` gives every ok trained row one; a run_one that does not is wrong
+        from mutator.results import failure
+
+        return {**first, **policy, "accuracy": None, **failure("an ok trained run without an accuracy")}
+    times = [r.get("train_seconds") for r in runs]
+    return {**first, **policy, "accuracy": math.fsum(accs) / k, "accuracy_std": statistics.stdev(accs),
+            "accuracies": accs,
+            "train_seconds": None if any(t is None for t in times) else round(math.fsum(times), 3)}
+
+
+def seed_columns(row: dict, valid: dict | None = None) -> dict:
+    """The seed-policy columns of a stored row, checked (a journal written before they existed: one
+    seed): `proxy_seeds` an int >= 1 (default 1), `accuracy_std` a finite number >= 0 or None,
+    `accuracies` a list of K fractions or None; both None unless the row (as `valid`, the checked
+    row, has it) is `ok` with an accuracy."""
+    import math
+
+    k = row.get("proxy_seeds")
+    k = k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else 1
+    std, accs = row.get("accuracy_std"), row.get("accuracies")
+    valid = row if valid is None else valid
+    if valid.get("status") != "ok" or valid.get("accuracy") is None:
+        std = accs = None
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) or std < 0:
+        std = None
+    if not (isinstance(accs, list) and len(accs) == k and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in accs)):
+        accs = None
+    return {"proxy_seeds": k, "accuracy_std": None if std is None else float(std),
+            "accuracies": None if accs is None else [float(a) for a in accs]}
 
 
 class _Pooled:
@@ -158,20 +242,23 @@ class Evaluator(_Pooled):
     @classmethod
     def from_spec(cls, spec, dataset: str, recipe: dict, data_dir: str | None = None, device: str = "auto",
                   latency_device: str | None = None, limits: dict | None = None, timeout_s: float = 900.0,
-                  class_name: str | None = None, use_model_recipe: bool = False, latency_batch: int = 64, **_):
+                  class_name: str | None = None, use_model_recipe: bool = False, latency_batch: int = 64,
+                  proxy_seeds: int = 1, **_):
         """`__init__`'s arguments; the options of other evaluators (a benchmark file, ...) are ignored."""
         return cls(dataset, recipe, data_dir=data_dir, device=device, latency_device=latency_device, limits=limits,
                    timeout_s=timeout_s, class_name=class_name, use_model_recipe=use_model_recipe,
-                   latency_batch=latency_batch)
+                   latency_batch=latency_batch, proxy_seeds=proxy_seeds)
 
     def __init__(self, dataset: str, recipe: dict, *, data_dir: str | None = None, device: str = "auto",
                  latency_device: str | None = None, limits: dict | None = None, zero_cost: str = "off",
                  zero_cost_batch: int = 64, zero_cost_data: str = "train", latency_batch: int = 64,
                  use_model_recipe: bool = False, class_name: str | None = None, timeout_s: float = 900.0,
-                 memory_mb: int = 6144):
+                 memory_mb: int = 6144, proxy_seeds: int = 1):
         """limits: {"flops", "params", "latency_ms"} maxima checked before training (status `constraint`).
-        latency_device: where latency is timed (default: the training device)."""
+        latency_device: where latency is timed (default: the training device).
+        proxy_seeds: K training runs per evaluated candidate, recipe seeds S..S+K-1 (`evaluate_seeds`)."""
 
+        self.proxy_seeds = check_proxy_seeds(proxy_seeds)
         try:
             meta = info(dataset)
             self.data_path = str(prepare(dataset, data_dir))
@@ -200,7 +287,7 @@ class Evaluator(_Pooled):
             payload["limits"] = limits
         if class_name:
             payload["class_name"] = class_name
-        return self._row(code, call(self.pool, payload))
+        return self._row(code, evaluate_seeds(lambda p: call(self.pool, p), payload, self.proxy_seeds))
 
     __call__ = evaluate
 

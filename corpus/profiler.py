@@ -6,6 +6,8 @@
 With `--evaluator table:SPACE` the network is not trained: its widths are found by building it
 (sandboxed) and its accuracy, FLOPs and params are the table's, as `search run --evaluator table:SPACE`
 does; a network outside the space is a row with status `out_of_space` saying why.
+`--proxy-seeds K` trains it K times (recipe seeds S..S+K-1, `corpus.evaluator.evaluate_seeds`): the row's
+`accuracy` is their mean; a table evaluator refuses K > 1 (one-line error: it trains nothing).
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from corpus.errors import CorpusError
 
 
 def profile_file(args) -> dict:
+    from corpus.evaluator import check_proxy_seeds
+
+    proxy_seeds = check_proxy_seeds(getattr(args, "proxy_seeds", 1))
     path = Path(args.file)
     if not path.is_file():
         raise CorpusError(f"no such file: {args.file}")
@@ -36,6 +41,9 @@ def profile_file(args) -> dict:
     except ValueError as exc:
         raise CorpusError(str(exc)) from None
     options = {"benchmark_file": getattr(args, "benchmark_file", None)}
+    if proxy_seeds > 1 and not spec.trains:
+        raise CorpusError(f"--proxy-seeds {proxy_seeds} averages training runs: --evaluator {spec} trains nothing "
+                          f"(a table's accuracy is its own; leave --proxy-seeds at 1)")
     if spec.trains:
         if not args.dataset:
             raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
@@ -43,7 +51,7 @@ def profile_file(args) -> dict:
 
         options.update(dataset=args.dataset, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s,
                        use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
-                       class_name=args.class_name,
+                       class_name=args.class_name, proxy_seeds=proxy_seeds,
                        recipe=recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
                                          min_steps=args.min_steps))
     ev = make_evaluator(spec, **options)

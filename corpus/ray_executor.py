@@ -2,23 +2,26 @@
 
 Connects to the cluster named by `RAY_ADDRESS`, or starts a local instance. Each task prepares the
 data set on its node (node-local cache) and profiles in the same sandbox as the local executor,
-so isolation and statuses are identical. Results stream back as tasks finish.
+so isolation and statuses are identical. Results stream back as tasks finish. A task runs a
+variant's `--proxy-seeds` requests (`corpus.evaluator.evaluate_seeds`) and returns its one row.
 """
 from __future__ import annotations
 
 import os
 
 
-def _task(payload: dict, dataset: str, data_dir, timeout_s: float, memory_mb: int, gpu: bool, cpus: int) -> dict:
+def _task(payload: dict, dataset: str, data_dir, timeout_s: float, memory_mb: int, gpu: bool, cpus: int,
+          proxy_seeds: int = 1) -> dict:
     from corpus.data import prepare
-    from corpus.evaluator import call
+    from corpus.evaluator import call, evaluate_seeds
     from mutator.sandbox import WorkerPool
 
     payload = {**payload, "data_path": str(prepare(dataset, data_dir))}
     pool = WorkerPool(1, timeout_s=timeout_s, memory_mb=memory_mb,
                       threads_per_worker=cpus, gpu=gpu)
     try:
-        return call(pool, payload)  # scored on the node, outside the sandbox
+        # scored on the node, outside the sandbox; the seed policy's K runs one after the other in this task
+        return evaluate_seeds(lambda p: call(pool, p), payload, proxy_seeds)
     finally:
         pool.close()
 
@@ -39,7 +42,8 @@ def run_ray(cfg, device: str, jobs):
     cpus = 1 if gpu else max(1, int(ray.available_resources().get("CPU", 1)) // max(1, cfg.workers))
     task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=cpus, max_retries=0)(_task)
     try:
-        refs = {task.remote(p, cfg.dataset, cfg.data_dir, cfg.timeout_s, cfg.memory_mb, gpu, cpus): i
+        refs = {task.remote(p, cfg.dataset, cfg.data_dir, cfg.timeout_s, cfg.memory_mb, gpu, cpus,
+                            getattr(cfg, "proxy_seeds", 1)): i
                 for i, (_, _, p) in enumerate(jobs)}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)

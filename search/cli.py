@@ -86,6 +86,9 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--max-params", type=float, default=None, help="limit checked before training")
     r.add_argument("--max-latency-ms", type=float, default=None, help="limit checked before training (--latency-device)")
     r.add_argument("--rng-seed", type=int, default=0)
+    r.add_argument("--proxy-seeds", metavar="K", type=int, default=d.proxy_seeds,
+                   help="train each candidate K times, rng seeds --rng-seed..+K-1; its accuracy is their mean "
+                        "(default 1; an evaluator that trains, not a table; kept by --resume)")
     r.add_argument("--temperature", type=float, default=d.temperature)
     r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     r.add_argument("--label", default=None,

@@ -106,6 +106,7 @@ class SearchConfig:
     repair: bool = True  # shape repair of diff/code candidates (mutator.repair)
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
     exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
+    proxy_seeds: int = 1  # training runs per candidate, rng seeds rng_seed..rng_seed+K-1, accuracy their mean
 
     def __post_init__(self):
         # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a
@@ -199,6 +200,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--constrain on needs --answer-format {able} and a server kind other than none")
     if cfg.samples < 1:
         raise SearchError("--samples must be >= 1")
+    if isinstance(cfg.proxy_seeds, bool) or not isinstance(cfg.proxy_seeds, int) or cfg.proxy_seeds < 1:
+        raise SearchError(f"--proxy-seeds must be >= 1 (training runs averaged per candidate), not {cfg.proxy_seeds!r}")
 
     if cfg.iterations < 0 or cfg.memory < 1:
         raise SearchError("--iterations must be >= 0 and --memory >= 1")
@@ -209,6 +212,9 @@ def check_config(cfg: SearchConfig) -> None:
     for name, value in (("--benchmark-file", cfg.benchmark_file), ("--table-noise", cfg.table_noise)):
         if value and not table:
             raise SearchError(f"{name} belongs to a benchmark table: it needs --evaluator table:SPACE")
+    if cfg.proxy_seeds > 1 and not cfg.evaluator_spec.trains:
+        raise SearchError(f"--proxy-seeds {cfg.proxy_seeds} averages training runs: --evaluator {cfg.evaluator} "
+                          f"trains nothing (a table's accuracy is its own; leave --proxy-seeds at 1)")
     if cfg.latency_column and not cfg.latency_table:
         raise SearchError("--latency-column names a column of --latency-table, which is not given")
     if not cfg.uses_llm and (cfg.adapter or cfg.llm_url):

@@ -103,7 +103,8 @@ def searched(cfg) -> tuple[str, str]:
         return (f"space {space} (table), seed {seed}",
                 f"space `{space}`: Channel-Bench-Macro table lookups ({acc}, CIFAR-10), seed `{seed}`")
     return (f"seed {cfg.seed} on {cfg.dataset}",
-            f"seed `{cfg.seed}` on {cfg.dataset} (train limit {cfg.train_limit}, {cfg.epochs} epoch)")
+            f"seed `{cfg.seed}` on {cfg.dataset} (train limit {cfg.train_limit}, {cfg.epochs} epoch"
+            f"{f', accuracy the mean of {cfg.proxy_seeds} rng seeds' if cfg.proxy_seeds > 1 else ''})")
 
 
 def front_with_seed(pts: list[tuple], seed_point: tuple | None) -> list[tuple]:
@@ -264,7 +265,8 @@ def export(folder: str, to: str | None = None) -> str:
         rows.append({"it": r["it"], "status": r["status"], "error": r["error"], "code": r["code"],
                      "raw_answer": r["raw_answer"], "prompt": json.dumps(r["prompt"]) if r["prompt"] else None,
                      "problem": r["problem"], "instruction": r["instruction"], "outcome": r["outcome"],
-                     "accuracy": m.get("accuracy"), "flops": m.get("flops"), "params": m.get("params"),
+                     "accuracy": m.get("accuracy"), "proxy_seeds": cfg.proxy_seeds, "accuracy_std": m.get("accuracy_std"),
+                     "flops": m.get("flops"), "params": m.get("params"),
                      "latency_ms": m.get("latency_ms"), "llm_seconds": r["llm_seconds"],
                      "profile_seconds": r["profile_seconds"], "best_accuracy": r["best_accuracy"],
                      "configuration": cfg.group, "rng_seed": cfg.rng_seed})

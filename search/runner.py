@@ -166,7 +166,7 @@ def evaluator_options(cfg: SearchConfig) -> dict:
     return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "device": cfg.device,
             "latency_device": cfg.latency_device, "limits": limits(cfg), "timeout_s": cfg.timeout_s,
             "class_name": cfg.class_name, "benchmark_file": cfg.benchmark_file, "noise_seed": cfg.rng_seed if cfg.table_noise else None,
-            "latency_table": cfg.latency_table, "latency_column": cfg.latency_column}
+            "latency_table": cfg.latency_table, "latency_column": cfg.latency_column, "proxy_seeds": cfg.proxy_seeds}
 
 
 def make_run_evaluator(cfg: SearchConfig):
