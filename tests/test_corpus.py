@@ -234,8 +234,10 @@ def test_tiny_corpus_on_fashion_mnist_with_every_failure_status(tmp_path):
             (variants / f"{name}.py").write_text(src)
             f.write(json.dumps({"id": name, "parent": "bad", "file": f"{name}.py", "widths": [8]}) + "\n")
     out = tmp_path / "corpus"
+    # one thread per worker: on a busy 2-core machine two threads made a 30-step training 30x slower and a good
+    # network ran into the 40 s limit that the `timeout` network must reach
     res = run_module("corpus", "build", "--variants", variants, "--dataset", "fashion-mnist", "--out", out,
-                     "--train-limit", 512, "--timeout-s", 40, "--min-steps", 30)  # fast on a busy CPU
+                     "--train-limit", 512, "--timeout-s", 40, "--min-steps", 30, env={"NASFORGE_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     ds = datasets.load_from_disk(str(out))
     rows = {r["id"]: r for r in ds}
