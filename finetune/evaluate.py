@@ -263,12 +263,19 @@ def eval_improve(cfg: EvalConfig, acfg: dict, card: dict, load_pairs=None) -> in
     if cfg.adapter:
         ask("adapter", llm.with_adapter(cfg.adapter))  # the same base weights: asked after the base
     print(table(results))
-    if cfg.out:
-        keys = ("base_model", "corpus", "steps", "train_loss")
-        doc = {"config": dataclasses.asdict(cfg), "pairs": pairs_cfg, "base": base, "profile": settings,
-               "adapter_card": {k: card.get(k) for k in keys} if card else None,
-               "results": results, "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {cfg.out}")
+    write_report(cfg, card, results, ("base_model", "corpus", "steps", "train_loss"), pairs=pairs_cfg, base=base,
+                 profile=settings)
     return 0
+
+
+def write_report(cfg, card: dict, results: dict, card_keys: tuple, **more) -> None:
+    """An eval's JSON report at `--out` (nothing without it): the config, `more`, the adapter card's
+    `card_keys`, the results and the time."""
+    if not cfg.out:
+        return
+    doc = {**({"task": more.pop("task")} if "task" in more else {}), "config": dataclasses.asdict(cfg), **more,
+           "adapter_card": {k: card.get(k) for k in card_keys} if card else None,
+           "results": results, "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {cfg.out}")

@@ -48,7 +48,6 @@ import json
 import math
 import random
 import re
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -502,13 +501,9 @@ def eval_score(cfg, acfg: dict, card: dict) -> int:
                          "answers": [{"id": r["id"], "parent": r["parent"], "measured": round(m, 4), "text": t,
                                       "predicted": p} for r, m, t, p in zip(held, measured, texts, preds)]}
     print(metrics_table(results))
-    if cfg.out:
-        keys = ("base_model", "corpus", "steps", "train_loss", "task")
-        doc = {"task": "score", "config": dataclasses.asdict(cfg), "held_out": source, "base": base,
-               "adapter_card": {k: card.get(k) for k in keys} if card else None,
-               "results": results, "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {cfg.out}")
+    from finetune.evaluate import write_report
+
+    write_report(cfg, card, results, ("base_model", "corpus", "steps", "train_loss", "task"), task="score",
+                 held_out=source, base=base)
     return 0
 
