@@ -364,37 +364,6 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def _imap(threads: int, items: list, fn):
-    """Yield (index, fn(item)) as each finishes, `threads` at a time (daemon threads, as
-    `WorkerPool.imap`, whose `call` they share); an exception in fn is raised here."""
-    import queue
-    import threading
-
-    todo, done = queue.Queue(), queue.Queue()
-    for i, item in enumerate(items):
-        todo.put((i, item))
-
-    def run():
-        while True:
-            try:
-                i, item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                done.put((i, fn(item), None))
-            except BaseException as exc:  # noqa: BLE001  (raised in the caller's thread)
-                done.put((i, None, exc))
-                return
-
-    for _ in range(max(1, min(threads, len(items)))):
-        threading.Thread(target=run, daemon=True).start()
-    for _ in items:
-        i, res, exc = done.get()
-        if exc is not None:
-            raise exc
-        yield i, res
-
-
 def _execute(cfg, device, jobs):
     """Yield (variant, code, result row) as each finishes, on local sandbox workers or Ray; each row
     under the seed policy (`corpus.evaluator.evaluate_seeds`: K requests of a network, one after the
@@ -407,7 +376,7 @@ def _execute(cfg, device, jobs):
         yield from run_ray(cfg, device, jobs)
         return
     from corpus.handlers import EVALUATE  # registered before the workers start: they are told of it
-    from mutator.sandbox import WorkerPool
+    from mutator.sandbox import WorkerPool, imap_threads
 
     cores = os.cpu_count() or 1
     workers = max(1, cfg.workers)
@@ -419,7 +388,7 @@ def _execute(cfg, device, jobs):
         def run_one(payload: dict) -> dict:  # accuracy from the predictions, here: the labels never enter the sandbox
             return score(pool.call(EVALUATE, payload), payload)
 
-        for i, res in _imap(pool.size, [p for _, _, p in jobs], lambda p: evaluate_seeds(run_one, p, cfg.proxy_seeds)):
+        for i, res in imap_threads(pool.size, [p for _, _, p in jobs], lambda p: evaluate_seeds(run_one, p, cfg.proxy_seeds)):
             v, code, _ = jobs[i]
             yield v, code, res
     finally:

@@ -448,27 +448,7 @@ class WorkerPool:
     def imap(self, handler: str, payloads, timeout_s: float | None = None):
         """Yield (index, result) as results arrive, all workers busy at once."""
         _registered(handler)  # here, not in the threads: they would die with it and leave us waiting
-        payloads = list(payloads)
-        done: queue.Queue = queue.Queue()
-        todo: queue.Queue = queue.Queue()
-        for i, p in enumerate(payloads):
-            todo.put((i, p))
-
-        def run():
-            while True:
-                try:
-                    i, p = todo.get_nowait()
-                except queue.Empty:
-                    return
-                done.put((i, self.call(handler, p, timeout_s)))
-
-        threads = [threading.Thread(target=run, daemon=True) for _ in range(self.size)]
-        for t in threads:
-            t.start()
-        for _ in payloads:
-            yield done.get()
-        for t in threads:
-            t.join()
+        yield from imap_threads(self.size, list(payloads), lambda p: self.call(handler, p, timeout_s))
 
     def map(self, handler: str, payloads, timeout_s: float | None = None) -> list[dict]:
         out = [None] * len(payloads)
@@ -503,3 +483,36 @@ class LazyPool:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+
+
+def imap_threads(threads: int, items: list, fn):
+    """Yield (index, fn(item)) as each finishes, `threads` at a time (daemon threads; `WorkerPool.call` is
+    safe to share between them: `WorkerPool.imap`, and `corpus build`'s K runs per network). An exception
+    in fn stops that thread and is raised here."""
+    done: queue.Queue = queue.Queue()
+    todo: queue.Queue = queue.Queue()
+    for i, item in enumerate(items):
+        todo.put((i, item))
+
+    def run():
+        while True:
+            try:
+                i, item = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, fn(item), None))
+            except BaseException as exc:  # noqa: BLE001  (raised in the caller's thread)
+                done.put((i, None, exc))
+                return
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(max(1, min(threads, len(items))))]
+    for t in workers:
+        t.start()
+    for _ in items:
+        i, res, exc = done.get()
+        if exc is not None:
+            raise exc
+        yield i, res
+    for t in workers:
+        t.join()
