@@ -42,9 +42,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m corpus", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="profile a variants folder into a datasets dataset")
-    b.add_argument("--variants", required=True, help="folder written by python -m mutator generate")
-    b.add_argument("--out", required=True, help="output folder (datasets.load_from_disk opens it)")
-    _profile_args(b)
+    b.add_argument("--variants", help="folder written by python -m mutator generate (required: a flag or in --config)")
+    b.add_argument("--out", help="output folder (datasets.load_from_disk opens it; required)")
+    _profile_args(b, dataset_required=False)
     b.add_argument("--workers", type=int, default=1, help="parallel sandboxed workers")
     b.add_argument("--executor", default="local", help="local | ray")
     b.add_argument("--push-to-hub", default=None, help="also push the dataset to this Hub repo")
@@ -52,6 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--zero-cost-only", action="store_true",
                    help="zero-cost proxies only: no training, accuracy/latency left empty (seconds per net)")
     b.add_argument("--zero-cost-batch", type=int, default=64, help="training images the proxies see")
+    b.add_argument("--config", default=None,
+                   help="YAML file of any of these options (keys: the flag names, - or _); flags given override it")
     p = sub.add_parser("profile", help="profile one model file, print its row as one JSON line")
     p.add_argument("file", help="model .py file")
     p.add_argument("--class-name", default=None, help="class or factory that builds the network")
@@ -97,18 +99,13 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_build(args) -> int:
+def cmd_build(args, given: set[str] | None = None) -> int:
+    """given: the flags written on the command line (`mutator.cli.written`); None: all of args."""
     from corpus.build import BuildConfig, main_build
+    from corpus.errors import CorpusError
+    from mutator.cli import config_from
 
-    cfg = BuildConfig(variants=args.variants, dataset=args.dataset, out=args.out, epochs=args.epochs,
-                      batch_size=args.batch_size, min_steps=args.min_steps, train_limit=args.train_limit,
-                      workers=args.workers,
-                      device=args.device, timeout_s=args.timeout_s, executor=args.executor,
-                      data_dir=args.data_dir, use_model_recipe=args.use_model_recipe, seed=args.seed,
-                      latency_batch=args.latency_batch, push_to_hub=args.push_to_hub,
-                      zero_cost=args.zero_cost, zero_cost_only=args.zero_cost_only,
-                      zero_cost_batch=args.zero_cost_batch, proxy_seeds=args.proxy_seeds)
-    return main_build(cfg)
+    return main_build(config_from(BuildConfig, vars(args), args.config, given=given, error=CorpusError))
 
 
 def cmd_profile(args) -> int:
@@ -157,10 +154,13 @@ COMMANDS = {"build": cmd_build, "profile": cmd_profile, "from-table": cmd_from_t
 
 def main(argv=None) -> int:
     from corpus.errors import CorpusError, DataError, TableError
-    from mutator.cli import run_command
+    from mutator.cli import run_command, written
     from mutator.generate import UserError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     return run_command(make_parser(), COMMANDS, argv, errors=(CorpusError, DataError, UserError, TableError),
+                       call=lambda args: cmd_build(args, written(make_parser, argv)) if args.command == "build"
+                       else COMMANDS[args.command](args),
                        interrupted="interrupted; rows profiled so far are kept (run the same command to resume)")
 
 

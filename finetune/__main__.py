@@ -19,6 +19,7 @@ import dataclasses
 import sys
 
 from mutator.cli import RNG_SEED_RENAMED, renamed
+from mutator.cli import config_from as fill
 
 _S = argparse.SUPPRESS  # only flags actually given reach the config; the rest keep its defaults
 
@@ -144,31 +145,11 @@ def _pairs_args(p, cls) -> None:
 
 
 def config_from(cls, args):
-    """cls(defaults < YAML file < flags given); a missing required value or unknown key is an error."""
+    """cls(defaults < YAML file < flags given): `mutator.cli.config_from` (the one way every command fills
+    its config), errors as FinetuneError."""
     from finetune.pairs import FinetuneError
 
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    if getattr(args, "config", None):
-        import yaml
-
-        try:
-            with open(args.config) as f:
-                doc = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise FinetuneError(f"--config {args.config}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(doc, dict):
-            raise FinetuneError(f"--config {args.config} must hold a mapping of option: value")
-        doc = {str(k).replace("-", "_"): v for k, v in doc.items()}
-        unknown = sorted(set(doc) - names)
-        if unknown:
-            raise FinetuneError(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
-        values.update(doc)
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
-    if missing:
-        raise FinetuneError(f"missing --{missing[0].replace('_', '-')} (a flag or a key in --config)")
-    return cls(**values)
+    return fill(cls, vars(args), getattr(args, "config", None), error=FinetuneError)
 
 
 def cmd_dataset(args) -> int:

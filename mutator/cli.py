@@ -68,3 +68,121 @@ def run_command(parser, commands: dict, argv=None, errors: tuple = (), interrupt
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+
+
+def read_config_file(path: str, error=ValueError) -> dict:
+    """The mapping of option: value in a YAML file (`--config FILE`), keys with - or _ as field names;
+    an unreadable file, bad YAML or anything but a mapping is `error` with one line."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"--config {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise error(f"--config {path} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in doc.items()}
+
+
+def config_from(cls, flags: dict, file: str | None = None, given: set[str] | None = None, error=ValueError,
+                strict: bool = True):
+    """The one way every command fills its config dataclass: cls(its defaults < the flags' own defaults
+    < a YAML file < the flags written).
+
+    flags: the parsed flags (`vars(args)`; keys that are not fields are skipped); given: the fields
+    whose flags were written on the command line (None: every key of `flags` was, as with argparse's
+    SUPPRESS defaults); file: `--config FILE` (an unknown key is `error`, or skipped when strict=False:
+    a stored config of an older version). An on/off value of a boolean field is that boolean; a YAML
+    list is a tuple (configs are frozen); a required field left unset is `error` naming its flag."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in flags.items() if k in fields and given is not None and k not in given}
+    if file:
+        doc = read_config_file(file, error)
+        unknown = sorted(set(doc) - set(fields))
+        if unknown and strict:
+            raise error(f"--config {file}: unknown option(s) {', '.join(unknown)}")
+        doc = {k: v for k, v in doc.items() if k in fields}
+        for k, v in doc.items():
+            if not fits(v, hints(cls).get(k)):
+                raise error(f"--config {file}: {k.replace('_', '-')} must be {type_text(hints(cls)[k])}, not {v!r}")
+        values.update(doc)
+    values.update({k: v for k, v in flags.items() if k in fields and (given is None or k in given)})
+    for k, v in values.items():
+        default = fields[k].default
+        if isinstance(default, bool) and v in ("on", "off"):
+            values[k] = v == "on"
+        elif isinstance(v, list):
+            values[k] = tuple(v)
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and values.get(n) is None]
+    if missing:
+        raise error(f"missing --{missing[0].replace('_', '-')} (a flag or a key in --config)")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise error(f"bad configuration: {exc}") from None
+
+
+def hints(cls) -> dict:
+    """cls's field annotations as types (empty where they cannot be resolved)."""
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation naming something not importable here: no checks
+        return {}
+
+
+def type_text(hint) -> str:
+    """`int`, `float | None`, `tuple[float, ...] | None`: an annotation as a user reads it."""
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
+def fits(value, hint) -> bool:
+    """Whether a YAML value is of an annotated type (int for a float, a list for a tuple; unknown: yes)."""
+    import types
+    import typing
+
+    if hint is None or hint is typing.Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool) or value in ("on", "off")
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list) or hint in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def written(make_parser, argv) -> set[str]:
+    """The dests whose flags `argv` writes, not those left at their defaults (a `--config` file and
+    `--resume` give way only to what the user wrote). make_parser: builds the command's parser anew."""
+    unset = object()
+
+    def clear(p: argparse.ArgumentParser) -> None:
+        p._defaults.clear()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    clear(sub)
+            elif a.default is not argparse.SUPPRESS:
+                a.default = unset
+
+    parser = make_parser()
+    clear(parser)
+    ns = parser.parse_args(list(argv))
+    return {k for k, v in vars(ns).items() if v is not unset}

@@ -57,19 +57,20 @@ def make_parser(defaults: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_run(args, argv=None) -> int:
-    from search.loop import SearchConfig
+    from search.loop import SearchConfig, SearchError
     from search.runner import run
 
     from mutator import sandbox
+    from mutator.cli import config_from, read_config_file
 
     # LLM-written code: refuse a machine where the sandbox can contain nothing, unless the user says so
     sandbox.REQUIRE_CONTAINMENT = not args.unsafe_no_sandbox
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["repair"] = values.get("repair", "on") == "on"
-    values["exclude_tried"] = values.get("exclude_tried", "on") == "on"
-    cfg = SearchConfig(**values)
-    res = run(cfg, resume=args.resume, given=given_flags(argv) & fields)
+    given = given_flags(argv if argv is not None else sys.argv[1:]) & fields
+    cfg = config_from(SearchConfig, vars(args), args.config, given=given, error=SearchError)
+    if args.config:  # on --resume the file's options count as given, like the flags
+        given |= set(read_config_file(args.config, SearchError)) & fields
+    res = run(cfg, resume=args.resume, given=given)
     best, seed = res["best"], res["seed"]
     print(f"{res['iterations']} iterations in {cfg.out}; seed accuracy {100 * seed['accuracy']:.2f}%, "
           f"best {100 * best['accuracy']:.2f}%")

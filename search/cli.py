@@ -58,6 +58,8 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--memory", type=int, default=d.memory, help="feedback-memory window K")
     r.add_argument("--out", default=d.out)
     r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    r.add_argument("--config", default=None,
+                   help="YAML file of any of these options (keys: the flag names, - or _); flags given override it")
     r.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run LLM-written code even where nothing can contain it (no bubblewrap, namespaces or Landlock)")
     r.add_argument("--objective", default="accuracy", choices=["accuracy", "pareto"],

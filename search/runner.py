@@ -11,6 +11,8 @@ from search.loop import RESUMABLE, SearchConfig, SearchError, check_config, conf
 from search.screening import limits
 from search.store import RunStore, StoreError
 
+from mutator.cli import config_from
+
 
 def input_spec(dataset: str, class_name: str | None = None) -> dict:
     """The build spec of the search's networks: the data set's input shape and classes, the seed's builder."""
@@ -28,11 +30,8 @@ def _flag(name: str) -> str:
 
 
 def stored_config(saved: dict) -> SearchConfig:
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    cfg = {k: v for k, v in saved.items() if k in fields}
-    if cfg.get("bin_edges") is not None:  # a JSON list in the store
-        cfg["bin_edges"] = tuple(cfg["bin_edges"])
-    return SearchConfig(**cfg)
+    """The config a run stored (JSON: lists for tuples; keys of an older version skipped)."""
+    return config_from(SearchConfig, saved, error=StoreError, strict=False)
 
 
 def resume_store(cfg: SearchConfig, given: set[str] | None = None) -> tuple[RunStore, SearchConfig]:

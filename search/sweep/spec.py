@@ -12,7 +12,7 @@ from pathlib import Path
 from search.loop import SearchError
 
 SPEC_KEYS = {"defaults", "configurations", "seeds", "evaluators"}
-SWEEP_FLAGS = {"out", "resume", "rng_seed", "label", "evaluator", "help"}  # set by the sweep, per cell
+SWEEP_FLAGS = {"out", "resume", "rng_seed", "label", "evaluator", "help", "config"}  # set by the sweep, per cell
 SERVER_KEYS = {"gguf", "gguf_args"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -115,16 +115,13 @@ def flag_argv(flags: dict, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def search_config(ns: argparse.Namespace):
-    """The SearchConfig `search run` builds from these parsed flags (cmd_run's rule: the namespace's
-    config fields; an on/off flag of a boolean field is that boolean)."""
+    """The SearchConfig `search run` builds from these parsed flags (`mutator.cli.config_from`, as
+    cmd_run does: an on/off flag of a boolean field is that boolean)."""
     from search.loop import SearchConfig
 
-    fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
-    values = {k: v for k, v in vars(ns).items() if k in fields}
-    for k, v in values.items():
-        if isinstance(fields[k].default, bool) and v in ("on", "off"):
-            values[k] = v == "on"
-    return SearchConfig(**values)
+    from mutator.cli import config_from
+
+    return config_from(SearchConfig, vars(ns), error=SweepError)
 
 
 def evaluator_name(evaluator: str) -> str:
