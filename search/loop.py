@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from corpus.candidate import Candidate
 from search.pareto import cost_of
 from search.plan import Plan
+from search.proposal import Proposal
 from search.roles import Triple, outcome_text
 from search.screening import failure, propose, screen, violation
 from search.state import SearchState
@@ -262,7 +263,7 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
     observe = getattr(proposer, "observe", None)  # a strategy that learns from the outcomes (search.strategies)
     if observe is not None:
         for rec in store.iterations():
-            observe({"widths": (rec["extra"] or {}).get("answer_widths"), "code": rec["code"]},
+            observe(Proposal(code=rec["code"], widths=(rec["extra"] or {}).get("answer_widths")),
                     {**(rec["metrics"] or {}), "status": rec["status"]})
     bar = tqdm(total=cfg.iterations, initial=state.done, desc=f"search {cfg.group}", unit="it", disable=not progress)
     try:
@@ -274,8 +275,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
             t0 = time.time()
             cands = propose(cfg, proposer, state, parent, goal, plan.notes(b, parent["row"], state), seed, precheck)
             llm_s = time.time() - t0
-            row, profile_s = assess(cfg, cand := screen(cfg, cands, plan, b, store, it), evaluate, fix,
-                                    parent["code"], state.tried, it, parent["it"])
+            cand, row, profile_s = assess(cfg, screen(cfg, cands, plan, b, store, it), evaluate, fix,
+                                          parent["code"], state.tried, it, parent["it"])
             timing = {"started": t0, "llm_seconds": llm_s, "profile_seconds": profile_s, "proposals": len(cands)}
             conclude(cfg, state, plan, improver, store, it, b, parent, cand, row, seed, timing)
             if observe is not None:
@@ -340,51 +341,50 @@ def evaluated(evaluate, cand: Candidate) -> dict:
     return {k: v for k, v in row.items() if k != "code"}
 
 
-def record(cfg: SearchConfig, cand: dict, it: int | None = None, parent: int | None = None) -> Candidate:
-    """The frozen Candidate of a proposal (`search.screening`): what the evaluator is given."""
-    return Candidate(code=cand.get("code"), widths=cand.get("widths"), params=cand.get("params"),
-                     answer_format=cand.get("format"),
-                     proposer=f"{cfg.llm}{'+' + cfg.adapter if cfg.adapter else ''}" if cfg.uses_llm else cfg.strategy,
-                     iteration=it, parent=parent)
+def proposer_name(cfg: SearchConfig) -> str:
+    """Who proposed a run's candidates, as its rows record it: the strategy, or the LLM [+ adapter]."""
+    return f"{cfg.llm}{'+' + cfg.adapter if cfg.adapter else ''}" if cfg.uses_llm else cfg.strategy
 
 
-def assess(cfg: SearchConfig, cand: dict, evaluate, fix=None, parent_code: str | None = None,
-           tried=None, it: int | None = None, parent_it: int | None = None) -> tuple[dict, float]:
-    """(row, seconds evaluating) of the chosen candidate: its failure (no code, LLM error, duplicate,
-    pre-check) in no time, or its evaluation. With `fix`, a candidate whose evaluation fails with a
-    channel mismatch is repaired (`mutator.repair`) and the repaired network evaluated instead;
-    `cand` then holds `llm_code` (the LLM's) and `repair` (status, changes, text)."""
+def assess(cfg: SearchConfig, cand: Proposal, evaluate, fix=None, parent_code: str | None = None,
+           tried=None, it: int | None = None, parent_it: int | None = None) -> tuple[Proposal, dict, float]:
+    """(proposal, row, seconds evaluating) of the chosen candidate: its failure (no code, LLM error,
+    duplicate, pre-check) in no time, or its evaluation. With `fix`, a candidate whose evaluation fails
+    with a channel mismatch is repaired (`mutator.repair`) and the repaired network evaluated instead: the
+    proposal returned then holds the repaired `code`, `llm_code` (the proposer's) and `repair`."""
     row = failure(cand, cfg)
     if row is not None:
-        return row, 0.0
+        return cand, row, 0.0
     t0 = time.time()
-    rec = record(cfg, cand, it, parent_it)
+    rec = cand.candidate(proposer_name(cfg), it, parent_it)
     row = evaluated(evaluate, rec)
     if fix is not None and shape_broken(row):
-        r = fix(cand["code"], parent_code)
-        cand["repair"] = {"status": r.status, "changes": [str(c) for c in r.changes], "reason": r.reason or None}
-        if r.status == "repaired":
-            cand["repair"]["text"] = repair_text(r.changes)
-            cand["llm_code"], cand["code"] = cand["code"], r.source
+        r = fix(cand.code, parent_code)
+        repair = {"status": r.status, "changes": [str(c) for c in r.changes], "reason": r.reason or None}
+        if r.status != "repaired":
+            cand = dataclasses.replace(cand, repair=repair)
+        else:
+            cand = dataclasses.replace(cand, repair={**repair, "text": repair_text(r.changes)}, llm_code=cand.code,
+                                       code=r.source)
             dup = tried(r.source) if tried is not None else None
             if dup is not None:
-                return {"status": "duplicate", "error": f"repaired, the same network as {dup} (not trained again)"}, \
-                    time.time() - t0
+                return cand, {"status": "duplicate", "error": f"repaired, the same network as {dup} (not trained "
+                                                              "again)"}, time.time() - t0
             row = evaluated(evaluate, dataclasses.replace(rec, code=r.source, widths=None, params=None))
-    why = violation(cfg, row) if row.get("status") == "ok" and cand.get("pre") is None else None
-    return ({**row, "status": "constraint", "error": why} if why else row), time.time() - t0
+    why = violation(cfg, row) if row.get("status") == "ok" and cand.pre is None else None
+    return cand, ({**row, "status": "constraint", "error": why} if why else row), time.time() - t0
 
 
 def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store: RunStore, it: int, b, parent: dict,
-             cand: dict, row: dict, seed: int, timing: dict) -> None:
+             cand: Proposal, row: dict, seed: int, timing: dict) -> None:
     """Remember the iteration (archive, best, memory, diagnosis, knowledge base) and store it."""
-    code, pre, parent_row = cand.get("code"), cand.get("pre"), parent["row"]
+    code, pre, parent_row = cand.code, cand.pre, parent["row"]
     metrics = {**dict.fromkeys(METRIC_KEYS), **row,
                **({f"pre_{k}": pre[k] for k in PRE_KEYS if pre.get(k) is not None} if pre else {})}
-    entered, is_best = state.admit(it, code, metrics, cand.get("widths"))
+    entered, is_best = state.admit(it, code, metrics, cand.widths)
     in_bin, ok = plan.in_bin(metrics, b), row.get("status") == "ok"
-    repaired = (cand.get("repair") or {}).get("status") == "repaired"
-    outcome = (f"{cand['repair']['text']}; then " if repaired else "") + outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else
+    repaired = (cand.repair or {}).get("status") == "repaired"
+    outcome = (f"{cand.repair['text']}; then " if repaired else "") + outcome_text(row, parent_row) + ("" if not (plan.pareto and ok) else
                                                "; entered the Pareto archive" if entered else "; dominated")
     if in_bin is False and ok:
         outcome += f"; outside target bin {b + 1}"
@@ -392,7 +392,7 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
     if row.get("status") == "llm_error":  # nothing was tried: the memory and the pending instruction stay
         triple, diag = None, {"problem": problem, "modification": instruction, "raw": None, "source": None}
     else:
-        triple = Triple(problem, instruction, outcome, tuple(cand["widths"]) if cand.get("widths") else None)
+        triple = Triple(problem, instruction, outcome, cand.widths or None)
         state.memory.add(triple)  # the improver diagnoses with this iteration's triple in the memory
         diag = improver.diagnose(row, parent_row, state.memory, seed)
     state.advance(it, tried=triple is not None, diagnosis=(diag["problem"], diag["modification"]))
@@ -400,13 +400,14 @@ def conclude(cfg: SearchConfig, state: SearchState, plan: Plan, improver, store:
              "parent_cost": cost_of(parent_row, cfg.hw_metric), "parent_params": parent_row.get("params"),
              "cost": cost_of(metrics, cfg.hw_metric), "archive": bool(entered),
              "kb_version": state.kb_version if state.kb is not None else None, "proposals": timing["proposals"],
-             "answer_format": cand.get("format"), "parse_status": cand.get("parse_status"),
-             "constrained": cand.get("constrained"), "answer_widths": cand.get("widths"),
-             "repeats": cand.get("repeats", 0), "samples": cand.get("samples", 1), "repaired": repaired,
-             "strategy_seconds": cand.get("strategy_seconds"),
-             **({"repair": cand["repair"], "llm_code": cand.get("llm_code")} if cand.get("repair") else {}),
+             "answer_format": cand.format, "parse_status": cand.parse_status,
+             "constrained": cand.constrained, "answer_widths": list(cand.widths) if cand.widths else None,
+             "repeats": cand.repeats, "samples": cand.samples, "repaired": repaired,
+             "strategy_seconds": cand.strategy_seconds,
+             "proposer": proposer_name(cfg), "fingerprint": cand.candidate(None).fingerprint if code else None,
+             **({"repair": dict(cand.repair), "llm_code": cand.llm_code} if cand.repair else {}),
              **({"improver_error": diag["error"]} if diag.get("error") else {})}
-    store.add({"it": it, "started": timing["started"], "prompt": cand.get("prompt"), "raw_answer": cand.get("raw"),
+    store.add({"it": it, "started": timing["started"], "prompt": cand.prompt, "raw_answer": cand.raw,
                "code": code, "status": row.get("status"), "error": row.get("error"), "metrics": metrics,
                "problem": problem, "modification": diag["modification"], "outcome": outcome,
                "instruction": instruction, "improver_raw": diag.get("raw"), "improver_source": diag.get("source"),

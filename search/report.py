@@ -259,9 +259,12 @@ def export(folder: str, to: str | None = None) -> str:
     import datasets
 
     cfg, iters, seed = load_run(folder)
+    from corpus.candidate import Candidate
+    from search.loop import proposer_name
+
     rows = []
     for r in iters:
-        m = r["metrics"] or {}
+        m, x = r["metrics"] or {}, r["extra"] or {}
         rows.append({"it": r["it"], "status": r["status"], "error": r["error"], "code": r["code"],
                      "raw_answer": r["raw_answer"], "prompt": json.dumps(r["prompt"]) if r["prompt"] else None,
                      "problem": r["problem"], "instruction": r["instruction"], "outcome": r["outcome"],
@@ -269,7 +272,11 @@ def export(folder: str, to: str | None = None) -> str:
                      "flops": m.get("flops"), "params": m.get("params"),
                      "latency_ms": m.get("latency_ms"), "llm_seconds": r["llm_seconds"],
                      "profile_seconds": r["profile_seconds"], "best_accuracy": r["best_accuracy"],
-                     "configuration": cfg.group, "rng_seed": cfg.rng_seed})
+                     "configuration": cfg.group, "rng_seed": cfg.rng_seed,
+                     # provenance: who proposed it, from which iteration's network (None: the best so far), which network
+                     "proposer": x.get("proposer") or proposer_name(cfg), "parent_it": x.get("parent_it"),
+                     "answer_format": x.get("answer_format"), "widths": x.get("answer_widths"),
+                     "fingerprint": x.get("fingerprint") or (Candidate(code=r["code"]).fingerprint if r["code"] else None)})
     dest = Path(to) if to else Path(folder) / "dataset"
     datasets.disable_progress_bars()
     datasets.Dataset.from_list(rows).save_to_disk(str(dest))

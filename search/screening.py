@@ -12,7 +12,10 @@ latency): the evaluation pipeline measures and checks the limits itself, in the 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+
+from search.proposal import Proposal
 
 ZC_KEYS = ("zc_synflow", "zc_naswot", "zc_snip", "zc_grad_norm")  # the voters (GraSP is stored, not used)
 
@@ -60,57 +63,54 @@ def pre_failure(pre: dict | None, cfg) -> dict | None:
     return None
 
 
-def propose(cfg, proposer, state, parent: dict, goal: dict, notes: str, seed: int, precheck=None) -> list[dict]:
+def propose(cfg, proposer, state, parent: dict, goal: dict, notes: str, seed: int, precheck=None) -> list[Proposal]:
     """The iteration's proposals, each with its duplicate check (`dup`) and pre-check row (`pre`)."""
     problem, instruction = state.pending
     cands = []
     for j in range(cfg.proposals_per_iteration):
         prop = sample(cfg, proposer, state, parent, goal, instruction, notes, seed + 1_000_003 * j)
-        prop["pre"] = precheck(prop["code"]) if precheck is not None and prop.get("code") and prop["dup"] is None \
-            else None
+        if precheck is not None and prop.code and prop.dup is None:
+            prop = dataclasses.replace(prop, pre=precheck(prop.code))
         cands.append(prop)
     if len(cands) > 1:  # the vote of the zero-cost proxies among this iteration's proposals
-        for c, v in zip(cands, vote([c["pre"] for c in cands])):
-            if c["pre"] is not None:
-                c["pre"]["zc_score"] = v
+        cands = [c.with_pre_score(v) for c, v in zip(cands, vote([c.pre for c in cands]))]
     return cands
 
 
-def sample(cfg, proposer, state, parent: dict, goal: dict, instruction: str, notes: str, seed: int) -> dict:
+def sample(cfg, proposer, state, parent: dict, goal: dict, instruction: str, notes: str, seed: int) -> Proposal:
     """One proposal: up to `cfg.samples` answers, the first that is not a network already tried (its
     `dup` None); a repeat's widths are named in the notes of the next ask. `repeats`: answers that
     repeated a tried network (the last one counts too when every answer was a repeat)."""
     repeats, extra = 0, notes
     for k in range(max(1, cfg.samples)):
-        prop = proposer.propose(parent["code"], parent["row"], goal, instruction, state.memory,
-                                seed + 7_919 * k, extra=extra,
-                                exclude=state.widths_seen if cfg.exclude_tried else None)
-        prop["dup"] = state.tried(prop.get("code"))
-        if prop["dup"] is None:
+        prop = Proposal.of(proposer.propose(parent["code"], parent["row"], goal, instruction, state.memory,
+                                            seed + 7_919 * k, extra=extra,
+                                            exclude=state.widths_seen if cfg.exclude_tried else None))
+        prop = dataclasses.replace(prop, dup=state.tried(prop.code))
+        if prop.dup is None:
             break
         repeats += 1
-        if prop.get("widths"):
-            state.widths_seen.add(tuple(prop["widths"]))
+        if prop.widths:
+            state.widths_seen.add(prop.widths)
             from finetune.formats import widths_text
 
-            extra = notes + f"Not {widths_text(prop['widths'])}: already tried ({prop['dup']}).\n"
-    prop["repeats"], prop["samples"] = repeats, k + 1
-    return prop
+            extra = notes + f"Not {widths_text(list(prop.widths))}: already tried ({prop.dup}).\n"
+    return dataclasses.replace(prop, repeats=repeats, samples=k + 1)
 
 
-def rank(cand: dict, cfg, plan, b: int | None) -> tuple:
+def rank(cand: Proposal, cfg, plan, b: int | None) -> tuple:
     """Screening order (higher first): has code, new and passes the pre-check, inside the bin, zero-cost score."""
-    pre = cand.get("pre")
-    if cand.get("code") is None:
+    pre = cand.pre
+    if cand.code is None:
         return (0, 0, 0, 0.0)
-    if cand.get("dup") is not None or pre_failure(pre, cfg):
+    if cand.dup is not None or pre_failure(pre, cfg):
         return (1, 0, 0, 0.0)
     if pre is None:
         return (1, 1, 1, 0.0)
     return (1, 1, int(plan.in_bin(pre, b) is not False), float(pre.get("zc_score") or 0.0))
 
 
-def screen(cfg, cands: list[dict], plan, b: int | None, store, it: int) -> dict:
+def screen(cfg, cands: list[Proposal], plan, b: int | None, store, it: int) -> Proposal:
     """The candidate to evaluate; the others go to the store's `screened` table with why."""
     pick = max(range(len(cands)), key=lambda j: (rank(cands[j], cfg, plan, b), -j))
     for j, c in enumerate(cands):
@@ -121,17 +121,17 @@ def screen(cfg, cands: list[dict], plan, b: int | None, store, it: int) -> dict:
         else:
             why = failure(c, cfg) or {"status": "no_code"}
             status, error = why["status"], why.get("error")
-        store.add_screened(it, j, {"code": c.get("code"), "raw": c.get("raw"), "status": status, "error": error,
-                                   "metrics": c["pre"]})
+        store.add_screened(it, j, {"code": c.code, "raw": c.raw, "status": status, "error": error,
+                                   "metrics": None if c.pre is None else dict(c.pre)})
     return cands[pick]
 
 
-def failure(cand: dict, cfg) -> dict | None:
+def failure(cand: Proposal, cfg) -> dict | None:
     """The row of a candidate that is not evaluated: no code, an LLM failure, a duplicate, or a pre-check
     failure; None when it goes on to the evaluation."""
-    if cand.get("code") is None:
-        return {"status": cand.get("status") or "no_code",
-                "error": cand.get("error") or "the answer contains no parseable Python code"}
-    if cand.get("dup") is not None:
-        return {"status": "duplicate", "error": f"the same network as {cand['dup']} (not trained again)"}
-    return pre_failure(cand.get("pre"), cfg)
+    if cand.code is None:
+        return {"status": cand.status or "no_code",
+                "error": cand.error or "the answer contains no parseable Python code"}
+    if cand.dup is not None:
+        return {"status": "duplicate", "error": f"the same network as {cand.dup} (not trained again)"}
+    return pre_failure(cand.pre, cfg)

@@ -1,6 +1,8 @@
 """search.loop / state / plan / screening: the loop's pieces with scripted roles and fake evaluators.
 The state rebuilt from the store equals the state the loop ended with; one evaluation per evaluated
 candidate; failures never reach the evaluator."""
+import dataclasses
+import hashlib
 import re
 
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from search.llm import ScriptedLLM
 from search.loop import SearchConfig, assess, run_loop
 from search.plan import Plan
+from search.proposal import Proposal
 from search.roles import CodeGenerator, PromptImprover
 from search.screening import failure, vote
 from search.state import SearchState, fingerprint
@@ -76,13 +79,50 @@ def test_plan_cycles_bins_and_picks_parents_from_the_archive(tmp_path):
 def test_failures_are_rows_without_evaluation():
     cfg = SearchConfig(max_flops=1000)
     boom = lambda code: pytest.fail("never evaluated")  # noqa: E731
-    assert assess(cfg, {"code": None, "error": "no list"}, boom)[0]["status"] == "no_code"
-    assert assess(cfg, {"code": "x", "dup": "iteration 3"}, boom)[0]["error"].startswith("the same network as iteration 3")
-    row, seconds = assess(cfg, {"code": "x", "pre": {"status": "ok", "flops": 5000}}, boom)
+    assert assess(cfg, Proposal(error="no list"), boom)[1]["status"] == "no_code"
+    assert assess(cfg, Proposal(code="x", dup="iteration 3"), boom)[1]["error"].startswith("the same network as iteration 3")
+    _, row, seconds = assess(cfg, Proposal(code="x", pre={"status": "ok", "flops": 5000}), boom)
     assert row["status"] == "constraint" and row["error"] == "5,000 FLOPs > limit 1,000" and seconds == 0
-    row, _ = assess(cfg, {"code": "x"}, lambda c: {"status": "ok", "accuracy": 0.5, "flops": 2000})
+    _, row, _ = assess(cfg, Proposal(code="x"), lambda c: {"status": "ok", "accuracy": 0.5, "flops": 2000})
     assert row["status"] == "constraint"  # an evaluator that does not check limits: the loop does
-    assert failure({"code": "x", "pre": {"status": "shape_error", "error": "3 != 4"}}, cfg)["status"] == "shape_error"
+    assert failure(Proposal(code="x", pre={"status": "shape_error", "error": "3 != 4"}), cfg)["status"] == "shape_error"
+
+
+def test_a_proposal_is_frozen_from_the_answer_and_each_change_is_a_new_record():
+    answer = {"code": "x = 1\n", "widths": [8, 16], "format": "widths", "raw": "[8, 16]", "edits": 2,
+              "strategy_seconds": 0.01}
+    prop = Proposal.of(answer)
+    assert prop.widths == (8, 16) and prop.detail == {"edits": 2} and prop.format == "widths"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prop.code = "y"
+    answer["widths"].append(32)  # the proposer's answer changing later does not change the record
+    assert prop.widths == (8, 16)
+    screened = dataclasses.replace(prop, pre={"status": "ok", "zc_snip": 1.0}).with_pre_score(0.5)
+    assert screened.pre == {"status": "ok", "zc_snip": 1.0, "zc_score": 0.5} and prop.pre is None
+    with pytest.raises(TypeError):
+        screened.pre["zc_score"] = 1.0  # read-only, not a dict changed in place
+    cand = prop.candidate("tpe", iteration=3, parent=1)
+    assert (cand.code, cand.widths, cand.answer_format, cand.proposer, cand.iteration, cand.parent) == \
+        ("x = 1\n", (8, 16), "widths", "tpe", 3, 1)
+    assert cand.fingerprint == hashlib.sha256(b"x = 1\n").hexdigest()
+
+
+def test_a_repaired_candidate_is_a_new_record_with_the_proposers_code_kept():
+    from types import SimpleNamespace
+
+    cfg = SearchConfig(strategy="mutation")
+    seen = []
+
+    def evaluate(code):
+        seen.append(code)
+        return {"status": "shape_error", "error": "size mismatch"} if code == "bad" else {"status": "ok", "accuracy": .7}
+
+    fix = lambda code, parent: SimpleNamespace(status="repaired", changes=[], reason=None, source="good")  # noqa: E731
+    before = Proposal(code="bad")
+    after, row, _ = assess(cfg, before, evaluate, fix, "parent", tried=lambda c: None)
+    assert seen == ["bad", "good"] and row["status"] == "ok"
+    assert (after.code, after.llm_code, after.repair["status"]) == ("good", "bad", "repaired")
+    assert before.code == "bad" and before.repair is None
 
 
 def test_fingerprint_ignores_formatting_and_comments_and_vote_ranks():

@@ -152,7 +152,12 @@ def test_report_and_compare_with_significance(tmp_path, seed_file):
     res = run_module("search", "export", tmp_path / "good-0")
     assert res.returncode == 0
     import datasets
-    assert len(datasets.load_from_disk(str(tmp_path / "good-0" / "dataset"))) == 4
+    ds = datasets.load_from_disk(str(tmp_path / "good-0" / "dataset"))
+    assert len(ds) == 4
+    # provenance in every row: who proposed it, from which network, which network (the sha256 of its code)
+    import hashlib
+    assert set(ds["proposer"]) == {"smollm2-135m"} and ds["parent_it"][0] is None
+    assert ds["fingerprint"] == [hashlib.sha256(c.encode()).hexdigest() if c else None for c in ds["code"]]
 
 
 FAKE_SERVER = textwrap.dedent('''

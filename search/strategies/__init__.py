@@ -4,9 +4,10 @@
     python -m search run --strategy llm --llm smollm2-135m --out runs/llm-0      # the LLM Code Generator
 
 A strategy is an object with the loop's proposer method
-`propose(parent_code, parent_row, goal, instruction, memory, seed, extra="", exclude=None) -> candidate`
-(a dict with `code`, else a `status` and `error`; `widths` where it chose a width list) and, optionally,
-`observe(candidate, row)`, which the loop calls after every stored iteration (and for each stored
+`propose(parent_code, parent_row, goal, instruction, memory, seed, extra="", exclude=None) -> answer`
+(a mapping with `code`, else a `status` and `error`; `widths` where it chose a width list; the loop
+freezes it at once as a `search.proposal.Proposal`) and, optionally, `observe(proposal, row)`, which the
+loop calls after every stored iteration with its Proposal (`.widths`, `.code`; and for each stored
 iteration on `--resume`). `STRATEGIES` maps a name to a factory `f(ctx) -> strategy`; `ctx` is a
 `StrategyContext` (the config, the seed network, the sandbox pool, the input spec, the table evaluator
 of a table run, the pre-check). Adding one is one module plus one line here (or `register` from

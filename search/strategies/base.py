@@ -23,15 +23,16 @@ class WidthsStrategy:
         self.code_widths: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ history
-    def observe(self, cand: dict, row: dict) -> None:
-        w = cand.get("widths")
+    def observe(self, cand, row: dict) -> None:
+        """cand: the iteration's `search.proposal.Proposal` (its widths and code); row: its stored row."""
+        w = cand.widths
         if not w:
             return
         w = tuple(w)
         self.seen.add(w)
         self.history.append((w, row))
-        if cand.get("code"):
-            self.code_widths[cand["code"]] = w
+        if cand.code:
+            self.code_widths[cand.code] = w
 
     def scored(self) -> list[tuple[tuple, float]]:
         """(widths, accuracy) of the evaluated candidates (status ok)."""
