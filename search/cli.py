@@ -30,10 +30,18 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--strategy", default=d.strategy,
                    help="what proposes the candidates: llm (the Code Generator, --llm) | random (uniform inside the "
                         "limits) | mutation (a random change of the parent) | largest | evolution | tpe | gp | "
-                        "surrogate (search.strategies)")
+                        "surrogate | scored (a language model scores candidates: --scorer) (search.strategies)")
     r.add_argument("--prior", default=None,
                    help="--strategy surrogate: a labelled corpus folder of another space or family to warm-start from")
-    r.add_argument("--explore", type=float, default=d.explore, help="--strategy surrogate: share of uniform proposals")
+    r.add_argument("--explore", type=float, default=d.explore,
+                   help="--strategy surrogate or scored: share of uniform proposals")
+    r.add_argument("--scorer", default=None,
+                   help="--strategy scored: the model that scores candidates (smollm2-135m | Hub id | local folder)")
+    r.add_argument("--scorer-adapter", default=None,
+                   help="--strategy scored: peft adapter of the scorer (finetune train on a --task score data set)")
+    r.add_argument("--scorer-url", default=None, help="--strategy scored: an OpenAI-compatible server of the scorer")
+    r.add_argument("--scorer-pool", type=int, default=d.scorer_pool,
+                   help="--strategy scored: new configurations drawn and scored per iteration")
     r.add_argument("--llm", default=d.llm, type=llm_name,
                    help="the Code Generator of --strategy llm: smollm2-135m | Hub id | local folder")
     r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")

@@ -51,7 +51,11 @@ class SearchError(Exception):
 class SearchConfig:
     strategy: str = "llm"  # search.strategies.STRATEGIES: llm | random | mutation | largest | evolution | tpe | gp | surrogate
     prior: str | None = None  # surrogate: a labelled corpus of another space or family
-    explore: float = 0.1  # surrogate: share of uniform proposals after its start
+    explore: float = 0.1  # surrogate, scored: share of uniform proposals
+    scorer: str | None = None  # scored: the model that scores candidates (smollm2-135m | Hub id | folder)
+    scorer_adapter: str | None = None  # scored: its peft adapter (finetune --task score); None: the frozen model
+    scorer_url: str | None = None  # scored: an OpenAI-compatible server of the scorer instead
+    scorer_pool: int = 64  # scored: new configurations drawn and scored per iteration
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -157,7 +161,7 @@ class SearchConfig:
 
 # What `--resume` may change: budgets and where things are, never what decides the search's results.
 RESUMABLE = frozenset({"iterations", "time_budget_s", "benchmark_file", "data_dir", "llm_url", "improver_url",
-                       "llm_timeout_s", "llm_retries", "llm_backoff_s", "max_llm_errors"})
+                       "scorer_url", "llm_timeout_s", "llm_retries", "llm_backoff_s", "max_llm_errors"})
 
 
 def goal_of(cfg: SearchConfig) -> dict:
@@ -185,7 +189,7 @@ SERVER_KINDS = server_kinds()
 def check_config(cfg: SearchConfig) -> None:
     from finetune.formats import check_format, format_names, get_format
     from search.pareto import HW_METRICS
-    from search.strategies.traits import takes_prior, with_prior
+    from search.strategies.traits import takes_prior, takes_scorer, with_prior, with_scorer
 
     try:
         check_format(cfg.answer_format, cfg.context)
@@ -225,6 +229,14 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.prior and not takes_prior(cfg.strategy):
         raise SearchError(f"--prior warm-starts a model of the strategy: it needs --strategy "
                           f"{' or '.join(with_prior())}, not {cfg.strategy}")
+    if takes_scorer(cfg.strategy) and not cfg.scorer:
+        raise SearchError(f"--strategy {cfg.strategy} scores candidates with a model: give --scorer MODEL "
+                          "(smollm2-135m, a Hub id or a folder) and, tuned, --scorer-adapter DIR")
+    if (cfg.scorer or cfg.scorer_adapter or cfg.scorer_url) and not takes_scorer(cfg.strategy):
+        raise SearchError(f"--scorer scores candidates for --strategy {' or '.join(with_scorer())}, "
+                          f"not {cfg.strategy}")
+    if cfg.scorer_pool < 1:
+        raise SearchError(f"--scorer-pool must be >= 1, not {cfg.scorer_pool}")
     if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
         raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):

@@ -129,6 +129,8 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
         raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     if cfg.uses_llm and not llm_given:
         check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
+    if cfg.scorer and not llm_given:  # a scoring strategy's model (tests give a double as `llm`)
+        check_backend(cfg.scorer, cfg.scorer_adapter, cfg.scorer_url, cfg.llm_backend)
     if cfg.uses_llm and cfg.improver_llm != "rule" and not improver_given and \
             (cfg.improver_llm or cfg.improver_adapter or cfg.improver_url):
         check_backend(cfg.improver_llm or cfg.llm, cfg.improver_adapter, cfg.improver_url or cfg.llm_url,
@@ -320,6 +322,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
             measure = pre_checker(cfg, spec, ev, closers)  # the strategy's in-limits filter
         ctx = StrategyContext(cfg, seed_code, spec, pool, ev if ev is not None and ev.table_space else None, measure)
         if not cfg.uses_llm:
+            ctx.llm = llm  # a scoring strategy's model when the caller gives one (else it builds it from --scorer)
             proposer, improver = make_strategy(ctx), PromptImprover(None)
         else:
             server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}

@@ -366,11 +366,13 @@ def test_the_one_command_table_spec_runs_what_the_two_space_specs_run(tmp_path, 
 
 def test_the_baseline_specs_expand_to_every_strategy_in_every_headline_cell(cbm_env, monkeypatch):
     """benchmarks/headline/baselines.yaml and baselines_fm.yaml (issue 27's protocol): every registered
-    non-LLM strategy, 10 rng seeds in the 4 table cells, 5 in the 3 Fashion-MNIST families."""
+    strategy that uses no language model (neither proposer nor scorer), 10 rng seeds in the 4 table
+    cells, 5 in the 3 Fashion-MNIST families."""
     from search.strategies import STRATEGIES
+    from search.strategies.traits import takes_scorer, uses_llm
 
     monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
-    names = {s for s in STRATEGIES if s != "llm"}
+    names = {s for s in STRATEGIES if not uses_llm(s) and not takes_scorer(s)}
     for spec, cells, seeds, n in (("baselines.yaml", {"mobilenet", "mobilenet-budget", "resnet", "resnet-budget"}, 10, 280),
                                   ("baselines_fm.yaml", {"lenet", "vgg-small", "resnet-small"}, 5, 105)):
         got = load_spec(ROOT / "benchmarks" / "headline" / spec).cells

@@ -31,7 +31,7 @@ class StrategyContext:
     pool: object
     table: object = None  # corpus.table.TableEvaluator of a table run, else None
     precheck: object = None  # source -> pre-check row (FLOPs, params, latency), or None
-    llm: object = None  # the Code Generator's LLM (strategy llm)
+    llm: object = None  # the Code Generator's LLM (strategy llm), or a scorer's model given by the caller (tests)
     constrain: object = None  # search.constrain.ConstrainedRequests (strategy llm)
 
 
@@ -123,6 +123,16 @@ def _surrogate(ctx):
     return Surrogate(space, ctx.cfg, prior)
 
 
+def _scored(ctx):
+    from finetune.llm import make_llm
+    from search.strategies.scored import Scored, family_of
+
+    c = ctx.cfg
+    llm = ctx.llm or make_llm(c.scorer, c.scorer_adapter, c.scorer_url, timeout_s=c.llm_timeout_s,
+                              retries=c.llm_retries, backoff_s=c.llm_backoff_s, backend=c.llm_backend)
+    return Scored(_space(ctx), c, llm, family_of(c, ctx.table))
+
+
 STRATEGIES = {
     "llm": _llm,
     "random": _uniform,
@@ -132,16 +142,19 @@ STRATEGIES = {
     "tpe": _tpe,
     "gp": _gp,
     "surrogate": _surrogate,
+    "scored": _scored,
 }
 
 
-def register(name: str, factory, *, uses_llm: bool = False, takes_prior: bool = False) -> None:
+def register(name: str, factory, *, uses_llm: bool = False, takes_prior: bool = False,
+             takes_scorer: bool = False) -> None:
     """Add a strategy (`factory(ctx) -> strategy`) under `name`; `--strategy name` then selects it.
-    uses_llm: it proposes with the LLM flags' model; takes_prior: `--prior` warm-starts it (`traits`)."""
+    uses_llm: it proposes with the LLM flags' model; takes_prior: `--prior` warm-starts it; takes_scorer:
+    it scores candidates with `--scorer` (`traits`)."""
     from search.strategies.traits import set_traits
 
     STRATEGIES[name] = factory
-    set_traits(name, uses_llm=uses_llm, takes_prior=takes_prior)
+    set_traits(name, uses_llm=uses_llm, takes_prior=takes_prior, takes_scorer=takes_scorer)
 
 
 def make_strategy(ctx: StrategyContext):

@@ -1,15 +1,16 @@
 """What the loop needs to know of a strategy before it makes one, by name: whether it proposes with an
-LLM (`--llm`, `--adapter`, `--llm-url` and the Prompt Improver apply) and whether `--prior` warm-starts
-it. Registered with the strategy (`search.strategies.register(name, factory, uses_llm=..., takes_prior=...)`);
+LLM (`--llm`, `--adapter`, `--llm-url` and the Prompt Improver apply), whether `--prior` warm-starts
+it and whether it scores candidates with `--scorer`. Registered with the strategy (`search.strategies.register(name, factory, uses_llm=..., takes_prior=...)`);
 this module imports nothing, so `search.loop` reads it without an import cycle.
 """
 from __future__ import annotations
 
-TRAITS: dict[str, dict[str, bool]] = {"llm": {"uses_llm": True}, "surrogate": {"takes_prior": True}}
+TRAITS: dict[str, dict[str, bool]] = {"llm": {"uses_llm": True}, "surrogate": {"takes_prior": True},
+                                      "scored": {"takes_scorer": True}}
 
 
-def set_traits(name: str, *, uses_llm: bool = False, takes_prior: bool = False) -> None:
-    TRAITS[name] = {"uses_llm": uses_llm, "takes_prior": takes_prior}
+def set_traits(name: str, *, uses_llm: bool = False, takes_prior: bool = False, takes_scorer: bool = False) -> None:
+    TRAITS[name] = {"uses_llm": uses_llm, "takes_prior": takes_prior, "takes_scorer": takes_scorer}
 
 
 def uses_llm(name: str) -> bool:
@@ -18,6 +19,15 @@ def uses_llm(name: str) -> bool:
 
 def takes_prior(name: str) -> bool:
     return TRAITS.get(name, {}).get("takes_prior", False)
+
+
+def takes_scorer(name: str) -> bool:
+    """Whether the strategy scores candidates with `--scorer MODEL` (required there, refused elsewhere)."""
+    return TRAITS.get(name, {}).get("takes_scorer", False)
+
+
+def with_scorer() -> list[str]:
+    return sorted(n for n in TRAITS if takes_scorer(n))
 
 
 def with_prior() -> list[str]:

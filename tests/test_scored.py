@@ -1,0 +1,119 @@
+"""`--strategy scored`: a language model scores a pool of new configurations per iteration, a ridge head
+recalibrates its scores on the run's own rows, and an acquisition with an exploration share and FLOPs
+niches picks one. On the synthetic complete table of test_strategies (accuracy additive in the slot
+indices), with scripted scorers: one that reads the prompt's width ratios (informative) and one that
+answers the same number for every network (uninformative, as the base SmolLM2 does)."""
+import math
+import re
+
+import pytest
+
+from search.loop import SearchConfig
+from search.runner import load_run, run
+from test_strategies import BUDGET, SPACE, full_table  # noqa: F401  (the module-scoped table fixture)
+
+
+class WidthReader:
+    """Answers the accuracy a network's width ratios suggest (wider is better), as a tuned scorer would."""
+
+    def __init__(self, constant: float | None = None):
+        self.calls, self.constant = 0, constant
+
+    def generate(self, messages, temperature=0.0, max_new_tokens=8, seed=None, **kw):
+        self.calls += 1
+        if self.constant is not None:
+            return f"{self.constant:.1f}"
+        user = messages[-1]["content"]
+        assert "Family: Channel-Bench-Macro" in user and "benchmark table" in user  # as the score task's rows
+        ratios = [float(x) for x in re.findall(r"x([0-9.]+)", user.split("widths ")[1].split(";")[0])]
+        return f"{80 + 3 * sum(math.log2(r) for r in ratios):.1f}"
+
+
+def scored(tmp_path, table_file, scorer, name="s", iterations=8, rng_seed=0, budget=None, **kw):
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE,
+                       iterations=iterations, rng_seed=rng_seed, benchmark_file=str(table_file), max_flops=budget,
+                       out=str(tmp_path / name), scorer_pool=32, **kw)
+    run(cfg, llm=scorer, progress=False)
+    return load_run(str(tmp_path / name))[1]
+
+
+def best_rank(iters, table) -> int:
+    order = sorted(table, key=lambda k: -table[k]["mean"])
+    rank = {k: i + 1 for i, k in enumerate(order)}
+    return min(rank[r["metrics"]["table_key"]] for r in iters if r["status"] == "ok")
+
+
+def test_an_informative_scorer_finds_better_networks_than_an_uninformative_one(tmp_path, full_table):  # noqa: F811
+    path, table = full_table
+    good = scored(tmp_path, path, WidthReader(), "good", explore=0.0)
+    flat = scored(tmp_path, path, WidthReader(constant=85.0), "flat", explore=0.0)
+    assert [r["status"] for r in good] == ["ok"] * 8
+    keys = [r["metrics"]["table_key"] for r in good]
+    assert len(set(keys)) == 8  # new configurations only
+    assert all("LM " in r["raw_answer"] and "FLOPs niche" in r["raw_answer"] for r in good)
+    # before the head has STARTUP rows of the run's own, the LM's scores alone decide
+    assert best_rank(good[:3], table) < best_rank(flat[:3], table), (best_rank(good[:3], table),
+                                                                     best_rank(flat[:3], table))
+    assert best_rank(good[:3], table) <= 500  # of 16,384: the width reader knows "wider is better" here
+
+
+def test_the_niche_bonus_spreads_the_picks_over_flops(tmp_path, full_table):  # noqa: F811
+    path, table = full_table
+    iters = scored(tmp_path, path, WidthReader(), "niches", iterations=8, explore=0.0)
+    flops = sorted(e["flops"] for e in table.values())
+    q1 = flops[len(flops) // 4]
+    # a pure "widest first" scorer would keep to the top FLOPs; the bonus makes it visit more than one niche
+    niches = {re.search(r"FLOPs niche (\d)", r["raw_answer"]).group(1) for r in iters}
+    assert len(niches) >= 2, niches
+    assert all(table[r["metrics"]["table_key"]]["flops"] > q1 for r in iters[:3])  # it starts where the LM points
+
+
+def test_budget_exploration_and_one_rng_seed_one_sequence(tmp_path, full_table):  # noqa: F811
+    path, table = full_table
+    a = scored(tmp_path, path, WidthReader(), "a", budget=BUDGET, rng_seed=3, explore=0.3)
+    b = scored(tmp_path, path, WidthReader(), "b", budget=BUDGET, rng_seed=3, explore=0.3)
+    assert [r["metrics"]["table_key"] for r in a] == [r["metrics"]["table_key"] for r in b]
+    assert all(table[r["metrics"]["table_key"]]["flops"] <= BUDGET for r in a)
+    assert any("uniform (exploration)" in r["raw_answer"] for r in a)
+
+
+def test_a_resumed_run_proposes_what_the_uninterrupted_run_did(tmp_path, full_table):  # noqa: F811
+    path, _ = full_table
+    whole = scored(tmp_path, path, WidthReader(), "whole", iterations=7)
+    scored(tmp_path, path, WidthReader(), "cut", iterations=4)
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE, iterations=7,
+                       benchmark_file=str(path), out=str(tmp_path / "cut"), scorer_pool=32)
+    run(cfg, resume=True, llm=WidthReader(), progress=False)
+    again = load_run(str(tmp_path / "cut"))[1]
+    assert [r["metrics"]["table_key"] for r in again] == [r["metrics"]["table_key"] for r in whole]
+
+
+def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, full_table):  # noqa: F811
+    from test_finetune import make_tiny_model
+
+    from finetune.llm import make_llm
+
+    path, _ = full_table
+    folder = tmp_path / "tiny"
+    make_tiny_model(folder)
+    llm = make_llm(str(folder), backend="transformers")
+    calls = []
+    real = llm.model.generate
+    llm.model.generate = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or real(*a, **k)
+    iters = scored(tmp_path, path, llm, "tiny", iterations=2, explore=0.0)
+    assert [r["status"] for r in iters] == ["ok", "ok"]
+    assert calls and calls[0] == 32  # the first pool: 32 prompts, one generate call
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--strategy", "scored"], "--strategy scored scores candidates with a model: give --scorer MODEL"),
+    (["--strategy", "tpe", "--scorer", "smollm2-135m"], "--scorer scores candidates for --strategy scored, not tpe"),
+    (["--strategy", "scored", "--scorer", "x", "--scorer-pool", "0"], "--scorer-pool must be >= 1"),
+])
+def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
+    from search.__main__ import main
+
+    assert main(["run", *argv, "--evaluator", f"table:{SPACE}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and why in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
