@@ -2,6 +2,8 @@
 
     NASFORGE_CBM_DIR=path/to/channel-bench-macro python -m search sweep benchmarks/headline/baselines.yaml --out headline/baselines
     python benchmarks/baselines_table.py headline/baselines > benchmarks/baselines_result.md
+    python -m search sweep benchmarks/headline/baselines_fm.yaml --out headline/baselines-fm
+    python benchmarks/baselines_table.py --fm headline/baselines-fm > benchmarks/baselines_fm_result.md
 
 Per cell (mobilenet, mobilenet-budget, resnet, resnet-budget): every strategy's per-run best-of-20
 ranks come from the sweep's own `search compare` output (`DIR/compare-<cell>/compare.json`), every
@@ -65,13 +67,89 @@ def fmt_p(p: float | None) -> str:
     return "–" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
 
 
+FM_CELLS = ("lenet", "vgg-small", "resnet-small")
+FM_LLM = {"frozen": "frozen SmolLM2-135M", "frozen-genius": "frozen, GENIUS prompt"}
+
+
+def fm_main(sweep: Path, llm_compare: Path) -> int:
+    """The Fashion-MNIST families (protocol: benchmarks/baselines.md, third amendment): best accuracy after
+    20, higher is better; LLM rows from the committed fm-<family>/compare.json."""
+    cells, missing = {}, []
+    for cell in FM_CELLS:
+        path = sweep / f"compare-{cell}" / "compare.json"
+        if not path.is_file():
+            missing.append(cell)
+            continue
+        new, old = load(path), load(llm_compare / f"fm-{cell}" / "compare.json")
+        strat = {g: new["groups"][g]["best"] for g in STRATEGIES if g in new["groups"]}
+        llm = {g: v["best"] for g, v in old["groups"].items() if g in FM_LLM or g.startswith("tuned")}
+        cells[cell] = {"strategies": strat, "llm": llm, "committed_random": old["groups"].get("random", {}).get("best")}
+    if not cells:
+        sys.exit(f"error: no compare-<family>/compare.json of {', '.join(FM_CELLS)} in {sweep}")
+    fam_c, fam_d = [], []
+    for cell, c in cells.items():
+        for g in FAMILY_A:
+            fam_c.append((cell, g, "random", permutation_p(c["strategies"][g], c["strategies"]["random"])))
+        s = c["strategies"]
+        c["strongest"] = max(s, key=lambda g: (statistics.median(s[g]), statistics.fmean(s[g])))
+        for g in c["llm"]:
+            fam_d.append((cell, g, c["strongest"], permutation_p(c["llm"][g], s[c["strongest"]])))
+    tests = {(cell, g, ref): (p, q) for (cell, g, ref, p), q in
+             list(zip(fam_c, holm([t[3] for t in fam_c]))) + list(zip(fam_d, holm([t[3] for t in fam_d])))}
+    partial = f" **Partial: no runs yet of {', '.join(missing)}; the Holm families below hold only the families " \
+              "shown (not final).**" if missing else ""
+    out = ["# Baselines on the headline's Fashion-MNIST families: results", "",
+           f"Sweep `{sweep}`; protocol: benchmarks/baselines.md (third amendment). Best = the best proxy accuracy "
+           "(%) after 20 trained candidates, 5 rng seeds; p: two-sided exact permutation test on the Mann-Whitney U "
+           f"statistic; Holm over (c) tpe/gp/evolution vs random ({len(fam_c)} tests) and (d) every LLM configuration "
+           f"vs its family's strongest non-LLM strategy ({len(fam_d)} tests). P(sup): a run of the row beats one of "
+           "the reference (higher best; ties count half)." + partial, ""]
+    for cell, c in cells.items():
+        out += [f"## {cell}", "", f"Strongest non-LLM strategy (highest median best): **{c['strongest']}**.", "",
+                "| strategy / configuration | median best % [95% CI] | best % per seed (0-4) | reference | p | Holm p | P(sup) |",
+                "|---|---:|---|---|---:|---:|---:|"]
+        rows = [(g, c["strategies"][g], False) for g in STRATEGIES if g in c["strategies"]] + \
+               [(g, c["llm"][g], True) for g in c["llm"]]
+        for g, best, is_llm in rows:
+            lo, hi = bootstrap_median_ci(best)
+            ref = c["strongest"] if is_llm else ("random" if g in FAMILY_A else None)
+            p, q = tests.get((cell, g, ref), (None, None))
+            sup = superiority(best, c["strategies"][ref]) if ref else None
+            name = f"{g} ({FM_LLM.get(g, 'tuned on the other two families')}, committed)" if is_llm else g
+            out.append(f"| {name} | {100 * statistics.median(best):.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
+                       f"{', '.join(f'{100 * b:.2f}' for b in best)} | {ref or '–'} | {fmt_p(p)} | {fmt_p(q)} | "
+                       f"{'–' if sup is None else f'{sup:.2f}'} |")
+        if c["committed_random"] is not None:
+            out += ["", "The committed headline's `random` row of this family (the old `--llm random`, today's "
+                        f"`mutation`): {', '.join(f'{100 * b:.2f}' for b in c['committed_random'])}; `mutation` here: "
+                        f"{', '.join(f'{100 * b:.2f}' for b in c['strategies']['mutation'])} (same seeds; one training "
+                        "thread here, two there)."]
+        out.append("")
+    out += ["## Decision rule", ""]
+    for g in FAMILY_A:
+        won = [cell for (cell, gg, ref, p) in fam_c if gg == g and tests[(cell, gg, ref)][1] < ALPHA and
+               statistics.median(cells[cell]["strategies"][g]) > statistics.median(cells[cell]["strategies"]["random"])]
+        out.append(f"- `{g}` beats uniform random (higher median best, Holm p < {ALPHA}) in {len(won)} of "
+                   f"{len(cells)} families run ({', '.join(won) or 'none'}).")
+    beaten = [(cell, g, ref) for (cell, g, ref, p) in fam_d if tests[(cell, g, ref)][1] < ALPHA and
+              statistics.median(cells[cell]["llm"][g]) > statistics.median(cells[cell]["strategies"][ref])]
+    out.append(f"- LLM configurations that beat their family's strongest non-LLM strategy after Holm: "
+               f"{', '.join(f'{g} in {cell} (vs {ref})' for cell, g, ref in beaten) or 'none'}.")
+    print("\n".join(out))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", help="the baselines sweep's --out folder")
     ap.add_argument("--llm-compare", default=str(ROOT / "benchmarks" / "headline"),
                     help="folder of the committed best-<cell>/compare.json outputs (LLM rows)")
+    ap.add_argument("--fm", action="store_true",
+                    help="the Fashion-MNIST families' sweep (benchmarks/headline/baselines_fm.yaml) instead")
     a = ap.parse_args()
     sweep = Path(a.sweep)
+    if a.fm:
+        return fm_main(sweep, Path(a.llm_compare))
     cells = {}
     for cell in CELLS:
         new = load(sweep / f"compare-{cell}" / "compare.json")
