@@ -6,8 +6,9 @@
     python -m finetune merge --model smollm2-135m --adapter runs/lora_fm --out merged_fm   # full model folder
     python -m finetune dataset --task score --corpus corpus_fm --out score_fm     # network -> its accuracy
 
-Tasks (`--task`, finetune.tasks): improve (the default: a network and a goal -> an improved network) and
-score (one network, relative to its family's reference -> its accuracy in percent, finetune.score).
+Tasks (`--task`, finetune.tasks): improve (the default: a network and a goal -> an improved network),
+score (one network, relative to its family's reference -> its accuracy in percent, finetune.score) and
+prefer (preference pairs of a family's networks, tuned with DPO, finetune.prefer).
 
 Every command also reads `--config FILE.yaml` (keys are the flag names, with - or _); flags given
 on the command line override it, unknown keys are an error.
@@ -45,7 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dataset", help="training pairs (messages + true goals) from a corpus, train/eval split")
     _opt(d, "--corpus", DatasetConfig, "corpus folder written by python -m corpus build (a,b: several, concatenated)")
     _opt(d, "--out", DatasetConfig, "output folder (datasets.load_from_disk opens it)")
-    _task_args(d, DatasetConfig, "improve or score")
+    _task_args(d, DatasetConfig, _known())
     _pairs_args(d, DatasetConfig)
     _opt(d, "--targets", DatasetConfig, "any: each target a random variant that meets a goal; best: the most "
          "accurate of --best-of variants drawn (rejection sampling), with an accuracy goal", choices=["any", "best"])
@@ -58,7 +59,8 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(t, "--corpus", TrainConfig, "corpus folder, or a pairs folder from python -m finetune dataset")
     _opt(t, "--model", TrainConfig, "smollm2-135m, a local model folder, or a Hub id")
     _opt(t, "--out", TrainConfig, "output folder: adapter, run_card.json, checkpoints")
-    _task_args(t, TrainConfig, "improve or score; default: a data set folder's own, else improve")
+    _task_args(t, TrainConfig, f"{_known()}; default: a data set folder's own, else improve")
+    _opt(t, "--beta", TrainConfig, "DPO tasks (prefer): how far the tuned model may move from the base", type=float)
     _opt(t, "--epochs", TrainConfig, "training epochs (ignored when --max-steps is given)", type=float)
     _opt(t, "--max-steps", TrainConfig, "optimizer steps; -1: run --epochs", type=int)
     _opt(t, "--lr", TrainConfig, "learning rate", type=float)
@@ -93,7 +95,7 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(e, "--adapter", EvalConfig, "peft adapter folder from python -m finetune train")
     _opt(e, "--corpus", EvalConfig, "corpus folder the prompts and source metrics come from (score task: "
          "also a data set folder from python -m finetune dataset --task score, its eval split)")
-    _task_args(e, EvalConfig, "improve or score; default: the adapter's, else improve")
+    _task_args(e, EvalConfig, f"{_known()}; default: the adapter's, else improve")
     _opt(e, "--n", EvalConfig, "number of held-out prompts", type=int)
     _opt(e, "--out", EvalConfig, "JSON file for the table and every answer")
     _opt(e, "--dataset", EvalConfig, "data set to profile answers on (default: the corpus's)")
@@ -122,10 +124,17 @@ def _max_length(text: str):
         return text
 
 
+def _known() -> str:
+    from finetune.tasks import task_names
+
+    names = task_names()
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
 def _task_args(p, cls, which: str) -> None:
     _opt(p, "--task", cls, f"what the model is tuned for: {which}")
-    _opt(p, "--sample", cls, "score task: a random subset of this many labelled corpus rows (--rng-seed; 0: all)",
-         type=int)
+    _opt(p, "--sample", cls, "score task: a random subset of this many labelled corpus rows (--rng-seed; 0: all); "
+         "prefer task: at most this many pairs (0: 4 per labelled row, at most 20000)", type=int)
 
 
 def _pairs_args(p, cls) -> None:

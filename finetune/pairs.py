@@ -76,8 +76,8 @@ class DatasetConfig:
     best_of: int = 8
     history: int = 0  # targets best, widths: up to this many of the other drawn variants as a "Tried:" list
     class_name: str | None = None  # builds every network; None: each row's class_name column
-    task: str = "improve"  # finetune.tasks: improve (these pairs) or score (finetune.score)
-    sample: int = 0  # score task: a random subset of this many labelled rows (0: all)
+    task: str = "improve"  # finetune.tasks: improve (these pairs), score (finetune.score) or prefer (finetune.prefer)
+    sample: int = 0  # score task: a random subset of this many labelled rows (0: all); prefer: at most this many pairs
 
 
 TARGETS = ("any", "best")

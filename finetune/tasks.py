@@ -8,11 +8,15 @@
 - `improve` (the default): (network, goal) -> an improved network, `finetune.pairs` (answer formats
   widths / diff / code), judged by building and profiling the answers (`finetune.evaluate`);
 - `score`: one network described relative to its family's reference -> its accuracy in percent,
-  `finetune.score`, judged by rank correlation with the measured accuracies.
+  `finetune.score`, judged by rank correlation with the measured accuracies;
+- `prefer`: a family's reference -> per-slot widths relative to it, as preference pairs (the more
+  accurate of two networks chosen), `finetune.prefer`, tuned with DPO and judged by how often the model
+  gives the chosen answer the higher log-probability.
 
-Every task's data set is a `datasets.DatasetDict` (train / eval) with a `messages` column (system, user,
-assistant) that `finetune train` tunes on, loss on the answer only, and a `finetune_dataset.json` whose
-`task` names it (a folder without one is an `improve` folder, as written before tasks existed).
+Every task's data set is a `datasets.DatasetDict` (train / eval) with the `columns` its trainer reads
+(`trainer`: "sft", `finetune train` tunes on `messages` (system, user, assistant), loss on the answer
+only; "dpo": conversational `prompt` / `chosen` / `rejected`) and a `finetune_dataset.json` whose `task`
+names it (a folder without one is an `improve` folder, as written before tasks existed).
 """
 from __future__ import annotations
 
@@ -35,13 +39,16 @@ class Task:
     build: Callable  # (DatasetConfig, progress) -> (DatasetDict train/eval with messages, info dict)
     report: Callable  # (DatasetConfig, info) -> the line `finetune dataset` prints
     evaluate: Callable  # (EvalConfig, adapter_config, run_card) -> exit code
+    trainer: str = "sft"  # how `finetune train` tunes on it: a key of finetune.train.TRAINERS (sft, dpo)
+    columns: tuple[str, ...] = ("messages",)  # what a data set folder of the task must have
 
 
 def _improve_build(cfg, progress=False):
     from finetune.pairs import build_pairs
 
     if cfg.sample:
-        raise FinetuneError("--sample applies to --task score (the improve task's pairs use every ok row)")
+        others = " or ".join(n for n in TASKS if n != "improve")
+        raise FinetuneError(f"--sample applies to --task {others} (the improve task's pairs use every ok row)")
     return build_pairs(cfg, progress)
 
 
@@ -75,11 +82,31 @@ def _score_eval(cfg, acfg, card):
     return eval_score(cfg, acfg, card)
 
 
+def _prefer_build(cfg, progress=False):
+    from finetune.prefer import build_prefer
+
+    return build_prefer(cfg, progress)
+
+
+def _prefer_report(cfg, info):
+    from finetune.prefer import prefer_report
+
+    return prefer_report(cfg, info)
+
+
+def _prefer_eval(cfg, acfg, card):
+    from finetune.prefer import eval_prefer
+
+    return eval_prefer(cfg, acfg, card)
+
+
 TASKS: dict[str, Task] = {
     "improve": Task("improve", "(network, goal) -> an improved network in --answer-format",
                     _improve_build, _improve_report, _improve_eval),
     "score": Task("score", "one network relative to its family's reference -> its accuracy in percent",
                   _score_build, _score_report, _score_eval),
+    "prefer": Task("prefer", "a family's reference -> per-slot widths relative to it, preference pairs (DPO)",
+                   _prefer_build, _prefer_report, _prefer_eval, trainer="dpo", columns=("prompt", "chosen", "rejected")),
 }
 
 
@@ -147,7 +174,7 @@ def main_eval(cfg) -> int:
 def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: int, answer_format: str = "widths",
                context: str = "source", progress: bool = False, class_name: str | None = None, task: str = "",
                sample: int = 0):
-    """(DatasetDict train/eval with `messages`, info): from a data set folder written by `finetune dataset`
+    """(DatasetDict train/eval with the task's `columns`, info): from a data set folder written by `finetune dataset`
     (its own task and format, `info["task"]` / `info["answer_format"]`; a `task` given that disagrees is an
     error) or built from a corpus for `task` (default improve: pairs in `answer_format` / `context`)."""
     import datasets
@@ -160,11 +187,12 @@ def load_pairs(corpus: str, pairs_per_parent: int, eval_fraction: float, seed: i
             dd = datasets.load_from_disk(str(p))
         except Exception as exc:
             raise FinetuneError(f"{corpus} is not a readable pairs dataset ({type(exc).__name__})") from None
-        if "train" not in dd or "messages" not in dd["train"].column_names:
-            raise FinetuneError(f"{corpus} is not a pairs dataset (needs a train split with a messages column)")
         info_file = p / "finetune_dataset.json"
         info = json.loads(info_file.read_text()) if info_file.exists() else {"corpus": str(p.resolve())}
-        task_of(task, info.get("task") or "improve", f"data set {corpus}")
+        kind = task_of(task, info.get("task") or "improve", f"data set {corpus}")
+        if "train" not in dd or not set(kind.columns) <= set(dd["train"].column_names):
+            raise FinetuneError(f"{corpus} is not a {kind.name} data set (needs a train split with "
+                                f"{', '.join(kind.columns)} column{'s' if len(kind.columns) > 1 else ''})")
         if len(dd["train"]) == 0:
             raise FinetuneError(f"pairs dataset {corpus} has no training pairs")
         return dd, info

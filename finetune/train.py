@@ -1,4 +1,5 @@
-"""LoRA fine-tuning of a causal LM on corpus pairs, with trl's SFTTrainer.
+"""LoRA fine-tuning of a causal LM on corpus pairs, with trl's SFTTrainer (DPOTrainer for a task whose
+`trainer` is "dpo", the prefer task: `TRAINERS`; the same LoRA, steps, run card and checkpoints).
 
     python -m finetune train --corpus corpus_fm --model smollm2-135m --out runs/lora_fm --max-steps 60
 
@@ -80,6 +81,7 @@ class TrainConfig:
     class_name: str | None = None  # builds every corpus network; None: each row's class_name column
     task: str = ""  # finetune.tasks: "" = a data set folder's own task, else improve
     sample: int = 0  # score task, built from a corpus: a random subset of this many labelled rows (0: all)
+    beta: float = 0.1  # DPO tasks (prefer): how far the tuned model may move from the reference (the base)
 
 
 def versions() -> dict:
@@ -119,9 +121,14 @@ def drop_long(ds, tokenizer, max_length: int, lengths: list[int] | None = None):
 
 
 def token_lengths(ds, tokenizer) -> list[int]:
-    """Tokens of each row's whole conversation, through the chat template."""
-    return [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
-            for m in ds["messages"]]
+    """Tokens of each row's whole conversation, through the chat template (a preference row, with
+    `prompt` / `chosen` / `rejected` columns: the prompt with its longer answer)."""
+    def n(m):
+        return len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
+
+    if "messages" in ds.column_names:
+        return [n(m) for m in ds["messages"]]
+    return [max(n(p + c), n(p + r)) for p, c, r in zip(ds["prompt"], ds["chosen"], ds["rejected"])]
 
 
 def model_context(path: str) -> int | None:
@@ -323,24 +330,77 @@ def sft_config(cfg: TrainConfig, mode: str):
     )
 
 
+def dpo_config(cfg: TrainConfig, mode: str):
+    """trl's DPOConfig with the settings `sft_config` gives SFT (steps, batches, precision, logging,
+    checkpoints), the sigmoid DPO loss with `cfg.beta`; padded batches (trl's DPO has no padding-free
+    mode now, and `group_by_length` needs an `input_ids` column it does not have before tokenising)."""
+    import importlib.util
+
+    import torch
+    from trl import DPOConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    names = {f.name for f in dataclasses.fields(DPOConfig)}  # transformers 5's name, as in sft_config
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return DPOConfig(
+        output_dir=cfg.out, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=bf16, fp16=cuda and not bf16,  # trl's default is bf16 everywhere, a CPU included
+        **{ckpt: cfg.gradient_checkpointing},
+        max_length=cfg.max_length, beta=cfg.beta, loss_type=["sigmoid"],
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        dataloader_num_workers=0, dataloader_pin_memory=cuda,
+    )
+
+
+def preference_rows(ds, mode: str):
+    """The columns trl's DPOTrainer reads: conversational `prompt`, `chosen`, `rejected`."""
+    return ds.select_columns(["prompt", "chosen", "rejected"])
+
+
+@dataclass(frozen=True)
+class TrainerKind:
+    """How a task's data set is tuned on (`finetune.tasks.Task.trainer` names one of `TRAINERS`)."""
+    mode: object  # tokenizer -> the loss mode the run card records
+    rows: object  # (split, mode) -> the columns the trainer reads
+    config: object  # (TrainConfig, mode) -> the trainer's trl config
+    trainer: str  # the trl class
+    batching: object  # TrainConfig -> how its batches are made (the run card's `batching`)
+
+
+TRAINERS = {
+    "sft": TrainerKind(loss_mode, to_trl_rows, sft_config, "SFTTrainer", resolve_batching),
+    "dpo": TrainerKind(lambda tok: "dpo", preference_rows, dpo_config, "DPOTrainer", lambda cfg: "padded"),
+}
+
+
 def prepare(cfg: TrainConfig, progress: bool = True):
-    """Everything up to a ready SFTTrainer: (trainer, facts for the run card)."""
+    """Everything up to a ready trl trainer (SFT, or DPO for a task whose `trainer` says so): (trainer,
+    facts for the run card)."""
     check_config(cfg)
     from finetune.models import load_model, load_tokenizer, resolve_model
 
-    from finetune.tasks import load_pairs
+    from finetune.tasks import get_task, load_pairs
 
     dd, data_info = load_pairs(cfg.corpus, cfg.pairs_per_parent, cfg.eval_fraction, cfg.seed, cfg.answer_format,
                                cfg.context, progress, cfg.class_name, cfg.task, cfg.sample)
+    kind = TRAINERS[get_task(data_info.get("task")).trainer]
+    if cfg.beta <= 0:
+        raise FinetuneError("--beta must be positive")
     base = resolve_model(cfg.model, progress)
     tok = load_tokenizer(base)
 
     import datasets
+    import trl
     from peft import LoraConfig
-    from trl import SFTTrainer
 
     datasets.disable_progress_bars()
-    mode = loss_mode(tok)
+    mode = kind.mode(tok)
     evald = dd["eval"] if "eval" in dd else None
     lengths = token_lengths(dd["train"], tok)
     eval_lengths = token_lengths(evald, tok) if evald is not None else []
@@ -356,16 +416,17 @@ def prepare(cfg: TrainConfig, progress: bool = True):
         [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    args = sft_config(dataclasses.replace(cfg, max_length=max_length), mode)
+    args = kind.config(dataclasses.replace(cfg, max_length=max_length), mode)
     if not progress:
         args.disable_tqdm = True
-    try:
-        trainer = SFTTrainer(model=model, args=args, train_dataset=to_trl_rows(train, mode),
-                             eval_dataset=to_trl_rows(evald, mode) if evald is not None and len(evald) else None,
-                             processing_class=tok, peft_config=lora)
+    try:  # DPO: no ref_model; with peft its reference is the base, the adapter disabled
+        trainer = getattr(trl, kind.trainer)(
+            model=model, args=args, train_dataset=kind.rows(train, mode),
+            eval_dataset=kind.rows(evald, mode) if evald is not None and len(evald) else None,
+            processing_class=tok, peft_config=lora)
     except ValueError as exc:  # e.g. target modules the model does not have
         raise FinetuneError(f"cannot set up training: {str(exc).splitlines()[0][:200]}") from None
-    facts = {"base": base, "mode": mode, "batching": resolve_batching(cfg), "data_info": data_info,
+    facts = {"base": base, "mode": mode, "batching": kind.batching(cfg), "data_info": data_info,
              "dropped_long": dropped, "max_length": max_length,
              "longest": max([n for n in lengths if n <= max_length], default=max_length),
              "train_pairs": len(train), "eval_pairs": eval_total if evald is not None else 0,
@@ -393,7 +454,8 @@ def plot_losses(card: dict, path: Path) -> None:
         ax.plot(*zip(*evals), "o-", label=f"eval loss ({card.get('eval_loss_pairs') or '?'} held-out pairs)")
     minutes = (card.get("train_seconds") or 0) / 60
     partial = card.get("train_seconds_complete") is False  # resumed from a checkpoint without its time
-    ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)",
+    ax.set(xlabel="optimizer step",
+           ylabel="DPO loss (chosen vs rejected)" if card.get("loss") == "dpo" else "loss (answer tokens)",
            title=f"{card['base_model']['name']} LoRA, {card.get('answer_format')}/{card.get('context')}: "
                  f"{card['pairs']['train']} pairs, {card.get('steps')} steps, "
                  + (f"{minutes:.0f} min after step {card.get('resumed_from_step')}" if partial else f"{minutes:.0f} min"))
@@ -487,7 +549,7 @@ def main_train(cfg: TrainConfig) -> int:
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else None,
         # None: resumed from a checkpoint that does not record its time, so train_seconds is this segment's only
         "train_seconds_complete": before is not None,
-        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "tokens_seen": trainer.state.num_input_tokens_seen or None,  # None: the trainer does not count (DPO)
         "train_loss": result.training_loss,
         "eval_loss": eval_loss,
         "eval_loss_pairs": len(evald) if eval_loss is not None else 0,
@@ -511,7 +573,8 @@ def main_train(cfg: TrainConfig) -> int:
     first = next((h["loss"] for h in trainer.state.log_history if "loss" in h), None)
     print(f"trained {trainer.state.global_step} steps in {seconds:.0f} s"
           + (f" ({segment:.0f} s since step {card['resumed_from_step']})" if resume else "")
-          + f" ({trainer.state.num_input_tokens_seen / max(seconds, 1e-9):.0f} tokens/s); loss {first} -> {last}"
+          + (f" ({trainer.state.num_input_tokens_seen / max(seconds, 1e-9):.0f} tokens/s)"
+             if trainer.state.num_input_tokens_seen else "") + f"; loss {first} -> {last}"
           + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
           + f"; adapter in {out}" + (f", merged model in {out / 'merged'}" if cfg.merge else ""))
     return 0

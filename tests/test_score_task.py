@@ -288,7 +288,7 @@ def test_score_bad_inputs_are_one_line_exit_2(score_corpus, tmp_path, tiny_model
     import datasets
 
     assert_one_line_error(run_module("finetune", "dataset", "--task", "rank", "--corpus", score_corpus,
-                                     "--out", tmp_path / "o"), "unknown --task 'rank' (known: improve, score)")
+                                     "--out", tmp_path / "o"), "unknown --task 'rank' (known: improve, score, prefer)")
     unlabelled = write_corpus(tmp_path / "zc", [{**built_row(i), "accuracy": None} for i in range(3)])
     assert_one_line_error(run_module("finetune", "dataset", "--task", "score", "--corpus", unlabelled,
                                      "--out", tmp_path / "o"), "has no labelled rows")
