@@ -38,7 +38,6 @@ accuracy (share of pairs where the chosen answer is the more probable) and the m
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from pathlib import Path
 
@@ -284,38 +283,18 @@ def metrics_table(results: dict) -> str:
             ("pref. accuracy", lambda s: "n/a" if s["preference_accuracy"] is None else f"{s['preference_accuracy']:.3f}"),
             ("mean margin", lambda s: "n/a" if s["mean_margin"] is None else f"{s['mean_margin']:+.3f}"),
             ("median margin", lambda s: "n/a" if s["median_margin"] is None else f"{s['median_margin']:+.3f}")]
-    lines = [f"{'':<18}" + "".join(f"{n:>{width}}" for n in names)]
-    for label, cell in rows:
-        lines.append(f"{label:<18}" + "".join(f"{cell(results[n]['summary']):>{width}}" for n in names))
-    return "\n".join(lines)
+    from finetune.score import table_text
+
+    return table_text(results, rows, width)
 
 
 # -- eval ------------------------------------------------------------------------------------------------
 
 def held_out(cfg, card: dict):
-    """(eval split pairs, where they came from): a prefer data set folder's eval split, or the split
-    rebuilt from a corpus with the adapter's data settings (`data_config` of its run card), else the flags."""
-    import datasets
+    """(eval split pairs, where they came from): `finetune.score.held_out` for the prefer task."""
+    from finetune.score import held_out as split_of
 
-    from finetune.pairs import DatasetConfig
-
-    p = Path(cfg.corpus)
-    if (p / "dataset_dict.json").exists():
-        info_file = p / "finetune_dataset.json"
-        info = json.loads(info_file.read_text()) if info_file.exists() else {}
-        if info.get("task") != "prefer":
-            raise FinetuneError(f"--corpus {cfg.corpus} is a data set for the {info.get('task') or 'improve'} task, "
-                                "not prefer: give a prefer data set or a corpus")
-        try:
-            dd = datasets.load_from_disk(str(p))
-        except Exception as exc:
-            raise FinetuneError(f"{cfg.corpus} is not a readable data set ({type(exc).__name__})") from None
-        return dd["eval"], {"data_set": str(p.resolve()), **{k: info.get("config", {}).get(k)
-                                                              for k in ("eval_fraction", "seed", "sample")}}
-    data = (card.get("data_config") or {}) if card.get("task") == "prefer" else {}
-    settings = {k: data.get(k, getattr(cfg, k)) for k in ("eval_fraction", "seed", "sample")}
-    dd, _ = build_prefer(DatasetConfig(corpus=cfg.corpus, task="prefer", class_name=cfg.class_name, **settings))
-    return dd["eval"], {"corpus": cfg.corpus, **settings}
+    return split_of(cfg, card, "prefer", build_prefer)
 
 
 def eval_prefer(cfg, acfg: dict, card: dict) -> int:

@@ -437,6 +437,12 @@ def metrics_table(results: dict) -> str:
             ("Kendall tau", lambda s: "n/a" if s["kendall"] is None else f"{s['kendall']:+.3f}"),
             (f"top-{k} overlap", lambda s: "n/a" if s["top_k_overlap"] is None else f"{s['top_k_overlap']:.2f}"),
             ("MAE (points)", lambda s: "n/a" if s["mae_points"] is None else f"{s['mae_points']:.2f}")]
+    return table_text(results, rows, width)
+
+
+def table_text(results: dict, rows: list, width: int) -> str:
+    """One column per model (base, adapter), one line per (label, cell of a summary) in `rows`."""
+    names = list(results)
     lines = [f"{'':<18}" + "".join(f"{n:>{width}}" for n in names)]
     for label, cell in rows:
         lines.append(f"{label:<18}" + "".join(f"{cell(results[n]['summary']):>{width}}" for n in names))
@@ -445,9 +451,10 @@ def metrics_table(results: dict) -> str:
 
 # -- eval ------------------------------------------------------------------------------------------------
 
-def held_out(cfg, card: dict):
-    """(eval split rows, where they came from): a score data set folder's eval split, or the split
-    rebuilt from a corpus with the adapter's data settings (`data_config` of its run card), else the flags."""
+def held_out(cfg, card: dict, task: str = "score", build=None):
+    """(eval split rows, where they came from): a `task` data set folder's eval split, or the split
+    rebuilt from a corpus by `build` (default: the score task's) with the adapter's data settings
+    (`data_config` of its run card), else the flags. The prefer task uses it too (`finetune.prefer`)."""
     import datasets
 
     from finetune.pairs import DatasetConfig
@@ -456,18 +463,18 @@ def held_out(cfg, card: dict):
     if (p / "dataset_dict.json").exists():
         info_file = p / "finetune_dataset.json"
         info = json.loads(info_file.read_text()) if info_file.exists() else {}
-        if info.get("task") != "score":
+        if info.get("task") != task:
             raise FinetuneError(f"--corpus {cfg.corpus} is a data set for the {info.get('task') or 'improve'} task, "
-                                "not score: give a score data set or a corpus")
+                                f"not {task}: give a {task} data set or a corpus")
         try:
             dd = datasets.load_from_disk(str(p))
         except Exception as exc:
             raise FinetuneError(f"{cfg.corpus} is not a readable data set ({type(exc).__name__})") from None
         return dd["eval"], {"data_set": str(p.resolve()), **{k: info.get("config", {}).get(k)
                                                               for k in ("eval_fraction", "seed", "sample")}}
-    data = (card.get("data_config") or {}) if card.get("task") == "score" else {}
+    data = (card.get("data_config") or {}) if card.get("task") == task else {}
     settings = {k: data.get(k, getattr(cfg, k)) for k in ("eval_fraction", "seed", "sample")}
-    dd, _ = build_score(DatasetConfig(corpus=cfg.corpus, task="score", class_name=cfg.class_name, **settings))
+    dd, _ = (build or build_score)(DatasetConfig(corpus=cfg.corpus, task=task, class_name=cfg.class_name, **settings))
     return dd["eval"], {"corpus": cfg.corpus, **settings}
 
 
