@@ -379,3 +379,19 @@ def test_the_baseline_specs_expand_to_every_strategy_in_every_headline_cell(cbm_
         assert len(got) == n
         assert {c.ev for c in got} == cells and {c.config for c in got} == names
         assert {c.seed for c in got} == set(range(seeds))
+
+
+def test_the_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searched_space(cbm_env, monkeypatch, tmp_path):
+    """benchmarks/headline/scorer.yaml (issue 29, benchmarks/scorer.md): the frozen control in all 4 cells, each
+    tuned scorer only in the cells of the space it was NOT tuned on, 10 rng seeds each."""
+    monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
+    monkeypatch.chdir(tmp_path)  # the adapters the spec names, as models_scorer.sh writes them (folders only)
+    for space in ("resnet", "mobilenet"):
+        (tmp_path / "headline" / "models" / f"score-on-{space}").mkdir(parents=True)
+        (tmp_path / "headline" / "models" / f"score-on-{space}" / "adapter_config.json").write_text("{}")
+    got = load_spec(ROOT / "benchmarks" / "headline" / "scorer.yaml").cells
+    pairs = {(c.ev, c.config) for c in got}
+    assert len(got) == 80 and {c.seed for c in got} == set(range(10))
+    assert {e for e, c in pairs if c == "scored-frozen"} == {"mobilenet", "mobilenet-budget", "resnet", "resnet-budget"}
+    assert {e for e, c in pairs if c == "scored-tuned-on-resnet"} == {"mobilenet", "mobilenet-budget"}
+    assert {e for e, c in pairs if c == "scored-tuned-on-mobilenet"} == {"resnet", "resnet-budget"}
