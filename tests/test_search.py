@@ -156,7 +156,7 @@ def test_report_and_compare_with_significance(tmp_path, seed_file):
     assert len(ds) == 4
     # provenance in every row: who proposed it, from which network, which network (the sha256 of its code)
     import hashlib
-    assert set(ds["proposer"]) == {"smollm2-135m"} and ds["parent_it"][0] is None
+    assert set(ds["proposer"]) == {"scripted"} and ds["parent_it"][0] is None  # the run's --llm
     assert ds["fingerprint"] == [hashlib.sha256(c.encode()).hexdigest() if c else None for c in ds["code"]]
 
 
