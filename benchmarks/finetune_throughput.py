@@ -111,8 +111,9 @@ def main():
     from trl import SFTConfig
 
     from finetune.models import load_tokenizer, resolve_model
-    from finetune.train import (TrainConfig, drop_long, load_pairs, loss_mode, model_kwargs, resolve_batching,
-                                sft_config, to_trl_rows)
+    from finetune.tasks import load_pairs
+    from finetune.train import (TrainConfig, drop_long, loss_mode, model_kwargs, resolve_batching, sft_config,
+                                to_trl_rows)
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
