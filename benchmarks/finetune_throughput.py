@@ -14,7 +14,9 @@ SFTConfig differs:
   padded batches grouped by length; no gradient checkpointing; bf16 only on CUDA); `--ablate`
   adds rows that change one thing at a time so the ratio can be traced to its causes.
 Tokens are the non-padding input tokens the trainer counted (`num_input_tokens_seen`), timed over
-`--steps` optimizer steps after `--warmup` steps (a fresh LoRA each run). Data: `--corpus` pairs,
+`--steps` optimizer steps after `--warmup` steps (a fresh LoRA each run), in `--rounds` interleaved
+rounds over the settings (each setting's best round is its number: a shared machine's load comes and
+goes; one pass in a fixed order measured the same setting 4x apart on a loaded CPU). Data: `--corpus` pairs,
 else pairs made from the built-in seeds (sources of different lengths, as a mixed corpus has).
 """
 import argparse
@@ -103,6 +105,8 @@ def main():
     p.add_argument("--max-length", type=int, default=4096, help="no row is longer (none is truncated)")
     p.add_argument("--ablate", action="store_true", help="also time each project change on its own")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds over every setting; each setting's best round is reported (default 3)")
     args = p.parse_args()
 
     import datasets
@@ -157,12 +161,24 @@ def main():
         free = dataclasses.replace(cfg, batching="padding-free")
         settings["project, padding-free"] = (lambda: project(batching="padding-free"), model_kwargs(free))
     settings[f"project (batching auto: {resolve_batching(cfg)})"] = (lambda: project(), model_kwargs(cfg))
-    results = {}
-    for name, (make, model_kw) in settings.items():
-        try:
-            results[name] = run(name, base, tok, rows, make(), model_kw, lora_kw, args.warmup, args.steps)
-        except Exception as exc:  # a setting this device cannot run is reported, not hidden
-            print(f"  {name:<44} failed: {type(exc).__name__}: {str(exc)[:200]}")
+    seen: dict[str, list[float]] = {}
+    for r in range(args.rounds):  # interleaved rounds: a load that comes and goes hits every setting alike
+        print(f"round {r + 1} of {args.rounds}", flush=True)
+        for name, (make, model_kw) in settings.items():
+            if name in seen and not seen[name]:
+                continue  # failed in an earlier round
+            try:
+                seen.setdefault(name, []).append(run(name, base, tok, rows, make(), model_kw, lora_kw, args.warmup,
+                                                     args.steps))
+            except Exception as exc:  # a setting this device cannot run is reported, not hidden
+                seen[name] = []
+                print(f"  {name:<44} failed: {type(exc).__name__}: {str(exc)[:200]}")
+    results = {name: max(v) for name, v in seen.items() if v}  # the best round: the least disturbed
+    if args.rounds > 1:
+        print(f"best of {args.rounds} rounds:")
+        for name, v in seen.items():
+            if v:
+                print(f"  {name:<44} {max(v):>9.0f} tokens/s  (rounds: {', '.join(f'{x:.0f}' for x in v)})")
     first, last = next(iter(settings)), list(settings)[-1]
     if first in results and last in results:
         print(f"project / trl defaults: {results[last] / results[first]:.2f}x")
