@@ -45,6 +45,8 @@ def table_path(space: str, path: str | None = None) -> Path:
                          f"(GENIUS repository, benchmark/Results_*.json)")
     return p
 
+TABLE_SOURCE = "Channel-Bench-Macro table (CIFAR-10, 3 seeds, mean accuracy)"  # a table row's recipe source
+
 
 @lru_cache(maxsize=4)
 def load_table(path: str) -> dict:
@@ -248,7 +250,7 @@ def from_table(space: str, out: str, sample: int = 0, seed: int = 0, path: str |
     done = {r["id"] for r in read_journal(journal)}
     todo = [k for k in keys if f"{space}-{k}" not in done]
     source = seeds.seed_source(SPACES[space]["seed"])
-    recipe = {"source": "Channel-Bench-Macro table (CIFAR-10, 3 seeds, mean accuracy)", "space": space}
+    recipe = {"source": TABLE_SOURCE, "space": space}
     vers = versions()
     pool = WorkerPool(min(2, os.cpu_count() or 1), timeout_s=600)
     try:

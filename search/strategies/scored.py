@@ -144,8 +144,9 @@ def family_of(cfg, table) -> dict:
     """What the score prompts say of a run (as the corpus rows the scorer was tuned on say it)."""
     if table is not None:
         from corpus.spaces import SPACES
+        from corpus.table import TABLE_SOURCE
 
         return {"parent": SPACES[table.space]["seed"], "dataset": "cifar10",
-                "recipe": json.dumps({"source": "Channel-Bench-Macro table (CIFAR-10, 3 seeds, mean accuracy)"})}
+                "recipe": json.dumps({"source": TABLE_SOURCE, "space": table.space})}
     return {"parent": cfg.seed, "dataset": cfg.dataset,
             "recipe": json.dumps({"epochs": cfg.epochs, "train_limit": cfg.train_limit})}
