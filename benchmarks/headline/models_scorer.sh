@@ -2,7 +2,7 @@
 # The scorers of issue 29's experiment (benchmarks/scorer.md, benchmarks/headline/scorer.yaml):
 #   NASFORGE_CBM_DIR=path/to/channel-bench-macro bash benchmarks/headline/models_scorer.sh
 # For each space: the other space's whole table as a corpus, 4,000 score rows of it (10 % networks held
-# out), LoRA tuning of SmolLM2-135M-Instruct for 2 epochs -> OUT/score-on-<other space>; then the gate:
+# out), LoRA tuning of SmolLM2-135M-Instruct for 1 epoch (benchmarks/scorer.md, amendment 1) -> OUT/score-on-<other space>; then the gate:
 # `finetune eval --task score` of base and adapter on 495 of 500 rows of the searched space (never tuned on).
 # Resumable: finished steps are kept (a killed `finetune train` continues with --resume).
 set -euo pipefail
@@ -20,7 +20,7 @@ for pair in "resnet mobilenet" "mobilenet resnet"; do
   if [ ! -f "$OUT/score-on-$tuned_on/adapter_config.json" ]; then
     resume=""; ls -d "$OUT/score-on-$tuned_on"/checkpoint-* >/dev/null 2>&1 && resume="--resume"
     $PY -m finetune train --corpus "$OUT/score-data-$tuned_on" --model smollm2-135m --out "$OUT/score-on-$tuned_on" \
-      --epochs 2 --batch-size 16 --lr 5e-4 --lora-r 16 $resume
+      --epochs 1 --batch-size 16 --lr 5e-4 --lora-r 16 $resume
   fi
   $PY -m corpus from-table --space "cbm-$searched" --out "$OUT/cbm-$searched-500" --sample 500 --rng-seed 1
   # the gate's rows: all but 5 of the 500 in the eval split (a data set folder: its split is used as it is)
