@@ -161,6 +161,50 @@ def test_predict_scores_is_batched_constrained_and_keeps_the_order(tiny_model, s
     assert preds[0] == preds[5] and texts[0] == texts[5]  # the same prompt, in another batch and padding
 
 
+def reference_answers(model, tok, prompts) -> list[str]:
+    """`model.generate` with the template processor, one prompt at a time, no cache shared."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from finetune.score import _number_pieces, score_template
+
+    eos = {tok.eos_token_id, model.generation_config.eos_token_id} - {None}
+    out = []
+    for m in prompts:
+        ids = tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        x = torch.tensor([list(ids)])
+        with torch.inference_mode():
+            gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
+                                 logits_processor=LogitsProcessorList([score_template(tok, x.shape[1], eos)]),
+                                 pad_token_id=tok.pad_token_id, eos_token_id=sorted(eos))
+        out.append("".join(_number_pieces(tok).get(t, "") for t in gen[0, x.shape[1]:].tolist()))
+    return out
+
+
+def test_shared_prefix_scoring_gives_generates_answers(tiny_model, score_corpus_rows):
+    """The pool's common prefix run once and its cache copied to every row (left padding after it, positions
+    counted without the padding) answers as `generate` does on each prompt alone; so does every row run whole;
+    prompts with nothing in common (two system messages) are scored too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.score import common_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    refs = {k.split()[0]: v for k, v in references(score_corpus_rows).items()}
+    rows = [r for r in score_corpus_rows if r["status"] == "ok" and r["accuracy"] is not None][:7]
+    prompts = [score_messages(r, refs[r["parent"]][0]) for r in rows]
+    enc = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+           for m in prompts]
+    assert common_prefix([list(e) for e in enc]) >= 10  # system + family line: worth sharing
+    want = reference_answers(model, tok, prompts)
+    assert score_texts(model, tok, prompts, batch_size=3) == want
+    assert score_texts(model, tok, prompts, batch_size=3, share_prefix=False) == want
+    other = [[{"role": "system", "content": "Another system line."}, prompts[0][1]]] + prompts[1:3]
+    assert common_prefix([[1, 2, 3], [1, 2]]) == 1 and common_prefix([[5], [5]]) == 0 and common_prefix([]) == 0
+    assert score_texts(model, tok, other, batch_size=2) == reference_answers(model, tok, other)
+
+
 def test_metrics_of_scripted_predictors(score_corpus_rows):
     from finetune.llm.scripted import ScriptedLLM
     from finetune.score import llm_score_texts

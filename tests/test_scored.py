@@ -98,11 +98,15 @@ def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, f
     make_tiny_model(folder)
     llm = make_llm(str(folder), backend="transformers")
     calls = []
-    real = llm.model.generate
-    llm.model.generate = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or real(*a, **k)
+    real = llm.model.forward
+    llm.model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or real(*a, **k)
     iters = scored(tmp_path, path, llm, "tiny", iterations=2, explore=0.0)
     assert [r["status"] for r in iters] == ["ok", "ok"]
-    assert calls and calls[0] == 32  # the first pool: 32 prompts, one generate call
+    # the first pool: the prompts' shared prefix once, then the 32 prompts' own rest in one batch, then one
+    # token per row per decoding step (at most 5)
+    assert calls[0][0] == 1 and calls[0][1] >= 10
+    assert calls[1][0] == 32 and calls[1][1] < calls[0][1] + 40
+    assert all(c == (32, 1) for c in calls[2:6])
 
 
 @pytest.mark.parametrize("argv, why", [

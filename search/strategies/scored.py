@@ -9,7 +9,8 @@ Each iteration:
 2. scores them in one batched pass: each is described as the score task's training rows describe a
    network (`finetune.score.score_messages`: the family, the data and recipe, per slot its width
    relative to the seed's, FLOPs and params relative to the seed's), and the model answers its accuracy
-   (`finetune.score.llm_score_texts`: digit-constrained greedy decoding in process; any backend otherwise);
+   (`finetune.score.llm_score_texts`: digit-constrained greedy decoding in process, the prompts' common
+   prefix -- system, family and data lines -- run once and its cache shared; any backend otherwise);
    the scores of a configuration are remembered for the run;
 3. recalibrates on the run's own evaluations (the feedback memory used as data): once `STARTUP`
    candidates are evaluated, a ridge head over (the LM's score, one indicator per slot width) is refit on
