@@ -42,6 +42,9 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--scorer-url", default=None, help="--strategy scored: an OpenAI-compatible server of the scorer")
     r.add_argument("--scorer-pool", type=int, default=d.scorer_pool,
                    help="--strategy scored: new configurations drawn and scored per iteration")
+    r.add_argument("--pool-local", type=float, default=d.pool_local,
+                   help="--strategy scored: share of the pool drawn as one- or two-slot changes of the run's best "
+                        "evaluated configurations (the rest uniform)")
     r.add_argument("--llm", default=d.llm, type=llm_name,
                    help="the Code Generator of --strategy llm: smollm2-135m | Hub id | local folder")
     r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")

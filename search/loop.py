@@ -56,6 +56,7 @@ class SearchConfig:
     scorer_adapter: str | None = None  # scored: its peft adapter (finetune --task score); None: the frozen model
     scorer_url: str | None = None  # scored: an OpenAI-compatible server of the scorer instead
     scorer_pool: int = 64  # scored: new configurations drawn and scored per iteration
+    pool_local: float = 0.5  # scored: share of the pool drawn as 1-2 slot changes of the best evaluated ones
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -237,6 +238,8 @@ def check_config(cfg: SearchConfig) -> None:
                           f"not {cfg.strategy}")
     if cfg.scorer_pool < 1:
         raise SearchError(f"--scorer-pool must be >= 1, not {cfg.scorer_pool}")
+    if not 0.0 <= cfg.pool_local <= 1.0:
+        raise SearchError(f"--pool-local must be between 0 and 1, not {cfg.pool_local}")
     if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
         raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):

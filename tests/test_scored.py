@@ -45,8 +45,9 @@ def best_rank(iters, table) -> int:
 
 def test_an_informative_scorer_finds_better_networks_than_an_uninformative_one(tmp_path, full_table):  # noqa: F811
     path, table = full_table
-    good = scored(tmp_path, path, WidthReader(), "good", explore=0.0)
-    flat = scored(tmp_path, path, WidthReader(constant=85.0), "flat", explore=0.0)
+    # uniform pools (--pool-local 0): the LM's scores are all that differs between the two runs
+    good = scored(tmp_path, path, WidthReader(), "good", explore=0.0, pool_local=0.0)
+    flat = scored(tmp_path, path, WidthReader(constant=85.0), "flat", explore=0.0, pool_local=0.0)
     assert [r["status"] for r in good] == ["ok"] * 8
     keys = [r["metrics"]["table_key"] for r in good]
     assert len(set(keys)) == 8  # new configurations only
@@ -59,7 +60,7 @@ def test_an_informative_scorer_finds_better_networks_than_an_uninformative_one(t
 
 def test_the_niche_bonus_spreads_the_picks_over_flops(tmp_path, full_table):  # noqa: F811
     path, table = full_table
-    iters = scored(tmp_path, path, WidthReader(), "niches", iterations=8, explore=0.0)
+    iters = scored(tmp_path, path, WidthReader(), "niches", iterations=8, explore=0.0, pool_local=0.0)
     flops = sorted(e["flops"] for e in table.values())
     q1 = flops[len(flops) // 4]
     # a pure "widest first" scorer would keep to the top FLOPs; the bonus makes it visit more than one niche
@@ -75,6 +76,23 @@ def test_budget_exploration_and_one_rng_seed_one_sequence(tmp_path, full_table):
     assert [r["metrics"]["table_key"] for r in a] == [r["metrics"]["table_key"] for r in b]
     assert all(table[r["metrics"]["table_key"]]["flops"] <= BUDGET for r in a)
     assert any("uniform (exploration)" in r["raw_answer"] for r in a)
+
+
+def test_the_pool_near_the_best_refines_it(tmp_path, full_table):  # noqa: F811
+    """--pool-local 1: after the first (uniform) pool, every pick is one or two slot changes of one of the
+    TOP best evaluated configurations before it; --pool-local 0: the pools are uniform (no such pick)."""
+    from search.strategies.scored import TOP
+
+    path, _ = full_table
+    key = lambda r: r["metrics"]["table_key"]  # noqa: E731  (one digit per slot: its width's index)
+    near = scored(tmp_path, path, WidthReader(), "near", iterations=8, explore=0.0, pool_local=1.0)
+    far = scored(tmp_path, path, WidthReader(), "far", iterations=8, explore=0.0, pool_local=0.0)
+    assert "near the best" not in near[0]["raw_answer"]
+    for i, r in enumerate(near[1:], 1):
+        assert "near the best" in r["raw_answer"], r["raw_answer"]
+        before = sorted(near[:i], key=lambda x: -x["metrics"]["accuracy"])[:TOP]
+        assert min(sum(a != b for a, b in zip(key(r), key(x))) for x in before) in (1, 2)
+    assert not any("near the best" in r["raw_answer"] for r in far)
 
 
 def test_a_resumed_run_proposes_what_the_uninterrupted_run_did(tmp_path, full_table):  # noqa: F811
@@ -113,6 +131,7 @@ def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, f
     (["--strategy", "scored"], "--strategy scored scores candidates with a model: give --scorer MODEL"),
     (["--strategy", "tpe", "--scorer", "smollm2-135m"], "--scorer scores candidates for --strategy scored, not tpe"),
     (["--strategy", "scored", "--scorer", "x", "--scorer-pool", "0"], "--scorer-pool must be >= 1"),
+    (["--strategy", "scored", "--scorer", "x", "--pool-local", "1.5"], "--pool-local must be between 0 and 1"),
 ])
 def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
     from search.__main__ import main

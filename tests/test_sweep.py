@@ -385,10 +385,11 @@ def test_the_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searched
     """benchmarks/headline/scorer.yaml (issue 29, benchmarks/scorer.md): the frozen control in all 4 cells, each
     tuned scorer only in the cells of the space it was NOT tuned on, 10 rng seeds each."""
     monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
-    monkeypatch.chdir(tmp_path)  # the adapters the spec names, as models_scorer.sh writes them (folders only)
+    monkeypatch.chdir(tmp_path)  # the adapters the spec names, where models_scorer.sh puts them (folders only)
     for space in ("resnet", "mobilenet"):
-        (tmp_path / "headline" / "models" / f"score-on-{space}").mkdir(parents=True)
-        (tmp_path / "headline" / "models" / f"score-on-{space}" / "adapter_config.json").write_text("{}")
+        folder = tmp_path / "benchmarks" / "headline" / "models" / f"score-on-{space}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
     got = load_spec(ROOT / "benchmarks" / "headline" / "scorer.yaml").cells
     pairs = {(c.ev, c.config) for c in got}
     assert len(got) == 80 and {c.seed for c in got} == set(range(10))

@@ -4,8 +4,10 @@
         --evaluator table:cbm-resnet --iterations 20 --out runs/scored-0
 
 Each iteration:
-1. draws `--scorer-pool N` new configurations inside the run's limits, uniformly over the seed's width
-   slots (`search.strategies.space`; a table's costs, else the pre-check's);
+1. draws `--scorer-pool N` new configurations inside the run's limits (`search.strategies.space`; a
+   table's costs, else the pre-check's): once the run has evaluations, a share `--pool-local` (0.5) of them
+   as one- or two-slot changes of its `TOP` best evaluated configurations (the candidate pool of BANANAS,
+   White et al. 2021: mutations of the best), the rest uniformly over the seed's width slots;
 2. scores them in one batched pass: each is described as the score task's training rows describe a
    network (`finetune.score.score_messages`: the family, the data and recipe, per slot its width
    relative to the seed's, FLOPs and params relative to the seed's), and the model answers its accuracy
@@ -21,8 +23,8 @@ Each iteration:
    half the spread (std) of the pool's predictions: 20 evaluations cannot all collapse onto one region.
 
 A candidate the model's answer does not give a number for gets the pool's median score. The frozen model
-(`--scorer` without an adapter) with the same prompts is the control. Issue 29's generator side (the
-Code Generator's answers at a temperature ladder as pool members) is not here yet: the pool is uniform.
+(`--scorer` without an adapter) with the same prompts and pool is the control. Issue 29's generator side
+(the Code Generator's answers at a temperature ladder as pool members) is not here yet.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import time
 
 from search.strategies.base import WidthsStrategy
 
-STARTUP, NICHES = 3, 4
+STARTUP, NICHES, TOP = 3, 4, 3
 
 
 class Scored(WidthsStrategy):
@@ -45,9 +47,11 @@ class Scored(WidthsStrategy):
         self.llm, self.family = llm, family
         self.explore = getattr(cfg, "explore", 0.1)
         self.pool_size = max(1, int(getattr(cfg, "scorer_pool", 64)))
+        self.pool_local = min(1.0, max(0.0, float(getattr(cfg, "pool_local", 0.5))))
         self.scores: dict[tuple, float | None] = {}  # the LM's score (percent) of every configuration it saw
         self.score_seconds: list[float] = []
         self._reference = None
+        self.near_best: set[tuple] = set()  # the last pool's members drawn near the best evaluated ones
 
     # ------------------------------------------------------------------ prompts
     def row(self, widths) -> dict:
@@ -75,8 +79,25 @@ class Scored(WidthsStrategy):
         return [self.scores[w] for w in pool]
 
     # ------------------------------------------------------------------ the choice
+    def neighbour(self, rng, widths: tuple) -> tuple:
+        """One slot (half of the time two) of `widths` moved to another of its allowed widths."""
+        w, n = list(widths), len(widths)
+        for s in rng.sample(range(n), 1 if rng.random() < 0.5 or n < 2 else 2):
+            w[s] = rng.choice([c for c in self.space.choices[s] if c != widths[s]] or [widths[s]])
+        return tuple(w)
+
     def draw(self, rng) -> list[tuple]:
+        """The pool: new configurations inside the limits, `pool_local` of them near the best evaluated ones."""
         pool: dict[tuple, None] = {}
+        top = [w for w, _ in sorted(self.scored(), key=lambda t: -t[1])[:TOP]]
+        local = round(self.pool_local * self.pool_size) if top else 0
+        for _ in range(self.tries):
+            if len(pool) >= local:
+                break
+            w = self.neighbour(rng, top[rng.randrange(len(top))])
+            if w not in pool and self.new(w):
+                pool[w] = None
+        self.near_best = set(pool)
         for _ in range(self.tries):
             if len(pool) >= self.pool_size:
                 break
@@ -137,8 +158,9 @@ class Scored(WidthsStrategy):
         value = [p + bonus / math.sqrt(1 + visits[n]) for p, n in zip(pred, niche)]
         j = max(range(len(pool)), key=lambda i: (value[i], -i))
         lm_text = f"{raw[j]:.1f}" if raw[j] is not None else "no number"
+        near = ", near the best" if pool[j] in self.near_best else ""
         return list(pool[j]), (f"LM {lm_text}, predicted {100 * pred[j]:.2f}%, FLOPs niche {niche[j] + 1}/"
-                               f"{len(edges) + 1} of {len(pool)}")
+                               f"{len(edges) + 1} of {len(pool)}{near}")
 
 
 def family_of(cfg, table) -> dict:
