@@ -65,7 +65,7 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("from-table", help="a corpus (code + metrics) from a Channel-Bench-Macro table")
     t.add_argument("--space", required=True, help="cbm-resnet | cbm-mobilenet")
     t.add_argument("--out", required=True)
-    t.add_argument("--sample", type=int, default=0, help="random subset of N configurations (0: all 16,384)")
+    t.add_argument("--sample", type=int, default=0, help="random subset of N configurations, the seed's own always among them (0: all 16,384)")
     t.add_argument("--rng-seed", dest="seed", metavar="N", type=int, default=0, help="rng seed of the sample")
     renamed(t, "--seed", RNG_SEED_RENAMED)
     t.add_argument("--benchmark-file", default=None, help="the space's JSON table (default: see README)")

@@ -241,14 +241,10 @@ def from_table(space: str, out: str, sample: int = 0, seed: int = 0, path: str |
 
     table = load_table(str(table_path(space, path)))
     rank = ranks(table)
-    keys = sorted(table)
-    if 0 < sample < len(keys):
-        keys = sorted(random.Random(seed).sample(keys, sample))
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     journal = dest / "rows.jsonl"
     done = {r["id"] for r in read_journal(journal)}
-    todo = [k for k in keys if f"{space}-{k}" not in done]
     source = seeds.seed_source(SPACES[space]["seed"])
     recipe = {"source": TABLE_SOURCE, "space": space}
     vers = versions()
@@ -257,6 +253,14 @@ def from_table(space: str, out: str, sample: int = 0, seed: int = 0, path: str |
         a = analyze(pool, source, SPEC)
         if not a.ok:
             raise TableError(f"the {space} seed cannot be analysed: {a.error}")
+        keys = sorted(table)
+        if 0 < sample < len(keys):
+            # a sample always holds the seed's own row: it is its family's reference (finetune.score)
+            seed_key = key_of(a.seed_widths, space)
+            rest = [k for k in keys if k != seed_key]
+            keys = sorted(([seed_key] if seed_key in table else []) +
+                          random.Random(seed).sample(rest, sample - (seed_key in table)))
+        todo = [k for k in keys if f"{space}-{k}" not in done]
         chunks = [todo[i:i + 16] for i in range(0, len(todo), 16)]
         payloads = [realize_payload(source, SPEC, a, [widths_of(k, space) for k in c]) for c in chunks]
         bar = tqdm(total=len(todo), desc=f"materialising {space}", unit="net", disable=not progress)

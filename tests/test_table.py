@@ -110,6 +110,7 @@ def test_from_table_materialises_a_corpus(tmp_path, cbm_dir):
     ds = datasets.load_from_disk(str(tmp_path / "c"))
     tab = load_table(str(table_path("cbm-resnet", table_file(cbm_dir, "cbm-resnet"))))
     assert len(ds) == 6
+    assert "cbm-resnet-2222222" in ds["id"]  # a sample always holds the seed's row (its family's reference)
     for r in ds:
         key = r["id"].split("-")[-1]
         assert key_of(r["widths"], "cbm-resnet") == key and r["accuracy"] == pytest.approx(tab[key]["mean"] / 100)
