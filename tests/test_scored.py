@@ -85,8 +85,8 @@ def test_the_pool_near_the_best_refines_it(tmp_path, full_table):  # noqa: F811
 
     path, _ = full_table
     key = lambda r: r["metrics"]["table_key"]  # noqa: E731  (one digit per slot: its width's index)
-    near = scored(tmp_path, path, WidthReader(), "near", iterations=8, explore=0.0, pool_local=1.0)
-    far = scored(tmp_path, path, WidthReader(), "far", iterations=8, explore=0.0, pool_local=0.0)
+    near = scored(tmp_path, path, WidthReader(), "near", iterations=5, explore=0.0, pool_local=1.0)
+    far = scored(tmp_path, path, WidthReader(), "far", iterations=5, explore=0.0, pool_local=0.0)
     assert "near the best" not in near[0]["raw_answer"]
     for i, r in enumerate(near[1:], 1):
         assert "near the best" in r["raw_answer"], r["raw_answer"]
