@@ -516,9 +516,11 @@ def metrics_table(results: dict) -> str:
 def table_text(results: dict, rows: list, width: int) -> str:
     """One column per model (base, adapter), one line per (label, cell of a summary) in `rows`."""
     names = list(results)
+    cells = {(label, n): cell(results[n]["summary"]) for label, cell in rows for n in names}
+    width = max([width] + [len(t) + 2 for t in cells.values()])  # a wide cell never runs into its neighbour
     lines = [f"{'':<18}" + "".join(f"{n:>{width}}" for n in names)]
-    for label, cell in rows:
-        lines.append(f"{label:<18}" + "".join(f"{cell(results[n]['summary']):>{width}}" for n in names))
+    for label, _ in rows:
+        lines.append(f"{label:<18}" + "".join(f"{cells[label, n]:>{width}}" for n in names))
     return "\n".join(lines)
 
 
