@@ -278,8 +278,14 @@ def measured_on(runs, n: int) -> dict[str, list[str]]:
 
 
 def non_llm(cfg) -> bool:
-    """A run whose proposals come from no LLM: a stored `strategy` other than llm, or `--llm random` (old runs)."""
-    return getattr(cfg, "strategy", "llm") != "llm" or cfg.llm == "random"
+    """A run whose proposals come from no language model: a stored `strategy` that neither generates nor scores
+    with one (not llm, not scored), or `--llm random` (old runs)."""
+    from search.strategies.traits import takes_scorer
+
+    strategy = getattr(cfg, "strategy", "llm")
+    if getattr(cfg, "scorer", None) or takes_scorer(strategy):
+        return False
+    return strategy != "llm" or cfg.llm == "random"
 
 
 def pick_baselines(groups: dict, runs: list[tuple], baseline: str | None, good) -> tuple[dict, dict, list[str]]:

@@ -155,6 +155,8 @@ class SearchConfig:
         """The configuration a run belongs to in `search compare` (label, else llm + adapter)."""
         if self.label:
             return self.label
+        if self.scorer:  # a model scores the candidates: tuned and frozen are different configurations
+            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}"
         if not self.uses_llm:
             return self.strategy
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"

@@ -108,6 +108,18 @@ def test_non_llm_runs():
     assert not non_llm(SimpleNamespace(llm="scripted"))
     assert non_llm(SimpleNamespace(llm="scripted", strategy="evolution"))
     assert not non_llm(SimpleNamespace(llm="scripted", strategy="llm"))
+    # a model that scores the candidates is a language-model configuration, never the "strongest non-LLM" one
+    assert not non_llm(SimpleNamespace(llm="smollm2-135m", strategy="scored", scorer="smollm2-135m"))
+
+
+def test_scored_runs_group_by_their_scorer():
+    from search.loop import SearchConfig
+
+    tuned = SearchConfig(strategy="scored", scorer="smollm2-135m", scorer_adapter="adapters/score-on-resnet")
+    assert tuned.group == "scored:smollm2-135m+adapters/score-on-resnet"
+    assert SearchConfig(strategy="scored", scorer="smollm2-135m").group == "scored:smollm2-135m"
+    assert SearchConfig(strategy="scored", scorer="x", label="mine").group == "mine"
+    assert SearchConfig(strategy="tpe").group == "tpe"
 
 
 def test_compare_holm_superiority_and_median_interval(tmp_path):
