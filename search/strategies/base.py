@@ -55,6 +55,13 @@ class WidthsStrategy:
         """Not tried (the seed included) and inside the run's limits."""
         return tuple(widths) not in self.seen and self.space.fits(widths)
 
+    def neighbour(self, rng, widths) -> tuple:
+        """One slot (half of the time two) of `widths` moved to another of its allowed widths."""
+        w, n = list(widths), len(widths)
+        for s in rng.sample(range(n), 1 if rng.random() < 0.5 or n < 2 else 2):
+            w[s] = rng.choice([c for c in self.space.choices[s] if c != widths[s]] or [widths[s]])
+        return tuple(w)
+
     def uniform_new(self, rng, tries: int | None = None) -> list[int] | None:
         for _ in range(tries or self.tries):
             w = self.space.sample(rng)

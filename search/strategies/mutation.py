@@ -14,11 +14,8 @@ class Mutation(WidthsStrategy):
     name = "mutation"
 
     def choose(self, rng, parent, parent_row):
-        n = len(self.space.choices)
         for _ in range(self.tries):
-            w = list(parent)
-            for s in rng.sample(range(n), 1 if rng.random() < 0.5 or n < 2 else 2):
-                w[s] = rng.choice([c for c in self.space.choices[s] if c != parent[s]] or [parent[s]])
+            w = self.neighbour(rng, parent)
             if self.new(w):
-                return w, "mutation of the parent"
+                return list(w), "mutation of the parent"
         return None

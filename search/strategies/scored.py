@@ -79,13 +79,6 @@ class Scored(WidthsStrategy):
         return [self.scores[w] for w in pool]
 
     # ------------------------------------------------------------------ the choice
-    def neighbour(self, rng, widths: tuple) -> tuple:
-        """One slot (half of the time two) of `widths` moved to another of its allowed widths."""
-        w, n = list(widths), len(widths)
-        for s in rng.sample(range(n), 1 if rng.random() < 0.5 or n < 2 else 2):
-            w[s] = rng.choice([c for c in self.space.choices[s] if c != widths[s]] or [widths[s]])
-        return tuple(w)
-
     def draw(self, rng) -> list[tuple]:
         """The pool: new configurations inside the limits, `pool_local` of them near the best evaluated ones."""
         pool: dict[tuple, None] = {}
