@@ -280,12 +280,12 @@ def measured_on(runs, n: int) -> dict[str, list[str]]:
 def non_llm(cfg) -> bool:
     """A run whose proposals come from no language model: a stored `strategy` that neither generates nor scores
     with one (not llm, not scored), or `--llm random` (old runs)."""
-    from search.strategies.traits import takes_scorer
+    from search.strategies.traits import takes_scorer, uses_llm
 
     strategy = getattr(cfg, "strategy", "llm")
     if getattr(cfg, "scorer", None) or takes_scorer(strategy):
         return False
-    return strategy != "llm" or cfg.llm == "random"
+    return not uses_llm(strategy) or cfg.llm == "random"
 
 
 def pick_baselines(groups: dict, runs: list[tuple], baseline: str | None, good) -> tuple[dict, dict, list[str]]:
