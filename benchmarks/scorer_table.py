@@ -6,7 +6,15 @@ intervals, and the protocol's exact permutation tests (Mann-Whitney U) with Holm
         --runs tuned=headline/scorer/runs/scored-tuned-on-resnet-mobilenet-s* --runs frozen=...
 
 `--runs NAME=GLOB`: the run folders of one configuration (any number of seeds; fewer than the protocol's 10
-are marked partial). Baselines: benchmarks/headline/baselines/<cell>/compare.json (the baselines sweep's
+are marked partial).
+
+    NASFORGE_CBM_DIR=path/to/channel-bench-macro python benchmarks/scorer_table.py --protocol
+
+`--protocol`: the protocol's decision over all four cells from the committed stores
+(benchmarks/headline/scorer-runs/<cell>/scored-{tuned,frozen}-s*): family (e) tuned vs uniform `random` and vs
+frozen in each cell, family (f) tuned vs the cell's strongest non-LLM strategy after 20 and after 5, Holm over
+each family of 8. A test whose cell has not run counts as p = 1, which can only raise the others' adjusted p
+(Holm is monotone), so the adjusted p shown is an upper bound until every cell has run. Baselines: benchmarks/headline/baselines/<cell>/compare.json (the baselines sweep's
 committed compare; ranks after 5 from its best accuracy after 5, looked up in the table).
 """
 from __future__ import annotations
@@ -54,16 +62,14 @@ def fmt(v: list[int]) -> str:
     return f"{statistics.median(v):g} [{ci[0]:g}, {ci[1]:g}]" if ci else f"{statistics.median(v):g}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cell", required=True, choices=sorted(SPACE))
-    ap.add_argument("--runs", action="append", default=[], help="NAME=GLOB of run folders")
-    a = ap.parse_args()
+def cell_data(cell: str, runs: list[str]) -> tuple[dict, str, dict]:
+    """({baseline group: (ranks after 20, ranks after 5)}, the strongest of them, {NAME: (after 20, after 5)}
+    of the `NAME=GLOB` run specs)."""
     from corpus.table import load_table, ranks, table_path
 
-    table = load_table(str(table_path(SPACE[a.cell])))
+    table = load_table(str(table_path(SPACE[cell])))
     rank = ranks(table)
-    base = json.loads((ROOT / "benchmarks" / "headline" / "baselines" / a.cell / "compare.json").read_text())
+    base = json.loads((ROOT / "benchmarks" / "headline" / "baselines" / cell / "compare.json").read_text())
     groups = {}
     for g, v in base["groups"].items():
         r20 = [int(x) for x in v["ranks"]]
@@ -71,11 +77,61 @@ def main() -> int:
         groups[g] = (r20, r5)
     strongest = min(groups, key=lambda g: (statistics.median(groups[g][0]), statistics.fmean(groups[g][0])))
     mine = {}
-    for spec in a.runs:
+    for spec in runs:
         name, _, pattern = spec.partition("=")
         got = [run_ranks(f, rank) for f in sorted(glob.glob(pattern))]
         got = [x for x in got if x is not None]
         mine[name] = ([x[0] for x in got], [x[1] for x in got])
+    return groups, strongest, mine
+
+
+def protocol() -> int:
+    """The protocol's two families over the four cells (module docstring)."""
+    fam_e, fam_f, rows = [], [], []
+    for cell in SPACE:
+        store = ROOT / "benchmarks" / "headline" / "scorer-runs" / cell
+        groups, strongest, mine = cell_data(cell, [f"tuned={store}/scored-tuned-s*", f"frozen={store}/scored-frozen-s*"])
+        (t20, t5), (f20, _) = mine["tuned"], mine["frozen"]
+        ran = len(t20) >= 10 and len(f20) >= 10
+        rows.append((cell, len(t20), len(f20), t20, f20, strongest, groups[strongest]))
+        p = (lambda a, b: permutation_p(a, b) if ran else None)  # noqa: E731
+        fam_e += [(cell, "random", 20, t20, groups["random"][0], p(t20, groups["random"][0])),
+                  (cell, "frozen", 20, t20, f20, p(t20, f20))]
+        fam_f += [(cell, strongest, 20, t20, groups[strongest][0], p(t20, groups[strongest][0])),
+                  (cell, strongest, 5, t5, groups[strongest][1], p(t5, groups[strongest][1]))]
+    print("Issue 29's protocol (benchmarks/scorer.md): tuned scorer vs the references of each table cell; a cell "
+          "runs when both configurations have 10 seeds.\n")
+    print("| cell | tuned runs | frozen runs | tuned, after 20 | frozen, after 20 | strongest non-LLM | its median after 20 |"
+          "\n|---|---:|---:|---:|---:|---|---:|")
+    for cell, nt, nf, t20, f20, strongest, (s20, _) in rows:
+        print(f"| {cell} | {nt} | {nf} | {fmt(t20)} | {fmt(f20)} | `{strongest}` | {fmt(s20)} |")
+    for label, fam in (("(e) tuned vs uniform random and vs frozen", fam_e),
+                       ("(f) tuned vs the strongest non-LLM strategy of the cell", fam_f)):
+        adj = holm([1.0 if t[5] is None else t[5] for t in fam])
+        print(f"\nFamily {label}: Holm over its 8 tests (a cell not run counts as p = 1).\n")
+        print("| cell | vs | evaluations | tuned median | reference median | p | Holm | better |\n"
+              "|---|---|---:|---:|---:|---:|---:|---|")
+        for (cell, ref, at, a, b, pv), q in zip(fam, adj):
+            if pv is None:
+                print(f"| {cell} | `{ref}` | {at} | – | – | not run | – | – |")
+                continue
+            ma, mb = statistics.median(a), statistics.median(b)
+            better = "yes" if ma < mb and q < 0.05 else ("worse" if ma > mb and q < 0.05 else "no")
+            print(f"| {cell} | `{ref}` | {at} | {ma:g} | {mb:g} | {pv:.3g} | {q:.3g} | {better} |")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cell", choices=sorted(SPACE))
+    ap.add_argument("--runs", action="append", default=[], help="NAME=GLOB of run folders")
+    ap.add_argument("--protocol", action="store_true", help="both families over all four cells, committed stores")
+    a = ap.parse_args()
+    if a.protocol:
+        return protocol()
+    if not a.cell:
+        ap.error("--cell is required (or --protocol)")
+    groups, strongest, mine = cell_data(a.cell, a.runs)
     tests = []
     for name, (r20, r5) in mine.items():
         if not r20 or name == "frozen":  # the control is tested against, not tested (the protocol's families)
