@@ -42,13 +42,17 @@ def main() -> int:
     ref = score_metrics(pred, measured)
     print(f"Gate: scorer tuned on {a.tuned_on} only, {len(rows)} held-out rows of {searched}\n")
     print("| predictor | Spearman rho | Kendall tau | top-10 overlap |\n|---|---:|---:|---:|")
-    for name, s in (("frozen SmolLM2-135M", gate["results"]["base"]["summary"]),
-                    ("tuned SmolLM2-135M (score task)", gate["results"]["adapter"]["summary"]),
-                    (f"ridge on width positions, fitted on all of {a.tuned_on}", ref)):
-        print(f"| {name} | {s['spearman']:+.3f} | {s['kendall']:+.3f} | {s['top_k_overlap']:.2f} |")
+    for name, key in (("frozen SmolLM2-135M", "base"), ("tuned SmolLM2-135M (score task)", "adapter"),
+                      (f"ridge on width positions, fitted on all of {a.tuned_on}", None)):
+        s = gate["results"][key]["summary"] if key else ref
+        # a correlation is undefined where every prediction is the same (the frozen model may answer one number)
+        same = key and len({r["predicted"] for r in gate["results"][key]["answers"]}) == 1
+        cor = lambda v: (f"{v:+.3f}" if v is not None else "undefined")  # noqa: E731
+        print(f"| {name}{' (the same answer for every row)' if same else ''} | {cor(s['spearman'])} | "
+              f"{cor(s['kendall'])} | {s['top_k_overlap']:.2f} |")
     rho = gate["results"]["adapter"]["summary"]["spearman"]
     print(f"\ntarget (issue 29): Spearman >= 0.8 and above the ridge transfer: "
-          f"{'reached' if rho >= 0.8 and rho > ref['spearman'] else 'not reached'} ({rho:.3f} vs ridge {ref['spearman']:.3f})")
+          f"{'reached' if rho is not None and rho >= 0.8 and rho > ref['spearman'] else 'not reached'} ({rho:.3f} vs ridge {ref['spearman']:.3f})")
     return 0
 
 
