@@ -55,6 +55,15 @@ def run_ranks(folder: str, rank: dict) -> tuple[int, int] | None:
     return best(keys), (best(first5) if first5 else None)
 
 
+def seconds(pattern: str) -> list[float]:
+    """The strategy's own seconds of every iteration of the runs (`llm_seconds`: drawing the pool, scoring its
+    new members in one batched pass, the head), over the finished runs the glob names."""
+    from search.runner import load_run
+
+    return [r["llm_seconds"] for f in sorted(glob.glob(pattern)) if Path(f, "done").exists()
+            for r in load_run(f)[1] if r.get("llm_seconds") is not None]
+
+
 def fmt(v: list[int]) -> str:
     if not v:
         return "–"
@@ -79,7 +88,7 @@ def cell_data(cell: str, runs: list[str]) -> tuple[dict, str, dict]:
     mine = {}
     for spec in runs:
         name, _, pattern = spec.partition("=")
-        got = [run_ranks(f, rank) for f in sorted(glob.glob(pattern))]
+        got = [run_ranks(f, rank) for f in sorted(glob.glob(pattern)) if Path(f, "done").exists()]
         got = [x for x in got if x is not None]
         mine[name] = ([x[0] for x in got], [x[1] for x in got])
     return groups, strongest, mine
@@ -105,6 +114,13 @@ def protocol() -> int:
           "\n|---|---:|---:|---:|---:|---|---:|")
     for cell, nt, nf, t20, f20, strongest, (s20, _) in rows:
         print(f"| {cell} | {nt} | {nf} | {fmt(t20)} | {fmt(f20)} | `{strongest}` | {fmt(s20)} |")
+    print("\nSeconds per iteration (the strategy's own; target <= 5 s), median and max over every iteration of the "
+          "finished runs:\n\n| cell | tuned | frozen |\n|---|---:|---:|")
+    for cell in SPACE:
+        store = ROOT / "benchmarks" / "headline" / "scorer-runs" / cell
+        t = {c: seconds(f"{store}/scored-{c}-s*") for c in ("tuned", "frozen")}
+        print(f"| {cell} | " + " | ".join(f"{statistics.median(v):.1f} (max {max(v):.1f})" if v else "–"
+                                          for v in t.values()) + " |")
     for label, fam in (("(e) tuned vs uniform random and vs frozen", fam_e),
                        ("(f) tuned vs the strongest non-LLM strategy of the cell", fam_f)):
         adj = holm([1.0 if t[5] is None else t[5] for t in fam])
