@@ -15,7 +15,8 @@ are marked partial).
 frozen in each cell, family (f) tuned vs the cell's strongest non-LLM strategy after 20 and after 5, Holm over
 each family of 8. A test whose cell has not run counts as p = 1, which can only raise the others' adjusted p
 (Holm is monotone), so the adjusted p shown is an upper bound until every cell has run. Baselines: benchmarks/headline/baselines/<cell>/compare.json (the baselines sweep's
-committed compare; ranks after 5 from its best accuracy after 5, looked up in the table).
+committed compare; ranks after 5 from its best accuracy after 5, ranked as compare ranks: among the
+configurations inside the cell's FLOPs budget, 1 + those strictly better).
 """
 from __future__ import annotations
 
@@ -35,24 +36,18 @@ SPACE = {"mobilenet": "cbm-mobilenet", "mobilenet-budget": "cbm-mobilenet",
          "resnet": "cbm-resnet", "resnet-budget": "cbm-resnet"}
 
 
-def rank_of_accuracy(table: dict, rank: dict, acc: float) -> int:
-    """The table rank of a best accuracy (a fraction, as runs store it)."""
-    key = min(table, key=lambda k: abs(table[k]["mean"] / 100 - acc))
-    return rank[key]
-
-
-def run_ranks(folder: str, rank: dict) -> tuple[int, int] | None:
+def run_ranks(folder: str, rank_of, budget: float | None) -> tuple[int, int] | None:
+    """The rank of a run's best after 20 and after 5 evaluations, as `search compare` counts them (the seed's
+    accuracy as the starting best, candidates over the budget not counting, ranks among the configurations
+    inside the budget); None for a run of fewer than 20 iterations."""
+    from search.compare import run_stats
     from search.runner import load_run
 
-    iters = load_run(folder)[1]
-    keys = [(r["metrics"]["table_key"], r["metrics"]["accuracy"]) for r in iters
-            if r.get("status") == "ok" and r.get("metrics", {}).get("table_key")]
-    if len(iters) < 20 or not keys:
+    cfg, iters, seed = load_run(folder)
+    if len(iters) < 20:
         return None
-    best = lambda rows: min(rank[k] for k, _ in rows)  # noqa: E731
-    first5 = [(r["metrics"]["table_key"], 0) for r in iters[:5]
-              if r.get("status") == "ok" and r.get("metrics", {}).get("table_key")]
-    return best(keys), (best(first5) if first5 else None)
+    st = run_stats(cfg, iters, seed, 20, 1.0, {"max_flops": budget})
+    return rank_of(st["best"]), rank_of(st["at"][5])
 
 
 def seconds(pattern: str) -> list[float]:
@@ -74,21 +69,22 @@ def fmt(v: list[int]) -> str:
 def cell_data(cell: str, runs: list[str]) -> tuple[dict, str, dict]:
     """({baseline group: (ranks after 20, ranks after 5)}, the strongest of them, {NAME: (after 20, after 5)}
     of the `NAME=GLOB` run specs)."""
-    from corpus.table import load_table, ranks, table_path
+    from corpus.table import load_table, table_path
+    from search.compare import table_ranks
 
-    table = load_table(str(table_path(SPACE[cell])))
-    rank = ranks(table)
     base = json.loads((ROOT / "benchmarks" / "headline" / "baselines" / cell / "compare.json").read_text())
+    budget = base["benchmark"]["max_flops"]
+    _, rank_of = table_ranks(load_table(str(table_path(SPACE[cell]))), budget)
     groups = {}
     for g, v in base["groups"].items():
         r20 = [int(x) for x in v["ranks"]]
-        r5 = [rank_of_accuracy(table, rank, x) for x in v["best_at"]["5"]]
+        r5 = [rank_of(x) for x in v["best_at"]["5"]]
         groups[g] = (r20, r5)
     strongest = min(groups, key=lambda g: (statistics.median(groups[g][0]), statistics.fmean(groups[g][0])))
     mine = {}
     for spec in runs:
         name, _, pattern = spec.partition("=")
-        got = [run_ranks(f, rank) for f in sorted(glob.glob(pattern)) if Path(f, "done").exists()]
+        got = [run_ranks(f, rank_of, budget) for f in sorted(glob.glob(pattern)) if Path(f, "done").exists()]
         got = [x for x in got if x is not None]
         mine[name] = ([x[0] for x in got], [x[1] for x in got])
     return groups, strongest, mine

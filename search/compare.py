@@ -197,12 +197,20 @@ def plot_fronts(pt: dict, path) -> None:
 CHECKPOINTS = (5, 10)  # best accuracy after these many iterations too, where N is larger
 
 
+def table_ranks(tab: dict, budget: float | None):
+    """(the table's mean accuracies inside the FLOPs budget, best first; rank_of(accuracy as a fraction): 1 + the
+    number of those configurations strictly better), the rank every benchmark-mode compare reports."""
+    import bisect
+
+    means = sorted((v["mean"] for v in tab.values() if budget is None or v["flops"] <= budget), reverse=True)
+    neg = [-m for m in means]
+    return means, lambda acc: bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
+
+
 def benchmark(runs: list[tuple], n: int) -> dict | None:
     """The table every run looked up (None when the runs did not all use one table): its size, optimum,
     rank function and uniform sampling's exact median and mean best-of-n rank, all among the configurations
     inside the runs' common FLOPs budget when they have one (see the module docstring)."""
-    import bisect
-
     from corpus.table import expected_best_rank, load_table, table_path
 
     spaces = {r[1].evaluator_spec.table_space for r in runs}
@@ -217,14 +225,9 @@ def benchmark(runs: list[tuple], n: int) -> dict | None:
     budget = budgets[0]
     space = next(iter(spaces))
     tab = load_table(str(table_path(space, runs[0][1].benchmark_file)))
-    means = sorted((v["mean"] for v in tab.values() if budget is None or v["flops"] <= budget), reverse=True)
+    means, rank_of = table_ranks(tab, budget)
     if not means:
         raise SearchError(f"no configuration of {space} is inside --max-flops {budget:.4g} (the table's FLOPs)")
-    neg = [-m for m in means]
-
-    def rank_of(acc):  # 1 + number of configurations (inside the budget) strictly better
-        return bisect.bisect_left(neg, -(100 * acc) - 1e-6) + 1
-
     return {"space": space, "size": len(means), "table_size": len(tab), "max_flops": budget,
             "optimum": means[0] / 100, "rank_of": rank_of,
             "uniform_median_rank": expected_median_best_rank(len(means), n),
