@@ -4,6 +4,8 @@
     python benchmarks/proxy_fidelity.py --out pf --families lenet --variants 12 --seeds 0,1,2
     python benchmarks/proxy_fidelity.py --out pf --report                   # the table and plot of what is done
     python benchmarks/proxy_fidelity.py --out pf_ema --tag ema --set ema=0.9  # the same networks, another recipe
+    python benchmarks/proxy_fidelity.py --out pf --references-only & \
+    python benchmarks/proxy_fidelity.py --out pf --proxies-only             # two processes, one core each
 
 For each seed family (built-in seeds or .py files), `python -m mutator generate` writes `--variants` width
 variants (the seed network is one more); every network is trained through the sandboxed evaluator exactly
@@ -137,6 +139,8 @@ def run(args, recipe: dict) -> int:
     todo = [j for j in jobs(families, args.seeds, args.tag) if j not in done]
     if args.proxies_only:  # another recipe on networks whose references another command measures
         todo = [j for j in todo if j[2] == "proxy"]
+    if args.references_only:  # the references while another command measures the proxies (one core each)
+        todo = [j for j in todo if j[2] == "reference"]
     code = {(f, n["id"]): n["code"] for f, nets in families.items() for n in nets}
     print(f"{len(done)} done, {len(todo)} to do; proxy {steps} steps of batch {bs}, reference "
           f"{reference['min_steps']} steps on all {n_full:,} images", flush=True)
@@ -288,6 +292,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--proxies-only", action="store_true", help="measure no reference (another command does)")
+    p.add_argument("--references-only", action="store_true",
+                   help="measure only the references (a --proxies-only command beside it measures the proxies)")
     p.add_argument("--report", action="store_true", help="only print the report of what is in --out")
     try:
         args = p.parse_args()
@@ -296,6 +302,8 @@ def main() -> int:
         recipe = parse_set(args.set)
     except ValueError as exc:
         return fail(str(exc))
+    if args.proxies_only and args.references_only:
+        return fail("--proxies-only and --references-only exclude each other")
     if not args.seeds or args.variants < 2 or args.reference_factor < 1:
         return fail("need at least one --seeds value, --variants >= 2 and --reference-factor >= 1")
     from mutator import seeds as builtin

@@ -105,6 +105,8 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(e, "--timeout-s", EvalConfig, "time limit per profiled answer", type=float)
     _opt(e, "--llm-url", EvalConfig, "OpenAI-compatible server serving --model (and --adapter by its name); "
          "default: in process")
+    _opt(e, "--dtype", EvalConfig, "score task, in process: float32 | bfloat16 (the adapter merged, as "
+         "search run --scorer-dtype bfloat16 scores)")
     _pairs_args(e, EvalConfig)
     e.add_argument("--config", default=None, help="YAML file with any of these options")
 

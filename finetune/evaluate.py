@@ -70,6 +70,7 @@ class EvalConfig:
     context: str = ""  # "": the adapter's, else source
     class_name: str | None = None  # builds every corpus network; None: each row's class_name column
     llm_url: str | None = None  # an OpenAI-compatible server that serves the models; None: in process
+    dtype: str = "float32"  # score task, in process: bfloat16 = what `search run --scorer-dtype bfloat16` scores with
     task: str = ""  # finetune.tasks: "" = the adapter's (run_card.json), else improve
     sample: int = 0  # score task, split rebuilt from a corpus: as the data set was built (default: the adapter's)
 

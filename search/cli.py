@@ -42,6 +42,9 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--scorer-url", default=None, help="--strategy scored: an OpenAI-compatible server of the scorer")
     r.add_argument("--scorer-pool", type=int, default=d.scorer_pool,
                    help="--strategy scored: new configurations drawn and scored per iteration")
+    r.add_argument("--scorer-dtype", default=d.scorer_dtype,
+                   help="--strategy scored, model in process: float32 | bfloat16 (merges the adapter into the weights and "
+                        "casts them: about half the scoring time on a CPU with bf16 instructions)")
     r.add_argument("--pool-local", type=float, default=d.pool_local,
                    help="--strategy scored: share of the pool drawn as one- or two-slot changes of the run's best "
                         "evaluated configurations (the rest uniform)")

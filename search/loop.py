@@ -57,6 +57,7 @@ class SearchConfig:
     scorer_url: str | None = None  # scored: an OpenAI-compatible server of the scorer instead
     scorer_pool: int = 64  # scored: new configurations drawn and scored per iteration
     pool_local: float = 0.5  # scored: share of the pool drawn as 1-2 slot changes of the best evaluated ones
+    scorer_dtype: str = "float32"  # scored, in process: bfloat16 merges the adapter and halves the scoring time
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -156,7 +157,8 @@ class SearchConfig:
         if self.label:
             return self.label
         if self.scorer:  # a model scores the candidates: tuned and frozen are different configurations
-            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}"
+            dtype = "" if self.scorer_dtype == "float32" else f"@{self.scorer_dtype}"
+            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}"
         if not self.uses_llm:
             return self.strategy
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"
@@ -242,6 +244,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--scorer-pool must be >= 1, not {cfg.scorer_pool}")
     if not 0.0 <= cfg.pool_local <= 1.0:
         raise SearchError(f"--pool-local must be between 0 and 1, not {cfg.pool_local}")
+    if cfg.scorer_dtype not in ("float32", "bfloat16"):
+        raise SearchError(f"--scorer-dtype must be float32 or bfloat16, not {cfg.scorer_dtype!r}")
     if cfg.llm_timeout_s <= 0 or cfg.llm_retries < 0 or cfg.llm_backoff_s < 0 or cfg.max_llm_errors < 1:
         raise SearchError("--llm-timeout-s must be > 0, --llm-retries and --llm-backoff-s >= 0, --max-llm-errors >= 1")
     if cfg.objective not in ("accuracy", "pareto"):

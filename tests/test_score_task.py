@@ -328,6 +328,31 @@ def test_eval_cli_compares_base_and_a_score_adapter(score_adapter, score_corpus,
         main_eval(EvalConfig(model=str(tiny_model), adapter=str(score_adapter), corpus=str(score_corpus), task="improve"))
 
 
+def test_eval_in_bfloat16_scores_with_the_adapter_merged(score_adapter, score_corpus, tiny_model, tmp_path):
+    import torch
+
+    from finetune.evaluate import EvalConfig
+    from finetune.llm import LLMError, make_llm
+    from finetune.tasks import main_eval
+
+    report = tmp_path / "bf16.json"
+    assert main_eval(EvalConfig(model=str(tiny_model), adapter=str(score_adapter), corpus=str(score_corpus),
+                                n=10, batch_size=64, out=str(report), dtype="bfloat16")) == 0
+    doc = json.loads(report.read_text())
+    assert doc["config"]["dtype"] == "bfloat16" and set(doc["results"]) == {"base", "adapter"}
+    assert all(r["summary"]["parsed_share"] == 1.0 for r in doc["results"].values())
+    llm = make_llm(str(tiny_model), str(score_adapter), backend="transformers")
+    before = llm.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
+    llm.for_inference("bfloat16")
+    merged = llm.model.model.layers[0].self_attn.q_proj.weight
+    assert not hasattr(llm.model, "peft_config") and merged.dtype == torch.bfloat16
+    assert not torch.equal(merged.float(), before.to(torch.bfloat16).float())  # the adapter's update is in it
+    with pytest.raises(LLMError, match="merged"):
+        llm.with_adapter(str(score_adapter))
+    with pytest.raises(LLMError, match="dtype must be one of"):
+        make_llm(str(tiny_model), backend="transformers").for_inference("float16")
+
+
 def test_score_bad_inputs_are_one_line_exit_2(score_corpus, tmp_path, tiny_model):
     import datasets
 

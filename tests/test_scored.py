@@ -127,11 +127,33 @@ def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, f
     assert all(c == (32, 1) for c in calls[2:6])
 
 
+def test_scorer_dtype_bfloat16_casts_the_in_process_model_and_is_its_own_configuration(tmp_path, full_table):  # noqa: F811
+    import torch
+    from test_finetune import make_tiny_model
+
+    from finetune.llm import make_llm
+    from search.loop import SearchError
+
+    path, _ = full_table
+    folder = tmp_path / "tiny"
+    make_tiny_model(folder)
+    llm = make_llm(str(folder), backend="transformers")
+    iters = scored(tmp_path, path, llm, "bf16", iterations=2, explore=0.0, scorer_dtype="bfloat16")
+    assert [r["status"] for r in iters] == ["ok", "ok"]
+    assert all(p.dtype == torch.bfloat16 for p in llm.model.parameters())
+    cfg = load_run(str(tmp_path / "bf16"))[0]
+    assert cfg.scorer_dtype == "bfloat16" and cfg.group.endswith("@bfloat16")
+    assert not SearchConfig(strategy="scored", scorer="x").group.endswith("float32")
+    with pytest.raises(SearchError, match="needs the scorer in process"):  # a served (here: scripted) scorer
+        scored(tmp_path, path, WidthReader(), "served", iterations=1, scorer_dtype="bfloat16")
+
+
 @pytest.mark.parametrize("argv, why", [
     (["--strategy", "scored"], "--strategy scored scores candidates with a model: give --scorer MODEL"),
     (["--strategy", "tpe", "--scorer", "smollm2-135m"], "--scorer scores candidates for --strategy scored, not tpe"),
     (["--strategy", "scored", "--scorer", "x", "--scorer-pool", "0"], "--scorer-pool must be >= 1"),
     (["--strategy", "scored", "--scorer", "x", "--pool-local", "1.5"], "--pool-local must be between 0 and 1"),
+    (["--strategy", "scored", "--scorer", "x", "--scorer-dtype", "float16"], "--scorer-dtype"),
 ])
 def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
     from search.__main__ import main

@@ -7,10 +7,14 @@
 # The adapters themselves (weights, config, run card, loss plot; no checkpoints) are copied to ADAPTERS
 # (benchmarks/headline/models, committed: scorer.yaml searches with them), the gate's results beside them.
 # Resumable: finished steps are kept (a killed `finetune train` continues with --resume).
+# DTYPE=bfloat16: the gate scored as `search run --scorer-dtype bfloat16` scores (adapter merged, bf16 weights),
+# written beside the float32 one as gate-...-bfloat16.json.
 set -euo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-headline/models}
 ADAPTERS=${ADAPTERS:-benchmarks/headline/models}
+DTYPE=${DTYPE:-float32}
+suffix=""; [ "$DTYPE" = float32 ] || suffix="-$DTYPE"
 CBM=${NASFORGE_CBM_DIR:-../shared/data/channel-bench-macro}
 export NASFORGE_CBM_DIR="$CBM"
 mkdir -p "$OUT"
@@ -40,6 +44,6 @@ for tuned_on in ${TUNED_ON:-resnet mobilenet}; do   # TUNED_ON=resnet: only the 
     || $PY -m finetune dataset --task score --corpus "$OUT/cbm-$searched-500" --out "$OUT/gate-data-$searched" \
          --eval-fraction 0.99 --rng-seed 1
   $PY -m finetune eval --task score --model smollm2-135m --adapter "$ADAPTERS/score-on-$tuned_on" \
-    --corpus "$OUT/gate-data-$searched" --n 495 --batch-size 64 \
-    --out "$ADAPTERS/gate-score-on-$tuned_on-searching-$searched.json"
+    --corpus "$OUT/gate-data-$searched" --n 495 --batch-size 64 --dtype "$DTYPE" \
+    --out "$ADAPTERS/gate-score-on-$tuned_on-searching-$searched$suffix.json"
 done

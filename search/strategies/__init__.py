@@ -124,12 +124,20 @@ def _surrogate(ctx):
 
 
 def _scored(ctx):
-    from finetune.llm import make_llm
+    from finetune.llm import LLMError, make_llm
+    from search.loop import SearchError
     from search.strategies.scored import Scored, family_of
 
     c = ctx.cfg
     llm = ctx.llm or make_llm(c.scorer, c.scorer_adapter, c.scorer_url, timeout_s=c.llm_timeout_s,
                               retries=c.llm_retries, backoff_s=c.llm_backoff_s, backend=c.llm_backend)
+    if c.scorer_dtype != "float32":
+        if not hasattr(llm, "for_inference"):
+            raise SearchError(f"--scorer-dtype {c.scorer_dtype} needs the scorer in process, not served")
+        try:
+            llm = llm.for_inference(c.scorer_dtype)
+        except LLMError as exc:
+            raise SearchError(str(exc)) from None
     return Scored(_space(ctx), c, llm, family_of(c, ctx.table))
 
 
