@@ -90,20 +90,42 @@ def cell_data(cell: str, runs: list[str]) -> tuple[dict, str, dict]:
     return groups, strongest, mine
 
 
+def families(cells: dict) -> dict[str, list[dict]]:
+    """The protocol's two families from per-cell ranks: `cells` = {cell: {"tuned": (after 20, after 5),
+    "frozen": (after 20, after 5), "baselines": {group: (after 20, after 5)}}}. The strongest baseline of a
+    cell: the lowest median rank after 20 (mean to break ties). A cell runs when tuned and frozen both have 10
+    seeds; a test of a cell not run counts as p = 1 in its family's Holm correction. Each test: cell, ref,
+    at, tuned and reference ranks, p (None: not run), holm, verdict (yes: lower median and Holm p < 0.05;
+    worse: higher median and Holm p < 0.05; no)."""
+    out = {"e": [], "f": []}
+    for cell, d in cells.items():
+        (t20, t5), (f20, _) = d["tuned"], d["frozen"]
+        base = d["baselines"]
+        strongest = min(base, key=lambda g: (statistics.median(base[g][0]), statistics.fmean(base[g][0])))
+        ran = len(t20) >= 10 and len(f20) >= 10
+        test = (lambda ref, at, a, b: {"cell": cell, "ref": ref, "at": at, "a": a, "b": b,  # noqa: E731
+                                       "p": permutation_p(a, b) if ran else None})
+        out["e"] += [test("random", 20, t20, base["random"][0]), test("frozen", 20, t20, f20)]
+        out["f"] += [test(strongest, 20, t20, base[strongest][0]), test(strongest, 5, t5, base[strongest][1])]
+    for fam in out.values():
+        for t, q in zip(fam, holm([1.0 if t["p"] is None else t["p"] for t in fam])):
+            t["holm"] = q
+            ma, mb = (statistics.median(t["a"]), statistics.median(t["b"])) if t["p"] is not None else (0, 0)
+            t["verdict"] = None if t["p"] is None else \
+                "yes" if ma < mb and q < 0.05 else "worse" if ma > mb and q < 0.05 else "no"
+    return out
+
+
 def protocol() -> int:
     """The protocol's two families over the four cells (module docstring)."""
-    fam_e, fam_f, rows = [], [], []
+    cells, rows = {}, []
     for cell in SPACE:
         store = ROOT / "benchmarks" / "headline" / "scorer-runs" / cell
         groups, strongest, mine = cell_data(cell, [f"tuned={store}/scored-tuned-s*", f"frozen={store}/scored-frozen-s*"])
-        (t20, t5), (f20, _) = mine["tuned"], mine["frozen"]
-        ran = len(t20) >= 10 and len(f20) >= 10
-        rows.append((cell, len(t20), len(f20), t20, f20, strongest, groups[strongest]))
-        p = (lambda a, b: permutation_p(a, b) if ran else None)  # noqa: E731
-        fam_e += [(cell, "random", 20, t20, groups["random"][0], p(t20, groups["random"][0])),
-                  (cell, "frozen", 20, t20, f20, p(t20, f20))]
-        fam_f += [(cell, strongest, 20, t20, groups[strongest][0], p(t20, groups[strongest][0])),
-                  (cell, strongest, 5, t5, groups[strongest][1], p(t5, groups[strongest][1]))]
+        cells[cell] = {"tuned": mine["tuned"], "frozen": mine["frozen"], "baselines": groups}
+        rows.append((cell, len(mine["tuned"][0]), len(mine["frozen"][0]), mine["tuned"][0], mine["frozen"][0],
+                     strongest, groups[strongest]))
+    fams = families(cells)
     print("Issue 29's protocol (benchmarks/scorer.md): tuned scorer vs the references of each table cell; a cell "
           "runs when both configurations have 10 seeds.\n")
     print("| cell | tuned runs | frozen runs | tuned, after 20 | frozen, after 20 | strongest non-LLM | its median after 20 |"
@@ -117,19 +139,17 @@ def protocol() -> int:
         t = {c: seconds(f"{store}/scored-{c}-s*") for c in ("tuned", "frozen")}
         print(f"| {cell} | " + " | ".join(f"{statistics.median(v):.1f} (max {max(v):.1f})" if v else "–"
                                           for v in t.values()) + " |")
-    for label, fam in (("(e) tuned vs uniform random and vs frozen", fam_e),
-                       ("(f) tuned vs the strongest non-LLM strategy of the cell", fam_f)):
-        adj = holm([1.0 if t[5] is None else t[5] for t in fam])
-        print(f"\nFamily {label}: Holm over its 8 tests (a cell not run counts as p = 1).\n")
+    for key, label in (("e", "(e) tuned vs uniform random and vs frozen"),
+                       ("f", "(f) tuned vs the strongest non-LLM strategy of the cell")):
+        print(f"\nFamily {label}: Holm over its {len(fams[key])} tests (a cell not run counts as p = 1).\n")
         print("| cell | vs | evaluations | tuned median | reference median | p | Holm | better |\n"
               "|---|---|---:|---:|---:|---:|---:|---|")
-        for (cell, ref, at, a, b, pv), q in zip(fam, adj):
-            if pv is None:
-                print(f"| {cell} | `{ref}` | {at} | – | – | not run | – | – |")
+        for t in fams[key]:
+            if t["p"] is None:
+                print(f"| {t['cell']} | `{t['ref']}` | {t['at']} | – | – | not run | – | – |")
                 continue
-            ma, mb = statistics.median(a), statistics.median(b)
-            better = "yes" if ma < mb and q < 0.05 else ("worse" if ma > mb and q < 0.05 else "no")
-            print(f"| {cell} | `{ref}` | {at} | {ma:g} | {mb:g} | {pv:.3g} | {q:.3g} | {better} |")
+            print(f"| {t['cell']} | `{t['ref']}` | {t['at']} | {statistics.median(t['a']):g} | "
+                  f"{statistics.median(t['b']):g} | {t['p']:.3g} | {t['holm']:.3g} | {t['verdict']} |")
     return 0
 
 
