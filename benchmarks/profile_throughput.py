@@ -5,7 +5,8 @@
 
 Arms, interleaved in rounds (this machine is noisy), the same seed network, data subset, batch and steps:
 - profile: `corpus.evaluator.Evaluator` (what `python -m corpus profile` runs: a sandboxed fork-server
-  worker, Landlock/namespaces, seccomp, the watchdog), its row's `train_seconds`;
+  worker, Landlock/namespaces, seccomp, the watchdog), its row's `train_seconds`; with `--fast` also with
+  the recipe's CPU options `channels_last` and `channels_last` + `bf16` (bf16 autocast; off by default);
 - proxy in process: `corpus.train.train` with the same recipe, no sandbox (what the sandbox costs);
 - conventional: a `Dataset` with per-sample transforms (pad, random crop, flip, to float, normalise) and a
   `DataLoader` (2 workers, shuffle, drop_last), SGD step with the same optimizer, loss and batch.
@@ -40,6 +41,8 @@ def main() -> int:
     p.add_argument("--train-limit", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads everywhere (default 0: every core)")
+    p.add_argument("--fast", action="store_true",
+                   help="also profile with the recipe's CPU options: channels_last, and channels_last + bf16")
     args = p.parse_args()
     if args.seed not in seeds.SEEDS:
         print(f"error: --seed {args.seed!r} is not a built-in seed ({', '.join(seeds.SEEDS)})", file=sys.stderr)
@@ -58,14 +61,22 @@ def main() -> int:
     print(f"{args.seed} on {args.dataset}: {len(train_set):,} images, batch {bs}, {steps} steps "
           f"({steps * bs:,} images per run), {threads} threads, {args.repeats} rounds", flush=True)
     res = {"profile (sandbox)": [], "proxy in process": [], "conventional": []}
+    variants = {"profile (sandbox)": {}}
+    if args.fast:
+        variants["profile (sandbox), channels_last"] = {"channels_last": True}
+        variants["profile (sandbox), channels_last + bf16"] = {"channels_last": True, "bf16": True}
+        res = {**{k: [] for k in variants}, **res}
     with Evaluator(args.dataset, recipe.to_dict(), device="cpu") as ev:
         ev.payload["latency"] = "none"
         for r in range(args.repeats):
-            row = ev.evaluate(src, limits={})
-            if row["status"] != "ok":
-                print(f"error: the profile failed: {row['status']} {row.get('error')}", file=sys.stderr)
-                return 1
-            res["profile (sandbox)"].append(steps * bs / row["train_seconds"])
+            for name, more in variants.items():
+                rec = {**recipe.to_dict(), **more}
+                ev.payload["recipe"], ev.recipe = rec, rec
+                row = ev.evaluate(src, limits={})
+                if row["status"] != "ok":
+                    print(f"error: the profile failed: {row['status']} {row.get('error')}", file=sys.stderr)
+                    return 1
+                res[name].append(steps * bs / row["train_seconds"])
             torch.manual_seed(recipe.seed)
             out = train(make_model(args.seed, spec), train_set, recipe, "cpu")
             res["proxy in process"].append(steps * bs / out["train_seconds"])

@@ -45,3 +45,27 @@ def test_without_weight_averaging_the_weights_are_the_last_steps():
 def test_a_decay_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="ema must be in"):
         train(net(), tiny_data(), Recipe(batch_size=32, min_steps=2, epochs=0, ema=1.0), "cpu")
+
+
+def test_channels_last_and_bf16_on_a_cpu_are_opt_in_and_train_the_same_network():
+    import corpus.train as ct
+
+    recipe = dict(batch_size=32, min_steps=12, epochs=0, crop=False, flip=False)
+    plain, fast = net(), net()
+    seen = []
+    real = torch.autocast
+    ct.torch.autocast = lambda device, **kw: seen.append((device, kw.get("enabled"))) or real(device, **kw)
+    try:
+        train(plain, tiny_data(), Recipe(**recipe), "cpu")
+        assert set(seen) == {("cpu", False)}  # the default: no autocast on a CPU
+        seen.clear()
+        out = train(fast, tiny_data(), Recipe(**recipe, channels_last=True, bf16=True), "cpu")
+        assert set(seen) == {("cpu", True)}
+    finally:
+        ct.torch.autocast = real
+    assert fast[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert out["steps"] == 12 and torch.isfinite(torch.tensor(out["final_loss"]))
+    # the same network and batches: the weights stay close (bf16 rounds the products, nothing else differs)
+    for a, b in zip(plain.parameters(), fast.parameters()):
+        assert torch.allclose(a, b, atol=0.05), (a - b).abs().max()
+    assert Recipe().channels_last is False and Recipe().bf16 is False
