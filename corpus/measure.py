@@ -143,8 +143,11 @@ def latency_ms(model: nn.Module, in_shape, batch: int, device="cpu", warmup: int
     model.eval()
     x = torch.randn((batch, *tuple(in_shape)[1:]), device=device)
     cuda = torch.device(device).type == "cuda"
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if cuda and x.ndim == 4:
+        from corpus.train import channels_last_ok
+
+        if channels_last_ok(model, x):  # a network that views a convolution's output runs in the default layout
+            x = x.contiguous(memory_format=torch.channels_last)
     for _ in range(warmup):
         first_tensor(model(x))
     times = []

@@ -133,12 +133,35 @@ def first_tensor(out):
     return ft(out)
 
 
+def channels_last_ok(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `model` runs on a channels-last batch, tried once (remembered on the model) on two images of
+    `x` in eval mode without gradients (no BatchNorm statistic moves, no rng is drawn). A network that
+    `.view`s a convolution's output cannot (the view needs the default layout): it is put back in the
+    default format and trained as it is. True: the model is left in channels-last format."""
+    known = getattr(model, "_nasforge_channels_last", None)
+    if known is not None:
+        return known
+    was = model.training
+    model.to(memory_format=torch.channels_last)
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x[:2].contiguous(memory_format=torch.channels_last))
+        ok = True
+    except RuntimeError:  # the view error; any other fault shows again in the real forward
+        ok = False
+        model.to(memory_format=torch.contiguous_format)
+    model.train(was)
+    model._nasforge_channels_last = ok
+    return ok
+
+
 def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None) -> dict:
     """Train in place; returns {"train_seconds", "steps", "batch_size", "final_loss"}. Raises NaNLoss."""
     cuda = torch.device(device).type == "cuda"
-    last, amp = cuda or recipe.channels_last, cuda or recipe.bf16
-    if last:
-        model = model.to(memory_format=torch.channels_last)
+    amp = cuda or recipe.bf16
+    last = (cuda or recipe.channels_last) and len(train) > 0 and train.x.ndim == 4 and \
+        channels_last_ok(model, train.normalize(train.x[:2]))
     model.train()
     n = len(train)
     bs, total = schedule(n, recipe)
@@ -200,11 +223,14 @@ def train(model: nn.Module, train: GpuData, recipe: Recipe, device, on_step=None
 def predict(model: nn.Module, test: GpuData, batch_size: int = 1024) -> torch.Tensor:
     """The model's class (top-1 index, int64 on the CPU) for every image of `test`, in order; eval mode."""
     cuda = test.x.device.type == "cuda"
+    last = getattr(model, "_nasforge_channels_last", None)
+    if last is None:  # not trained here: on CUDA, channels-last where the network takes it
+        last = cuda and len(test) > 0 and test.x.ndim == 4 and channels_last_ok(model, test.normalize(test.x[:2]))
     model.eval()
     out_all = []
     for i in range(0, len(test), batch_size):
         xb = test.normalize(test.x[i:i + batch_size])
-        if cuda:
+        if last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out = first_tensor(model(xb))

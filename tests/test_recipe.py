@@ -69,3 +69,33 @@ def test_channels_last_and_bf16_on_a_cpu_are_opt_in_and_train_the_same_network()
     for a, b in zip(plain.parameters(), fast.parameters()):
         assert torch.allclose(a, b, atol=0.05), (a - b).abs().max()
     assert Recipe().channels_last is False and Recipe().bf16 is False
+
+
+class Viewer(nn.Module):
+    """LeNet's habit: `.view` of a convolution's output, which a channels-last tensor cannot give."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(144, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_network_that_views_a_conv_output_trains_in_the_default_layout_under_channels_last():
+    from corpus.train import channels_last_ok, predict
+
+    recipe = Recipe(batch_size=32, min_steps=6, epochs=0, crop=False, flip=False, channels_last=True)
+    model = Viewer()
+    out = train(model, tiny_data(), recipe, "cpu")  # before: RuntimeError "view size is not compatible"
+    assert out["steps"] == 6 and model._nasforge_channels_last is False
+    assert model.conv.weight.is_contiguous()  # put back in the default layout
+    same = Viewer()
+    train(same, tiny_data(), Recipe(batch_size=32, min_steps=6, epochs=0, crop=False, flip=False), "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))  # trained as without
+    assert predict(model, tiny_data(64)).shape == (64,)
+    ok = net()
+    assert channels_last_ok(ok, tiny_data().normalize(tiny_data().x[:2])) is True
+    assert ok[0].weight.is_contiguous(memory_format=torch.channels_last)
