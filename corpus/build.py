@@ -73,6 +73,7 @@ class BuildConfig:
     zero_cost_only: bool = False
     zero_cost_batch: int = 64
     proxy_seeds: int = 1  # training runs per network, rng seeds seed..seed+K-1 (corpus.evaluator.evaluate_seeds)
+    fast_cpu: bool = False  # Recipe.channels_last and Recipe.bf16 on a CPU (recorded in every row's recipe)
 
 
 def zero_cost_mode(cfg) -> str:
@@ -99,9 +100,10 @@ def versions() -> dict:
 
 
 def recipe_of(cfg) -> dict:
-    from corpus.evaluator import recipe_for
+    from corpus.evaluator import fast_cpu, recipe_for
 
-    return recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.seed, min_steps=cfg.min_steps)
+    return recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.seed, min_steps=cfg.min_steps,
+                      **fast_cpu(getattr(cfg, "fast_cpu", False)))
 
 
 def schedule_note(recipe: dict, data_path: str) -> str:

@@ -49,6 +49,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def fast_cpu(on: bool) -> dict:
+    """The recipe fields of `--fast-cpu` (`corpus.train.Recipe`: channels-last layout and bf16 autocast on a
+    CPU; CUDA uses both always); {} when off, so a recipe without the flag is the one written before it."""
+    return {"channels_last": True, "bf16": True} if on else {}
+
+
 def recipe_for(dataset: str, epochs: float = 1.0, batch_size: int = 0, train_limit: int = 0, seed: int = 0,
                **more) -> dict:
     """The proxy-training recipe (`corpus.train.Recipe`) for a data set, as the dict the pipeline takes."""

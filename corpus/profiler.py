@@ -47,13 +47,13 @@ def profile_file(args) -> dict:
     if spec.trains:
         if not args.dataset:
             raise CorpusError("--dataset is needed to train (or look the network up with --evaluator table:SPACE)")
-        from corpus.evaluator import recipe_for
+        from corpus.evaluator import fast_cpu, recipe_for
 
         options.update(dataset=args.dataset, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s,
                        use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
                        class_name=args.class_name, proxy_seeds=proxy_seeds,
                        recipe=recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
-                                         min_steps=args.min_steps))
+                                         min_steps=args.min_steps, **fast_cpu(getattr(args, "fast_cpu", False))))
     ev = make_evaluator(spec, **options)
     try:
         row = ev.evaluate(Candidate(code=code))

@@ -114,6 +114,7 @@ class SearchConfig:
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
     exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
     proxy_seeds: int = 1  # training runs per candidate, rng seeds rng_seed..rng_seed+K-1, accuracy their mean
+    fast_cpu: bool = False  # training on a CPU: Recipe.channels_last and Recipe.bf16 (corpus.evaluator.fast_cpu)
 
     def __post_init__(self):
         # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a

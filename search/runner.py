@@ -178,9 +178,10 @@ def make_run_evaluator(cfg: SearchConfig):
     spec, options = cfg.evaluator_spec, evaluator_options(cfg)
     try:
         if spec.trains:
-            from corpus.evaluator import recipe_for
+            from corpus.evaluator import fast_cpu, recipe_for
 
-            options["recipe"] = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed)
+            options["recipe"] = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed,
+                                           **fast_cpu(cfg.fast_cpu))
         return make_evaluator(spec, **options)
     except (CorpusError, TableError) as exc:
         raise SearchError(str(exc)) from None

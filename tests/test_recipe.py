@@ -99,3 +99,24 @@ def test_a_network_that_views_a_conv_output_trains_in_the_default_layout_under_c
     ok = net()
     assert channels_last_ok(ok, tiny_data().normalize(tiny_data().x[:2])) is True
     assert ok[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_cpu_flag_reaches_the_recipe_of_build_profile_and_search(tmp_path):
+    from corpus.__main__ import make_parser
+    from corpus.build import BuildConfig, recipe_of
+    from search.__main__ import make_parser as search_parser
+    from search.loop import SearchConfig
+    from search.runner import make_run_evaluator
+
+    on = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu=True))
+    off = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o"))
+    assert on["channels_last"] is on["bf16"] is True and off["channels_last"] is off["bf16"] is False
+    assert {k: v for k, v in on.items() if k not in ("channels_last", "bf16")} == \
+        {k: v for k, v in off.items() if k not in ("channels_last", "bf16")}
+    assert make_parser().parse_args(["profile", "x.py", "--dataset", "mnist", "--fast-cpu"]).fast_cpu is True
+    assert search_parser().parse_args(["run", "--fast-cpu"]).fast_cpu is True
+    ev = make_run_evaluator(SearchConfig(dataset="fashion-mnist", out=str(tmp_path / "r"), fast_cpu=True))
+    try:
+        assert ev.recipe["channels_last"] is True and ev.recipe["bf16"] is True
+    finally:
+        getattr(ev, "close", lambda: None)()
