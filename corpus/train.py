@@ -9,10 +9,10 @@ horizontal flip, both per sample and vectorised) and normalised with the trainin
 mean and standard deviation. No per-sample Python, no DataLoader. On CUDA: channels-last and bf16
 autocast; on a CPU each is a recipe field (`channels_last`, `bf16`, off by default: a default changes only
 after issue 30's proxy-fidelity table shows it keeps the ranking; on a CPU with bf16 instructions the two
-give ~2.3x the images/s of vgg-small and resnet-small). Optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4 (not on BatchNorm/bias),
-label smoothing 0.1, peak learning rate 0.1 reached linearly over the first 20 % of steps, then
-linear decay to zero; optionally (`ema` > 0) the weights are replaced at the end by their exponential moving
-average over the steps after warm-up. Seeds fix the initial weights and the batch order.
+give ~2x the images/s of vgg-small and resnet-small). Optimiser: SGD with Nesterov momentum 0.9, weight
+decay 5e-4 (not on BatchNorm/bias), label smoothing 0.1, peak learning rate 0.1 reached linearly over the
+first 20 % of steps, then linear decay to zero; optionally (`ema` > 0) the weights are replaced at the
+end by their exponential moving average over the steps after warm-up. Seeds fix the initial weights and the batch order.
 Accuracy is top-1 on the full test split, as a fraction in [0, 1]. In the sandbox the test split has
 no labels (`split_data`): `predict` gives the class indices, and the parent, which alone holds the
 labels, scores them (`corpus.evaluator.score`).

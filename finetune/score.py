@@ -377,10 +377,10 @@ def _cache_name(model) -> str:
 def _keep_last(model):
     """A function of a prefill's length giving the forward's `logits_to_keep` argument where the model takes it
     (the vocabulary's logits of the last position only: the others are never read, and 64 rows x 40
-    positions x 49k vocabulary is a fifth of a small model's prefill), else {}. The position is given as an
+    positions x 49k vocabulary is a fifth of a small model's prefill). The position is given as an
     index tensor, not `1`: transformers then gathers a contiguous copy of the last hidden states, where the
     strided slice `1` gives takes a matmul path ~10x slower in bfloat16 on CPU (measured:
-    benchmarks/scorer_speed.py)."""
+    benchmarks/scorer_speed.py). A model without the argument: a function giving {}."""
     import inspect
 
     import torch
