@@ -208,6 +208,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def split_settings(card: dict, cfg: EvalConfig) -> dict:
+    """The pair-split settings the held-out prompts are rebuilt with: what the adapter's training data was
+    built with (its run card's `data_config`: a data set folder's own settings, else the train flags), then
+    the train flags (cards written before `data_config`), then this command's flags. A folder built with
+    another --rng-seed or --eval-fraction than the train command's defaults would otherwise be split
+    differently here, and networks the adapter was tuned on would be judged as held out."""
+    data, flags = card.get("data_config") or {}, card.get("config") or {}
+    return {k: data.get(k, flags.get(k, getattr(cfg, k))) for k in ("pairs_per_parent", "eval_fraction", "seed")}
+
+
 def eval_improve(cfg: EvalConfig, acfg: dict, card: dict, load_pairs=None) -> int:
     """The improve task's eval: base vs adapter answers parsed, run and profiled against their goals.
     load_pairs: `finetune.tasks.load_pairs` (passed in by the task registry, which sits above this module)."""
@@ -216,8 +226,7 @@ def eval_improve(cfg: EvalConfig, acfg: dict, card: dict, load_pairs=None) -> in
     from finetune.models import check_adapter_base, resolve_model
     from finetune.pairs import check_format, describe_all, load_rows, with_class_name
 
-    pc = card.get("config", {})
-    pairs_cfg = {k: pc.get(k, getattr(cfg, k)) for k in ("pairs_per_parent", "eval_fraction", "seed")}
+    pairs_cfg = split_settings(card, cfg)
     formats = [f.strip() for f in cfg.answer_format.split(",") if f.strip()] or \
         [card.get("answer_format") or ("code" if card else "widths")]  # adapters before formats: code
     context = cfg.context or card.get("context") or "source"

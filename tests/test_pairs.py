@@ -256,3 +256,17 @@ def test_judge_accepts_the_true_answer_in_every_format(all_formats, lenet_rows):
         assert [r["metrics_from"] for r in recs] == [f"corpus row {p['target_id']}" for p in pairs]
         bad = judge(["[1, 2]", "nothing"], pairs, by_id, by_sha, settings, cfg, fmt, fmt, nets)
         assert not any(r["parsed"] for r in bad) and all(r["error"] for r in bad)
+
+
+def test_the_improve_eval_rebuilds_the_split_the_adapter_was_tuned_with():
+    """An adapter tuned on a pairs folder built with its own --rng-seed / --eval-fraction: eval rebuilds the
+    held-out pairs with those, not with the train command's flags (which would hold out tuned-on networks)."""
+    from finetune.evaluate import EvalConfig, split_settings
+
+    cfg = EvalConfig(model="m", corpus="c")
+    card = {"config": {"pairs_per_parent": 4, "eval_fraction": 0.1, "seed": 0},
+            "data_config": {"pairs_per_parent": 2, "eval_fraction": 0.25, "seed": 7, "answer_format": "widths"}}
+    assert split_settings(card, cfg) == {"pairs_per_parent": 2, "eval_fraction": 0.25, "seed": 7}
+    old_card = {"config": {"pairs_per_parent": 4, "eval_fraction": 0.1, "seed": 3}}  # before data_config
+    assert split_settings(old_card, cfg) == {"pairs_per_parent": 4, "eval_fraction": 0.1, "seed": 3}
+    assert split_settings({}, EvalConfig(model="m", corpus="c", seed=5))["seed"] == 5  # no adapter: the flags
