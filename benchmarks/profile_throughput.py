@@ -71,7 +71,7 @@ def main() -> int:
         for r in range(args.repeats):
             for name, more in variants.items():
                 rec = {**recipe.to_dict(), **more}
-                ev.payload["recipe"], ev.recipe = rec, rec
+                ev.recipe = rec
                 row = ev.evaluate(src, limits={})
                 if row["status"] != "ok":
                     print(f"error: the profile failed: {row['status']} {row.get('error')}", file=sys.stderr)

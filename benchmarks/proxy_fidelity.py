@@ -150,7 +150,6 @@ def run(args, recipe: dict) -> int:
         ev.payload["latency"] = "none"  # not what is measured here: a network's cost is its training seconds
         for fam, net, kind, seed, tag in todo:
             rec = {**(reference if kind == "reference" else proxy), "seed": seed}
-            ev.payload["recipe"] = rec
             ev.recipe = rec
             try:
                 row = ev.evaluate(code[(fam, net)], limits={})

@@ -270,7 +270,7 @@ class Evaluator(_Pooled):
             self.data_path = str(prepare(dataset, data_dir))
         except DataError as exc:
             raise CorpusError(str(exc)) from None
-        self.dataset, self.recipe = dataset, recipe
+        self.dataset = dataset
         self.device = resolve_device(device)
         self.payload = {"data_path": self.data_path, "classes": meta["classes"], "class_name": class_name,
                         "recipe": recipe, "device": self.device, "latency_device": latency_device,
@@ -278,6 +278,15 @@ class Evaluator(_Pooled):
                         "zero_cost_data": zero_cost_data, "latency_batch": latency_batch,
                         "use_model_recipe": use_model_recipe}
         self._start(timeout_s, memory_mb, gpu="cuda" in (self.device, latency_device))
+
+    @property
+    def recipe(self) -> dict:
+        """The proxy recipe every evaluation trains with (the worker's payload holds it: one place)."""
+        return self.payload["recipe"]
+
+    @recipe.setter
+    def recipe(self, recipe: dict) -> None:  # another recipe for the next evaluations (benchmarks)
+        self.payload["recipe"] = recipe
 
     def _row(self, code: str, res: dict, **extra) -> dict:
         return {**res, "status": res.get("status") or "crash", "code": code,

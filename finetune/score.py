@@ -362,16 +362,20 @@ def common_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _cache_name(model) -> str:
-    """The forward argument that takes a key/value cache: `cache` (transformers >= 5.2x), else `past_key_values`."""
+def _forward_params(model) -> set[str]:
+    """The argument names of the (base) model's forward; empty where they cannot be read."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        params = inspect.signature(type(base).forward).parameters
+        return set(inspect.signature(type(base).forward).parameters)
     except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+        return set()
+
+
+def _cache_name(model) -> str:
+    """The forward argument that takes a key/value cache: `cache` (transformers >= 5.2x), else `past_key_values`."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _keep_last(model):
@@ -381,16 +385,9 @@ def _keep_last(model):
     index tensor, not `1`: transformers then gathers a contiguous copy of the last hidden states, where the
     strided slice `1` gives takes a matmul path ~10x slower in bfloat16 on CPU (measured:
     benchmarks/scorer_speed.py). A model without the argument: a function giving {}."""
-    import inspect
-
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(type(base).forward).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "logits_to_keep" not in params:
+    if "logits_to_keep" not in _forward_params(model):
         return lambda n: {}
     return lambda n: {"logits_to_keep": torch.tensor([n - 1], device=model.device)}
 
