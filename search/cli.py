@@ -19,6 +19,13 @@ def llm_name(value: str) -> str:
     return value
 
 
+def temperatures(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated temperatures, not {value!r}") from None
+
+
 def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argparse.ArgumentParser:
     """`search run`'s flags on r; defaults=False: flags not written on the command line are UNSET."""
     from finetune.formats import format_names
@@ -44,7 +51,14 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
                    help="--strategy scored: new configurations drawn and scored per iteration")
     r.add_argument("--scorer-dtype", default=d.scorer_dtype,
                    help="--strategy scored, model in process: float32 | bfloat16 (merges the adapter into the weights and "
-                        "casts them: about half the scoring time on a CPU with bf16 instructions)")
+                        "casts them: about half the scoring time on a CPU with bf16 instructions; the --scorer-generate "
+                        "model too)")
+    r.add_argument("--scorer-generate", metavar="N", type=int, default=d.scorer_generate,
+                   help="--strategy scored: N pool members per iteration answered by the Code Generator (--llm, "
+                        "--adapter or --llm-url; widths answers, one batched pass), the rest drawn (default 0: none)")
+    r.add_argument("--generator-ladder", metavar="T,T,...", type=temperatures, default=d.generator_ladder,
+                   help="--strategy scored with --scorer-generate: the generator answers' temperatures, cycled "
+                        "(default 0.7,1.0,1.3)")
     r.add_argument("--pool-local", type=float, default=d.pool_local,
                    help="--strategy scored: share of the pool drawn as one- or two-slot changes of the run's best "
                         "evaluated configurations (the rest uniform)")

@@ -58,6 +58,8 @@ class SearchConfig:
     scorer_pool: int = 64  # scored: new configurations drawn and scored per iteration
     pool_local: float = 0.5  # scored: share of the pool drawn as 1-2 slot changes of the best evaluated ones
     scorer_dtype: str = "float32"  # scored, in process: bfloat16 merges the adapter and halves the scoring time
+    scorer_generate: int = 0  # scored: pool members answered by the Code Generator (--llm/--adapter) per iteration
+    generator_ladder: tuple[float, ...] = (0.7, 1.0, 1.3)  # scored: their temperatures, cycled
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -140,6 +142,13 @@ class SearchConfig:
         return uses_llm(self.strategy)
 
     @property
+    def generates(self) -> bool:
+        """A scoring strategy whose pool holds the Code Generator's answers (--scorer-generate N > 0)."""
+        from search.strategies.traits import takes_scorer
+
+        return takes_scorer(self.strategy) and self.scorer_generate > 0
+
+    @property
     def partition_metric(self) -> str:
         return self.partition_by or self.hw_metric
 
@@ -159,7 +168,9 @@ class SearchConfig:
             return self.label
         if self.scorer:  # a model scores the candidates: tuned and frozen are different configurations
             dtype = "" if self.scorer_dtype == "float32" else f"@{self.scorer_dtype}"
-            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}"
+            gen = f"+gen{self.scorer_generate}:{self.llm}{'+' + self.adapter if self.adapter else ''}" \
+                if self.generates else ""
+            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}{gen}"
         if not self.uses_llm:
             return self.strategy
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"
@@ -228,8 +239,21 @@ def check_config(cfg: SearchConfig) -> None:
                           f"trains nothing (a table's accuracy is its own; leave --proxy-seeds at 1)")
     if cfg.latency_column and not cfg.latency_table:
         raise SearchError("--latency-column names a column of --latency-table, which is not given")
-    if not cfg.uses_llm and (cfg.adapter or cfg.llm_url):
-        raise SearchError(f"--strategy {cfg.strategy} proposes without an LLM: drop --adapter / --llm-url")
+    if isinstance(cfg.scorer_generate, bool) or not isinstance(cfg.scorer_generate, int) or cfg.scorer_generate < 0:
+        raise SearchError(f"--scorer-generate must be >= 0 (generator answers per pool), not {cfg.scorer_generate!r}")
+    if cfg.scorer_generate and not takes_scorer(cfg.strategy):
+        raise SearchError(f"--scorer-generate adds generator answers to a scored pool: it needs --strategy "
+                          f"{' or '.join(with_scorer())}, not {cfg.strategy}")
+    ladder = cfg.generator_ladder or ()
+    if not ladder or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 5 for t in ladder):
+        raise SearchError(f"--generator-ladder must be temperatures in (0, 5], comma-separated, not {ladder!r}")
+    if cfg.generates and not get_format(cfg.answer_format).gives_widths:
+        able = " or ".join(n for n in format_names() if get_format(n).gives_widths)
+        raise SearchError(f"--scorer-generate: the generator's answers join a pool of width lists: --answer-format "
+                          f"{able}, not {cfg.answer_format}")
+    if not cfg.uses_llm and not cfg.generates and (cfg.adapter or cfg.llm_url):
+        raise SearchError(f"--strategy {cfg.strategy} proposes without an LLM: drop --adapter / --llm-url"
+                          + (" (or add --scorer-generate N: its generator)" if takes_scorer(cfg.strategy) else ""))
     if not 0 <= cfg.explore <= 1:
         raise SearchError("--explore must be between 0 and 1")
     if cfg.prior and not takes_prior(cfg.strategy):

@@ -107,7 +107,7 @@ def discard_unstarted(store: RunStore, made_folder: bool) -> None:
             pass
 
 
-def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
+def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool, generator_given: bool = False) -> None:
     """Cheap checks of everything a start needs, before any folder exists (errors: one line each)."""
     from finetune.llm import check_backend
 
@@ -128,6 +128,8 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool) -> None:
     if cfg.strategy not in STRATEGIES:
         raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     if cfg.uses_llm and not llm_given:
+        check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
+    if cfg.generates and not generator_given:  # a scored pool's generator
         check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
     if cfg.scorer and not llm_given:  # a scoring strategy's model (tests give a double as `llm`)
         check_backend(cfg.scorer, cfg.scorer_adapter, cfg.scorer_url, cfg.llm_backend)
@@ -256,8 +258,9 @@ def constrained_requests(cfg: SearchConfig, llm):
 
 
 def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, evaluate=None,
-        progress: bool = True, precheck=None, given: set[str] | None = None) -> dict:
+        progress: bool = True, precheck=None, given: set[str] | None = None, generator_llm=None) -> dict:
     """precheck: a function source -> pre-check row (tests pass a fake); built here when needed.
+    generator_llm: the model of a scored pool's generator (`--scorer-generate`; tests pass a double).
     given: on resume, the config fields the user set (see `resume_store`; None: all of cfg).
 
     Everything a start needs is checked and built before the run folder is created; a start that
@@ -278,7 +281,7 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
     made_folder = not Path(cfg.out).exists()
     closers = []
     try:
-        validate(cfg, llm is not None, improver_llm is not None)
+        validate(cfg, llm is not None, improver_llm is not None, generator_llm is not None)
         table_space = cfg.evaluator_spec.table_space
         seed_code = store.meta("seed_code") if store else None
         if seed_code is None:
@@ -324,6 +327,11 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         ctx = StrategyContext(cfg, seed_code, spec, pool, ev if ev is not None and ev.table_space else None, measure)
         if not cfg.uses_llm:
             ctx.llm = llm  # a scoring strategy's model when the caller gives one (else it builds it from --scorer)
+            if cfg.generates:  # its pool's generator: the Code Generator's model (--llm, --adapter, --llm-url)
+                server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s,
+                          "backend": cfg.llm_backend}
+                ctx.generator_llm = generator_llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
+                ctx.constrain = constrained_requests(cfg, ctx.generator_llm)
             proposer, improver = make_strategy(ctx), PromptImprover(None)
         else:
             server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}

@@ -148,12 +148,113 @@ def test_scorer_dtype_bfloat16_casts_the_in_process_model_and_is_its_own_configu
         scored(tmp_path, path, WidthReader(), "served", iterations=1, scorer_dtype="bfloat16")
 
 
+class Generator:
+    """A scripted Code Generator's model: one answer per prompt from `answer(prompt, temperature)`; records
+    every batch (its prompts, temperatures and seed)."""
+
+    def __init__(self, answer):
+        self.answer, self.batches = answer, []
+
+    def sample_many(self, prompts, *, temperatures, seed, max_new_tokens, extra=None):
+        self.batches.append({"prompts": prompts, "temperatures": temperatures, "seed": seed, "extra": extra})
+        return [self.answer(m[-1]["content"], t) for m, t in zip(prompts, temperatures)]
+
+    def generate(self, *a, **k):
+        raise AssertionError("the pool's generator answers in one batched pass (sample_many)")
+
+
+def widest_answer(user, t):
+    """Nearly the widest configuration (4444443: the width reader's score stays under 100) at the highest
+    temperature; otherwise the narrowest or no list."""
+    from corpus.spaces import SPACES
+
+    if t >= 1.3:
+        return "widths " + str([c[-1] for c in SPACES[SPACE]["choices"]][:-1] + [SPACES[SPACE]["choices"][-1][-2]])
+    return "no idea" if t < 0.8 else str([c[0] for c in SPACES[SPACE]["choices"]])
+
+
+def test_generator_answers_join_the_pool_in_one_batched_pass(tmp_path, full_table):  # noqa: F811
+    path, table = full_table
+    gen = Generator(widest_answer)
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE, iterations=4,
+                       benchmark_file=str(path), out=str(tmp_path / "g"), scorer_pool=16, scorer_generate=3,
+                       explore=0.0, adapter="gen-adapter")
+    run(cfg, llm=WidthReader(), generator_llm=gen, progress=False)
+    cfg_, iters, _ = load_run(str(tmp_path / "g"))
+    assert cfg_.group == "scored:scripted+gen3:smollm2-135m+gen-adapter"  # its own configuration in compare
+    assert len(gen.batches) == 4  # one batched pass per iteration
+    assert all(b["temperatures"] == [0.7, 1.0, 1.3] for b in gen.batches)
+    assert len({b["seed"] for b in gen.batches}) == 4
+    # the near-widest configuration came from the generator, and the scorer picked it at once
+    first = iters[0]
+    assert first["metrics"]["table_key"] == "4444443"
+    assert "generated at T=1.3" in first["raw_answer"]
+    assert "generator: 2 of 3 answers new and inside the limits" in first["raw_answer"]
+    # after that it is tried: the generator's answers are no longer new, the draws fill the pool
+    assert all("generator: 1 of 3" in r["raw_answer"] or "generator: 0 of 3" in r["raw_answer"] for r in iters[1:])
+    # prompt 0 is the llm strategy's (the feedback memory), prompts 1.. show exemplars drawn from the run
+    last = gen.batches[-1]["prompts"]
+    assert all("w0" in m[-1]["content"] for m in last)
+    assert len({m[-1]["content"] for m in last}) >= 2
+
+
+def test_a_lost_generator_leaves_the_pool_to_the_draws(tmp_path, full_table):  # noqa: F811
+    from finetune.llm import LLMServerError
+
+    path, _ = full_table
+
+    def down(user, t):
+        raise LLMServerError("connection refused")
+
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE, iterations=2,
+                       benchmark_file=str(path), out=str(tmp_path / "d"), scorer_pool=8, scorer_generate=2,
+                       explore=0.0)
+    run(cfg, llm=WidthReader(), generator_llm=Generator(down), progress=False)
+    iters = load_run(str(tmp_path / "d"))[1]
+    assert [r["status"] for r in iters] == ["ok", "ok"]
+    assert all("generator: llm_error connection refused" in r["raw_answer"] for r in iters)
+
+
+def test_an_in_process_model_samples_a_ladder_in_one_batched_pass(tmp_path):
+    from test_finetune import make_tiny_model
+
+    from finetune.llm import make_llm, sample_many
+
+    folder = tmp_path / "tiny"
+    make_tiny_model(folder)
+    llm = make_llm(str(folder), backend="transformers")
+    calls = []
+    real = llm.model.forward
+    llm.model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or real(*a, **k)
+    prompts = [[{"role": "system", "content": "Answer with widths."},
+                {"role": "user", "content": "Width slots: w0 w1. Tried: " + "[8, 16] " * i}] for i in range(3)]
+    a = sample_many(llm, prompts, temperatures=[0.7, 1.0, 1.3], seed=5, max_new_tokens=6)
+    assert len(a) == 3 and all(isinstance(x, str) for x in a)
+    # the common prefix once, then every row's own rest in one batch, then one token per row per step
+    assert calls[0][0] == 1 and calls[1][0] == 3 and calls[1][1] < calls[0][1] and all(c == (3, 1) for c in calls[2:])
+    calls.clear()
+    assert sample_many(llm, prompts, temperatures=[0.7, 1.0, 1.3], seed=5, max_new_tokens=6) == a  # seeded
+    assert calls[0][0] == 3  # the same parent again: its prefix's cache is reused, not run again
+    # near temperature 0 the shared-prefix layout (masks, positions) answers what greedy generate does
+    cold = sample_many(llm, prompts, temperatures=[1e-4] * 3, seed=0, max_new_tokens=6)
+    assert cold == [llm.generate(m, temperature=0.0, max_new_tokens=6) for m in prompts]
+    with pytest.raises(ValueError, match="3 prompts, 2 temperatures"):
+        sample_many(llm, prompts, temperatures=[0.7, 1.0], seed=5)
+
+
 @pytest.mark.parametrize("argv, why", [
     (["--strategy", "scored"], "--strategy scored scores candidates with a model: give --scorer MODEL"),
     (["--strategy", "tpe", "--scorer", "smollm2-135m"], "--scorer scores candidates for --strategy scored, not tpe"),
     (["--strategy", "scored", "--scorer", "x", "--scorer-pool", "0"], "--scorer-pool must be >= 1"),
     (["--strategy", "scored", "--scorer", "x", "--pool-local", "1.5"], "--pool-local must be between 0 and 1"),
     (["--strategy", "scored", "--scorer", "x", "--scorer-dtype", "float16"], "--scorer-dtype"),
+    (["--strategy", "random", "--scorer-generate", "4"], "--scorer-generate adds generator answers to a scored pool"),
+    (["--strategy", "scored", "--scorer", "x", "--scorer-generate", "-1"], "--scorer-generate must be >= 0"),
+    (["--strategy", "scored", "--scorer", "x", "--scorer-generate", "2", "--generator-ladder", "0,1"],
+     "--generator-ladder must be temperatures in (0, 5]"),
+    (["--strategy", "scored", "--scorer", "x", "--scorer-generate", "2", "--answer-format", "diff"],
+     "the generator's answers join a pool of width lists: --answer-format widths, not diff"),
+    (["--strategy", "scored", "--scorer", "x", "--adapter", "a"], "(or add --scorer-generate N: its generator)"),
 ])
 def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
     from search.__main__ import main

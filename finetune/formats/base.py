@@ -99,13 +99,15 @@ class AnswerFormat:
     its prompt and candidate need the source's width analysis (`slots`, `summary`, the `analysis`
     that `realize` takes); `shows_history`: its prompt lists tried configurations (`history`);
     `repairable`: its candidates are edited sources that shape repair may fix (`mutator.repair`);
-    `constrainable`: it has a grammar for constrained decoding."""
+    `constrainable`: it has a grammar for constrained decoding; `gives_widths`: its parsed answer is a width
+    list (`Answer.widths`), which a scored pool can take as a member (`search run --scorer-generate`)."""
     name: str = ""
     contexts: tuple[str, ...] = ("source",)
     needs_network: bool = False
     shows_history: bool = False
     repairable: bool = True
     constrainable: bool = False
+    gives_widths: bool = False
 
     # prompts ---------------------------------------------------------------------------------------------
     def messages(self, source: str, row: dict, goal: dict, *, context: str = "source", slots=None,

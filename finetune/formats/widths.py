@@ -382,6 +382,7 @@ class WidthsFormat(AnswerFormat):
     shows_history = True
     repairable = False  # the mutator realises the candidate: its channels already agree
     constrainable = True
+    gives_widths = True
 
     def messages(self, source, row, goal, *, context="source", slots=None, summary=None, history=(), notes=""):
         """`widths_messages` with the network's width slots and, for `context="summary"`, the per-layer

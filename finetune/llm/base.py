@@ -13,7 +13,9 @@ URL, else `transformers`. Adding one is one file and one `register_backend` line
 
 The protocol (`LLM`): `name`, `generate(messages, *, temperature, max_new_tokens, seed, extra)`;
 optional: `generate_many(prompts, *, max_new_tokens, desc)` (greedy answers of many prompts; the
-default asks one at a time), `count_tokens(text)` (the default estimates 4 characters a token),
+default asks one at a time), `sample_many(prompts, *, temperatures, seed, max_new_tokens, extra)` (one
+sampled answer per prompt, each at its own temperature, in one batched pass; the default asks one at a
+time with seeds seed, seed+1, ...), `count_tokens(text)` (the default estimates 4 characters a token),
 `with_adapter(adapter)` (the same base model with a peft adapter), `server_kind` (which request
 fields carry a grammar, `finetune.llm.servers`; None: no grammar).
 `extra`: fields merged into the request (the grammar of `search.constrain`).
@@ -101,3 +103,19 @@ def generate_many(llm, prompts: list[list[dict]], *, max_new_tokens, desc: str =
 
     return [llm.generate(m, temperature=0.0, max_new_tokens=b, seed=0)
             for m, b in tqdm(list(zip(prompts, budgets)), desc=desc, unit="answer", disable=not progress)]
+
+
+def sample_many(llm, prompts: list[list[dict]], *, temperatures, seed: int = 0, max_new_tokens: int = 64,
+                extra: dict | None = None) -> list[str]:
+    """One sampled answer per prompt, prompt i at `temperatures[i]` (the same grammar fields `extra` for
+    all). A backend with its own `sample_many` answers them in one batched pass; else one `generate` call
+    per prompt, seeds `seed + i`. LLMServerError as `generate` raises it."""
+    temps = [float(t) for t in temperatures]
+    if len(temps) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts, {len(temps)} temperatures")
+    many = getattr(llm, "sample_many", None)
+    if many is not None:
+        return many(prompts, temperatures=temps, seed=seed, max_new_tokens=max_new_tokens, extra=extra)
+    kw = {"extra": extra} if extra else {}
+    return [llm.generate(m, temperature=t, max_new_tokens=max_new_tokens, seed=seed + i, **kw)
+            for i, (m, t) in enumerate(zip(prompts, temps))]

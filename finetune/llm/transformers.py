@@ -4,6 +4,7 @@
     llm = make_llm("smollm2-135m", adapter="runs/lora_fm")     # cuda where available, else cpu
     llm.generate(messages, temperature=0.0, max_new_tokens=64, extra={"grammar": gbnf})   # xgrammar, if installed
     llm.generate_many(prompts, max_new_tokens=[64, 80], batch_size=4)     # greedy, batched, left padding
+    llm.sample_many(prompts, temperatures=[0.7, 1.0, 1.3], seed=0, max_new_tokens=72)   # one sampled answer each
 
 A GBNF `grammar` in `extra` goes to xgrammar's logits processor (so the server kind this backend
 speaks is llama.cpp's); without xgrammar the answer is parsed unconstrained (said once).
@@ -33,6 +34,7 @@ class TransformersLLM:
         self.model.to(device).eval()
         self.name = model
         self.grammar_note: str | None = None  # why grammars are not applied (said once), None: they are
+        self._prefix = None  # sample_many's last shared prefix: ((model id, tokens), its key/value cache)
         if adapter:
             self._add_adapter(adapter)
 
@@ -59,7 +61,7 @@ class TransformersLLM:
         if hasattr(self.model, "merge_and_unload"):
             self.model = self.model.merge_and_unload()
         self.model.to(kinds[dtype]).eval()
-        self.merged = True
+        self.merged, self._prefix = True, None
         return self
 
     def with_adapter(self, adapter: str) -> "TransformersLLM":
@@ -107,6 +109,84 @@ class TransformersLLM:
                                       logits_processor=self._processors(extra) or None,
                                       pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
         return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def sample_many(self, prompts, *, temperatures, seed=0, max_new_tokens=64, extra=None) -> list[str]:
+        """One sampled answer per prompt, all in one batch: the prompts' common prefix (system message,
+        network, slots: everything before a search prompt's tried list) run once and its key/value cache
+        shared by every row, each row's own rest left-padded after it (`finetune.score.score_texts`' layout),
+        then up to `max_new_tokens` sampling steps: the grammar of `extra` (xgrammar, one matcher per row),
+        row i's temperature `temperatures[i]`, the model's top-k and top-p 0.95 as `generate` samples. The
+        last prefix's cache is kept: a search whose parent did not change since the last call skips its
+        prefill."""
+        import copy
+
+        import torch
+        from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+        from finetune.score import _cache_name, _cache_of, _keep_last, common_prefix
+
+        model, tok, device = self.model, self.tok, self.device
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos_ids = {tok.eos_token_id} | set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        eos_ids.discard(None)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        enc = [list(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
+                    ["input_ids"]) for m in prompts]
+        n = len(enc)
+        if not n:
+            return []
+        temps = torch.tensor([max(float(x), 1e-4) for x in temperatures], device=device).unsqueeze(1)
+        procs = self._processors(extra)
+        top_k = getattr(model.generation_config, "top_k", None)
+        warpers = ([TopKLogitsWarper(top_k)] if top_k else []) + [TopPLogitsWarper(0.95)]
+        rng = torch.Generator(device="cpu").manual_seed(int(seed))
+        cache_arg, last = _cache_name(model), _keep_last(model)
+        shared = common_prefix(enc)
+        answers: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        with torch.inference_mode():
+            kw = {}
+            if shared:
+                key = (id(model), tuple(enc[0][:shared]))
+                if self._prefix is None or self._prefix[0] != key:  # a new parent: its prefix run once
+                    self._prefix = (key, _cache_of(model(input_ids=torch.tensor([enc[0][:shared]], device=device),
+                                                         use_cache=True, **last(shared))))
+                cache = copy.deepcopy(self._prefix[1])
+                cache.batch_repeat_interleave(n)
+                kw[cache_arg] = cache
+            rests = [e[shared:] for e in enc]
+            width = max(len(r) for r in rests)
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+            own = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+            mask = torch.cat([torch.ones(n, shared, dtype=own.dtype, device=device), own], dim=1)
+            pos = (shared + own.cumsum(-1) - 1).clamp(min=0)
+            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw, **last(width))
+            seq, nxt = ids[:, -1:], pos[:, -1:] + 1
+            for step in range(max_new_tokens):
+                scores = res.logits[:, -1].float()
+                for proc in procs:
+                    scores = proc(seq, scores)
+                scores = scores / temps
+                for warp in warpers:
+                    scores = warp(seq, scores)
+                probs = torch.softmax(scores, dim=-1).cpu()
+                chosen = torch.multinomial(probs, 1, generator=rng).squeeze(1).tolist()
+                for b in range(n):
+                    if done[b]:
+                        chosen[b] = pad
+                    elif chosen[b] in eos_ids:
+                        done[b] = True
+                    else:
+                        answers[b].append(chosen[b])
+                if all(done) or step == max_new_tokens - 1:
+                    break
+                step_ids = torch.tensor(chosen, device=device)[:, None]
+                seq = torch.cat([seq, step_ids], dim=1)
+                mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
+                res = model(input_ids=step_ids, attention_mask=mask, position_ids=nxt, use_cache=True,
+                            **{cache_arg: _cache_of(res)})
+                nxt = nxt + 1
+        return [tok.decode(a, skip_special_tokens=True) for a in answers]
 
     def generate_many(self, prompts, *, max_new_tokens, desc: str = "answers", batch_size: int = 4,
                       progress: bool = True) -> list[str]:

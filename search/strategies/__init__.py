@@ -32,7 +32,8 @@ class StrategyContext:
     table: object = None  # corpus.table.TableEvaluator of a table run, else None
     precheck: object = None  # source -> pre-check row (FLOPs, params, latency), or None
     llm: object = None  # the Code Generator's LLM (strategy llm), or a scorer's model given by the caller (tests)
-    constrain: object = None  # search.constrain.ConstrainedRequests (strategy llm)
+    constrain: object = None  # search.constrain.ConstrainedRequests (strategy llm; a scored pool's generator)
+    generator_llm: object = None  # a scored pool's generator model (--scorer-generate N > 0)
 
 
 def _space(ctx: StrategyContext):
@@ -138,7 +139,20 @@ def _scored(ctx):
             llm = llm.for_inference(c.scorer_dtype)
         except LLMError as exc:
             raise SearchError(str(exc)) from None
-    return Scored(_space(ctx), c, llm, family_of(c, ctx.table))
+    space = _space(ctx)
+    generator = None
+    if c.generates:  # the Code Generator over the same slots and choices as the pool's draws
+        from search.roles import CodeGenerator
+
+        gen_llm = ctx.generator_llm
+        if c.scorer_dtype != "float32" and hasattr(gen_llm, "for_inference"):  # in process: the same dtype
+            try:
+                gen_llm = gen_llm.for_inference(c.scorer_dtype)
+            except LLMError as exc:
+                raise SearchError(str(exc)) from None
+        generator = CodeGenerator(gen_llm, c.temperature, c.max_new_tokens, c.answer_format, c.context, ctx.pool,
+                                  ctx.spec, [list(ch) for ch in space.choices], ctx.constrain)
+    return Scored(space, c, llm, family_of(c, ctx.table), generator)
 
 
 STRATEGIES = {

@@ -23,13 +23,22 @@ Each iteration:
    half the spread (std) of the pool's predictions: 20 evaluations cannot all collapse onto one region.
 
 A candidate the model's answer does not give a number for gets the pool's median score. The frozen model
-(`--scorer` without an adapter) with the same prompts and pool is the control. Issue 29's generator side
-(the Code Generator's answers at a temperature ladder as pool members) is not here yet.
+(`--scorer` without an adapter) with the same prompts and pool is the control.
+
+`--scorer-generate N` puts a generator's answers in the pool too: the Code Generator (`--llm`, `--adapter`
+or `--llm-url`, the widths format and its grammar) answers N prompts in one batched pass
+(`finetune.llm.sample_many`), answer i at the temperature `--generator-ladder`[i mod its length]; prompt 0
+shows the run's feedback memory (the `llm` strategy's prompt), prompt i > 0 up to `memory` of the run's
+evaluated configurations drawn with the iteration's seed (seed-dependent exemplars: the answers do not all
+start from one history). Each new answer inside the limits is a pool member; the draws above fill the rest
+of the pool. An answer that does not parse, repeats or is over a limit is dropped (counted in the note); a
+lost generator server leaves the pool to the draws for that iteration.
 """
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
 
 from search.strategies.base import WidthsStrategy
@@ -40,11 +49,19 @@ STARTUP, NICHES, TOP = 3, 4, 3
 class Scored(WidthsStrategy):
     name = "scored"
 
-    def __init__(self, space, cfg, llm, family: dict):
+    def __init__(self, space, cfg, llm, family: dict, generator=None):
         """llm: a `finetune.llm` backend (or a test double with `generate`); family: what every prompt
-        says of the run: `parent` (the seed's name), `dataset`, `recipe` (JSON text, as corpus rows)."""
+        says of the run: `parent` (the seed's name), `dataset`, `recipe` (JSON text, as corpus rows);
+        generator: a `search.roles.CodeGenerator` in the widths format whose answers join the pool
+        (`--scorer-generate`), or None."""
         super().__init__(space, cfg)
-        self.llm, self.family = llm, family
+        self.llm, self.family, self.generator = llm, family, generator
+        self.generate_n = max(0, int(getattr(cfg, "scorer_generate", 0))) if generator is not None else 0
+        self.ladder = tuple(float(t) for t in getattr(cfg, "generator_ladder", None) or (0.7, 1.0, 1.3))
+        self.asked = None  # the loop's prompt parts of this iteration (parent, goal, instruction, memory, ...)
+        self.generated: dict[tuple, float] = {}  # the last pool's generator answers -> their temperature
+        self.generator_seconds: list[float] = []
+        self.generator_note = ""
         self.explore = getattr(cfg, "explore", 0.1)
         self.pool_size = max(1, int(getattr(cfg, "scorer_pool", 64)))
         self.pool_local = min(1.0, max(0.0, float(getattr(cfg, "pool_local", 0.5))))
@@ -79,18 +96,74 @@ class Scored(WidthsStrategy):
         return [self.scores[w] for w in pool]
 
     # ------------------------------------------------------------------ the choice
+    def propose(self, parent_code, parent_row, goal, instruction, memory, seed, extra: str = "",
+                exclude=None) -> dict:
+        self.asked = (parent_code, parent_row, goal, instruction, memory, seed, extra)
+        return super().propose(parent_code, parent_row, goal, instruction, memory, seed, extra, exclude)
+
+    def exemplars(self, rng, k: int):
+        """A feedback memory of up to k of the run's evaluated configurations, drawn by `rng`, in run order."""
+        from finetune.prompts import outcome_text
+        from search.roles import FeedbackMemory, Triple
+
+        picked = sorted(rng.sample(range(len(self.history)), min(k, len(self.history))))
+        mem = FeedbackMemory(max(1, k))
+        for i in picked:
+            w, row = self.history[i]
+            mem.add(Triple("", "", outcome_text(row, None), w))
+        return mem
+
+    def generate(self) -> tuple[dict[tuple, float], str]:
+        """The generator's new answers inside the limits (-> temperature), and a note of what it gave."""
+        from finetune.llm import LLMServerError, sample_many
+
+        if not self.generate_n or self.asked is None:
+            return {}, ""
+        parent_code, parent_row, goal, instruction, memory, seed, extra = self.asked
+        gen = self.generator
+        info = gen.parent_info(parent_code)
+        if "error" in info:
+            return {}, f"; generator: {info['error']}"
+        temps = [self.ladder[i % len(self.ladder)] for i in range(self.generate_n)]
+        k = len(memory.items) if memory.items else getattr(self.cfg, "memory", 5)
+        prompts = [gen.messages(parent_code, parent_row, goal, instruction,
+                                memory if i == 0 else self.exemplars(random.Random(seed * 7919 + i), k), extra, info)
+                   for i in range(self.generate_n)]
+        fields = {} if gen.constrain is None else \
+            gen.constrain.fields(gen.fmt, **gen.format.constraint_args(parent_code, info, sorted(self.seen)))
+        t0 = time.perf_counter()
+        try:
+            raws = sample_many(gen.llm, prompts, temperatures=temps, seed=seed,
+                               max_new_tokens=gen.format.token_budget(0, len(info["slots"])), extra=fields or None)
+        except LLMServerError as exc:
+            return {}, f"; generator: llm_error {str(exc)[:80]}"
+        finally:
+            self.generator_seconds.append(time.perf_counter() - t0)
+        out: dict[tuple, float] = {}
+        for raw, t in zip(raws, temps):
+            ans = gen.format.parse(raw, slots=info["slots"])
+            w = tuple(int(x) for x in ans.widths) if ans.ok else None
+            if w is None or len(w) != len(self.space.choices) or w in out or not self.space.inside(w) or \
+                    not self.new(w):
+                continue
+            out[w] = t
+        return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
+
     def draw(self, rng) -> list[tuple]:
-        """The pool: new configurations inside the limits, `pool_local` of them near the best evaluated ones."""
-        pool: dict[tuple, None] = {}
+        """The pool: the generator's new answers (`--scorer-generate`), then new configurations inside the
+        limits, `pool_local` of the drawn ones near the best evaluated ones."""
+        self.generated, self.generator_note = self.generate()
+        pool: dict[tuple, None] = dict.fromkeys(list(self.generated)[:self.pool_size])
+        start = len(pool)
         top = [w for w, _ in sorted(self.scored(), key=lambda t: -t[1])[:TOP]]
-        local = round(self.pool_local * self.pool_size) if top else 0
+        local = start + round(self.pool_local * (self.pool_size - start)) if top else start
         for _ in range(self.tries):
             if len(pool) >= local:
                 break
             w = self.neighbour(rng, top[rng.randrange(len(top))])
             if w not in pool and self.new(w):
                 pool[w] = None
-        self.near_best = set(pool)
+        self.near_best = set(list(pool)[start:])
         for _ in range(self.tries):
             if len(pool) >= self.pool_size:
                 break
@@ -135,7 +208,7 @@ class Scored(WidthsStrategy):
         if not pool:
             return None
         if rng.random() < self.explore:
-            return list(pool[rng.randrange(len(pool))]), "uniform (exploration)"
+            return list(pool[rng.randrange(len(pool))]), f"uniform (exploration){self.generator_note}"
         raw = self.score(pool)
         known = [s for s in raw if s is not None]
         fill = float(np.median(known)) if known else 0.0
@@ -152,8 +225,10 @@ class Scored(WidthsStrategy):
         j = max(range(len(pool)), key=lambda i: (value[i], -i))
         lm_text = f"{raw[j]:.1f}" if raw[j] is not None else "no number"
         near = ", near the best" if pool[j] in self.near_best else ""
+        if pool[j] in self.generated:
+            near = f", generated at T={self.generated[pool[j]]:g}"
         return list(pool[j]), (f"LM {lm_text}, predicted {100 * pred[j]:.2f}%, FLOPs niche {niche[j] + 1}/"
-                               f"{len(edges) + 1} of {len(pool)}{near}")
+                               f"{len(edges) + 1} of {len(pool)}{near}{self.generator_note}")
 
 
 def family_of(cfg, table) -> dict:
