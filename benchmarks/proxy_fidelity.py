@@ -2,6 +2,7 @@
 
     python benchmarks/proxy_fidelity.py --out proxy_fidelity               # 3 families x 40 variants, seeds 0,1,2
     python benchmarks/proxy_fidelity.py --out pf --families lenet --variants 12 --seeds 0,1,2
+    python benchmarks/proxy_fidelity.py --out proxy_fidelity --cost 3 --tags default,steps300   # cost, side by side
     python benchmarks/proxy_fidelity.py --out pf --report                   # the table and plot of what is done
     python benchmarks/proxy_fidelity.py --out pf_ema --tag ema --set ema=0.9  # the same networks, another recipe
     python benchmarks/proxy_fidelity.py --out pf --references-only & \
@@ -169,6 +170,58 @@ def run(args, recipe: dict) -> int:
     return 0
 
 
+def cost(args) -> str:
+    """Side by side, in one process: every proxy recipe of OUT's config (or `--tags`) trains the same networks
+    (each family's seed and its first `--cost-networks - 1` variants, rng seed 0), interleaved in `--cost`
+    rounds (this machine is noisy: run it with nothing else on the CPU). The table: median training seconds
+    per family and recipe, and its ratio to the default's (the issue's "cost per candidate")."""
+    from corpus.data import info, load_prepared, prepare
+    from corpus.evaluator import Evaluator, recipe_for
+
+    out = Path(args.out)
+    cfg_path = out / "config.json"
+    if not cfg_path.exists():
+        raise ValueError(f"{out} holds no config.json: measure a proxy first")
+    cfg = json.loads(cfg_path.read_text())
+    tags = args.tags or list(cfg["proxies"])
+    unknown = [t for t in tags if t not in cfg["proxies"]]
+    if unknown or "default" not in cfg["proxies"]:
+        raise ValueError(f"--tags: {', '.join(unknown) or 'default'} not measured in {out} "
+                         f"(known: {', '.join(cfg['proxies'])})")
+    if "default" not in tags:
+        tags = ["default", *tags]
+    meta = info(cfg["dataset"])
+    data = load_prepared(prepare(cfg["dataset"], args.data_dir))
+    in_shape = ",".join(map(str, [1, *data["x_train"].shape[1:]]))
+    del data
+    nets = {Path(f).stem: generate(f, args.variants, out, in_shape, meta["classes"])[:args.cost_networks]
+            for f in args.families}
+    secs: dict[tuple, list[float]] = {(f, t): [] for f in nets for t in tags}
+    base = recipe_for(cfg["dataset"], train_limit=args.train_limit)
+    with Evaluator(cfg["dataset"], base, data_dir=args.data_dir, device=args.device, timeout_s=args.timeout_s) as ev:
+        ev.payload["latency"] = "none"
+        for r in range(args.cost):
+            for fam, members in nets.items():
+                for net in members:
+                    for tag in (tags if r % 2 == 0 else tags[::-1]):  # alternate the order: no arm always first
+                        ev.recipe = {**cfg["proxies"][tag], "seed": 0}
+                        row = ev.evaluate(net["code"], limits={})
+                        if row["status"] != "ok":
+                            raise RuntimeError(f"{fam} {net['id']} {tag}: {row['status']} {row.get('error')}")
+                        secs[(fam, tag)].append(row["train_seconds"])
+            print(f"round {r + 1}/{args.cost}: " + ", ".join(
+                f"{f} {t} {statistics.median(v):.2f}s" for (f, t), v in secs.items()), flush=True)
+    lines = [f"Cost per candidate, side by side ({args.cost} rounds x {args.cost_networks} networks per family, "
+             f"rng seed 0, arms alternated; training seconds in the sandboxed evaluator)", "",
+             "| family | proxy | median train s | vs default |", "|---|---|---:|---:|"]
+    for fam in nets:
+        d = statistics.median(secs[(fam, "default")])
+        for tag in tags:
+            m = statistics.median(secs[(fam, tag)])
+            lines.append(f"| {fam} | {tag} | {m:.2f} | {m / d:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def stats(rows: dict, seeds: list[int]) -> list[dict]:
     """One dict per (family, proxy tag): the report's numbers over the networks with every measurement ok."""
     import numpy as np
@@ -294,10 +347,15 @@ def main() -> int:
     p.add_argument("--references-only", action="store_true",
                    help="measure only the references (a --proxies-only command beside it measures the proxies)")
     p.add_argument("--report", action="store_true", help="only print the report of what is in --out")
+    p.add_argument("--cost", type=int, default=0, metavar="ROUNDS",
+                   help="only measure the cost per candidate of OUT's proxy recipes side by side, ROUNDS rounds")
+    p.add_argument("--cost-networks", type=int, default=3, help="--cost: networks per family (the seed first)")
+    p.add_argument("--tags", default="", help="--cost: comma-separated recipes (default: every one in OUT)")
     try:
         args = p.parse_args()
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         args.families = [f for f in args.families.split(",") if f]
+        args.tags = [t for t in args.tags.split(",") if t]
         recipe = parse_set(args.set)
     except ValueError as exc:
         return fail(str(exc))
@@ -310,7 +368,12 @@ def main() -> int:
     for fam in args.families:
         if fam not in builtin.SEEDS and not Path(fam).is_file():
             return fail(f"--families: {fam!r} is neither a built-in seed ({', '.join(builtin.SEEDS)}) nor a file")
+    if args.cost < 0 or args.cost_networks < 1:
+        return fail("--cost must be >= 0 rounds and --cost-networks >= 1")
     try:
+        if args.cost:
+            print(cost(args))
+            return 0
         if not args.report:
             rc = run(args, recipe)
             if rc:
