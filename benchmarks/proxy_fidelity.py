@@ -211,6 +211,12 @@ def cost(args) -> str:
                         secs[(fam, tag)].append(row["train_seconds"])
             print(f"round {r + 1}/{args.cost}: " + ", ".join(
                 f"{f} {t} {statistics.median(v):.2f}s" for (f, t), v in secs.items()), flush=True)
+    medians = {fam: {tag: statistics.median(secs[(fam, tag)]) for tag in tags} for fam in nets}
+    done = json.loads((out / "cost.json").read_text()) if (out / "cost.json").exists() else {}
+    for fam, per in medians.items():  # a later measurement of a (family, recipe) replaces the earlier one
+        done.setdefault(fam, {}).update({t: {"train_s": v, "vs_default": v / per["default"], "rounds": args.cost,
+                                             "networks": len(nets[fam])} for t, v in per.items()})
+    (out / "cost.json").write_text(json.dumps(done, indent=1, sort_keys=True))
     lines = [f"Cost per candidate, side by side ({args.cost} rounds x {args.cost_networks} networks per family, "
              f"rng seed 0, arms alternated; training seconds in the sandboxed evaluator)", "",
              "| family | proxy | median train s | vs default |", "|---|---|---:|---:|"]
@@ -266,6 +272,85 @@ def stats(rows: dict, seeds: list[int]) -> list[dict]:
     return table
 
 
+SPEED_FIELDS = {"channels_last", "bf16"}  # the amendment's CPU options: arithmetic, not recipe (no-worse rule)
+
+
+def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
+    """The protocol's rules (benchmarks/proxy_fidelity.md), per recipe other than `default`, each family compared
+    with the default on the networks complete under both:
+    - a noise cut (the recipe differs in more than the CPU options) becomes the default only if on every family
+      where it was measured (>= 3 networks) it lowers the median std, its tau (one seed) is not lower than the
+      default's by more than 0.05, and its cost (`cost.json`, side by side) is <= 1.5x the default's;
+    - a CPU option (differs in `channels_last` / `bf16` only) only if on every family with >= 20 networks its
+      median std is <= the default's + 0.2 and its tau (one seed) not lower by more than 0.05.
+    A family without a side-by-side cost leaves a noise cut undecided, as does a CPU option with no family at
+    20 networks."""
+    from corpus.train import Recipe
+
+    base = cfg["proxies"].get("default")
+    out = []
+    if base is None:
+        return out
+    for tag, rec in cfg["proxies"].items():
+        if tag == "default":
+            continue
+        a, b = Recipe(**rec).to_dict(), Recipe(**base).to_dict()  # fields added since: their defaults
+        differs = {k for k in a if a[k] != b[k]}
+        speed = bool(differs) and differs <= SPEED_FIELDS
+        fams, fails, undecided = {}, [], []
+        for fam in sorted({k[0] for k in rows if k[4] == tag}):
+            nets = {k[1] for k in rows if k[0] == fam}
+            both = {n for n in nets if all((fam, n, "proxy", s, t) in rows for s in seeds for t in (tag, "default"))
+                    and (fam, n, "reference", 0, "reference") in rows}
+            sub = {k: v for k, v in rows.items() if k[0] == fam and k[1] in both and k[4] in (tag, "default", "reference")}
+            table = {r["tag"]: r for r in stats(sub, seeds)}
+            t, d = table.get(tag), table.get("default")
+            if not t or not d or t["networks"] < 3:
+                continue
+            c = (costs.get(fam) or {}).get(tag, {}).get("vs_default")
+            f = {"networks": t["networks"], "std": t["std_median"], "std_default": d["std_median"],
+                 "tau": t["tau_one"], "tau_default": d["tau_one"], "cost": c}
+            fams[fam] = f
+            if speed:
+                if t["networks"] < 20:
+                    continue
+                if f["std"] > f["std_default"] + 0.2:
+                    fails.append(f"{fam}: std {f['std']:.2f} > {f['std_default']:.2f} + 0.2")
+                if f["tau"] < f["tau_default"] - 0.05:
+                    fails.append(f"{fam}: tau {f['tau']:.2f} < {f['tau_default']:.2f} - 0.05")
+            else:
+                if not f["std"] < f["std_default"]:
+                    fails.append(f"{fam}: std {f['std']:.2f} not below {f['std_default']:.2f}")
+                if f["tau"] < f["tau_default"] - 0.05:
+                    fails.append(f"{fam}: tau {f['tau']:.2f} < {f['tau_default']:.2f} - 0.05")
+                if c is None:
+                    undecided.append(f"{fam}: cost not measured side by side (--cost)")
+                elif c > 1.5:
+                    fails.append(f"{fam}: cost {c:.2f}x > 1.5x")
+        if speed and not any(f["networks"] >= 20 for f in fams.values()):
+            undecided.append("no family with >= 20 complete networks")
+        verdict = "fails" if fails else "undecided" if undecided or not fams else "passes"
+        out.append({"tag": tag, "rule": "CPU option (no-worse)" if speed else "noise cut", "families": fams,
+                    "verdict": verdict, "why": fails or undecided or (["measured on no family"] if not fams else [])})
+    return out
+
+
+def decision_text(decisions: list[dict]) -> str:
+    f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+    lines = ["Decision by the protocol's rules (each recipe against `default` on the networks complete under both; "
+             "cost: `--cost`, side by side):", "",
+             "| proxy | rule | family | networks | std vs default | tau (one seed) vs default | cost vs default |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for d in decisions:
+        for fam, x in d["families"].items():
+            lines.append(f"| {d['tag']} | {d['rule']} | {fam} | {x['networks']} | {f(x['std'])} vs {f(x['std_default'])} | "
+                         f"{f(x['tau'])} vs {f(x['tau_default'])} | {f(x['cost'])}{'x' if x['cost'] is not None else ''} |")
+    lines.append("")
+    for d in decisions:
+        lines.append(f"- `{d['tag']}` ({d['rule']}): **{d['verdict']}**" + (f": {'; '.join(d['why'])}" if d["why"] else ""))
+    return "\n".join(lines) + "\n"
+
+
 def report(out: Path, seeds: list[int]) -> str:
     rows = load_rows(out / "rows.jsonl")
     if not rows:
@@ -295,7 +380,8 @@ def report(out: Path, seeds: list[int]) -> str:
     lines += ["", "one seed: the median over the rng seeds of the statistic for that seed's proxy alone; "
               "top-10: the share of the reference's 10 best that the proxy's 10 best contain (top-k of fewer "
               "networks where a family has fewer than 10)."]
-    text = "\n".join(lines) + "\n"
+    costs = json.loads((out / "cost.json").read_text()) if (out / "cost.json").exists() else {}
+    text = "\n".join(lines) + "\n\n" + decision_text(decide(rows, cfg, seeds, costs))
     (out / "result.md").write_text(text)
     plot(table, out / "proxy_fidelity.png", cfg)
     return text

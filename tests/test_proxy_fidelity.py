@@ -61,3 +61,23 @@ def test_cost_names_an_unmeasured_recipe_in_one_line(pf, tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["proxy_fidelity.py", "--out", str(tmp_path / "none"), "--cost", "1"])
     assert pf.main() == 2
     assert "holds no config.json" in capsys.readouterr().err
+
+
+def test_the_decision_applies_the_protocols_rules(pf):
+    base = {"lr": 0.1, "batch_size": 0, "min_steps": 150}
+    cfg = {"proxies": {"default": base, "quiet": {**base, "batch_size": 32, "ema": 0.0},
+                       "costly": {**base, "min_steps": 600}, "fast": {**base, "channels_last": True, "ema": 0.0},
+                       "fastbad": {**base, "bf16": True}}}
+    r = rows({"default": 0.01, "quiet": 0.005, "costly": 0.005, "fast": 0.011, "fastbad": 0.02}, n=21)
+    costs = {"fam": {"quiet": {"vs_default": 1.3}, "costly": {"vs_default": 3.9}}}
+    got = {d["tag"]: d for d in pf.decide(r, cfg, [0, 1, 2], costs)}
+    assert got["quiet"]["rule"] == "noise cut" and got["quiet"]["verdict"] == "passes"
+    assert got["costly"]["verdict"] == "fails" and "cost 3.90x > 1.5x" in got["costly"]["why"][0]
+    assert got["fast"]["rule"] == "CPU option (no-worse)" and got["fast"]["verdict"] == "passes"  # +0.1 std: within 0.2
+    assert got["fastbad"]["verdict"] == "fails" and "std 2.00 > 1.00 + 0.2" in got["fastbad"]["why"][0]
+    # without a side-by-side cost a noise cut is undecided; a CPU option on fewer than 20 networks too
+    assert {d["tag"]: d["verdict"] for d in pf.decide(r, cfg, [0, 1, 2], {})}["quiet"] == "undecided"
+    few = rows({"default": 0.01, "fast": 0.011}, n=12)
+    (d,) = [d for d in pf.decide(few, {"proxies": {k: cfg["proxies"][k] for k in ("default", "fast")}}, [0, 1, 2], {})]
+    assert d["verdict"] == "undecided" and "no family with >= 20 complete networks" in d["why"]
+    assert "**passes**" in pf.decision_text(list(got.values()))
