@@ -238,6 +238,16 @@ def test_an_in_process_model_samples_a_ladder_in_one_batched_pass(tmp_path):
     # near temperature 0 the shared-prefix layout (masks, positions) answers what greedy generate does
     cold = sample_many(llm, prompts, temperatures=[1e-4] * 3, seed=0, max_new_tokens=6)
     assert cold == [llm.generate(m, temperature=0.0, max_new_tokens=6) for m in prompts]
+    # a row its grammar leaves no token ends with what it has (no NaN draw), the others go on
+    import torch
+
+    def starve_row_1(seq, scores):
+        scores = scores.clone()
+        scores[1] = -torch.inf
+        return scores
+    llm._processors = lambda extra: [starve_row_1]
+    starved = sample_many(llm, prompts, temperatures=[1e-4] * 3, seed=0, max_new_tokens=6)
+    assert starved[1] == "" and starved[0] == cold[0] and starved[2] == cold[2]
     with pytest.raises(ValueError, match="3 prompts, 2 temperatures"):
         sample_many(llm, prompts, temperatures=[0.7, 1.0], seed=5)
 

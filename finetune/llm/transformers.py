@@ -169,11 +169,15 @@ class TransformersLLM:
                 scores = scores / temps
                 for warp in warpers:
                     scores = warp(seq, scores)
+                ended = torch.tensor(done, device=scores.device) | ~torch.isfinite(scores).any(-1)
+                scores[ended] = 0.0  # a finished row, or one its grammar leaves no token: ends (no NaN draw)
+                for b in ended.nonzero().flatten().tolist():
+                    done[b] = True
                 probs = torch.softmax(scores, dim=-1).cpu()
                 chosen = torch.multinomial(probs, 1, generator=rng).squeeze(1).tolist()
                 for b in range(n):
                     if done[b]:
-                        chosen[b] = pad
+                        chosen[b] = pad if pad is not None else next(iter(eos_ids))
                     elif chosen[b] in eos_ids:
                         done[b] = True
                     else:

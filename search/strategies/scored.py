@@ -137,6 +137,8 @@ class Scored(WidthsStrategy):
                                max_new_tokens=gen.format.token_budget(0, len(info["slots"])), extra=fields or None)
         except LLMServerError as exc:
             return {}, f"; generator: llm_error {str(exc)[:80]}"
+        except (RuntimeError, AssertionError, ValueError) as exc:  # a decoding failure: an outcome of this pool
+            return {}, f"; generator: failed {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
         finally:
             self.generator_seconds.append(time.perf_counter() - t0)
         out: dict[tuple, float] = {}
