@@ -52,6 +52,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from finetune.llm.kv import cache_name, cache_of, common_prefix, keep_last
 from finetune.pairs import FinetuneError
 
 SCORE_SYSTEM = "Predict the network's test accuracy in percent, one decimal."
@@ -349,54 +350,6 @@ def score_template(tokenizer, prompt_len: int, eos_ids):
     return ScoreTemplate()
 
 
-def common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the token prefix every sequence shares, leaving each at least one token of its own."""
-    if not seqs:
-        return 0
-    n = min(len(q) for q in seqs) - 1
-    first = seqs[0]
-    for i in range(max(n, 0)):
-        t = first[i]
-        if any(q[i] != t for q in seqs):
-            return i
-    return max(n, 0)
-
-
-def _forward_params(model) -> set[str]:
-    """The argument names of the (base) model's forward; empty where they cannot be read."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return set(inspect.signature(type(base).forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _cache_name(model) -> str:
-    """The forward argument that takes a key/value cache: `cache` (transformers >= 5.2x), else `past_key_values`."""
-    return "cache" if "cache" in _forward_params(model) else "past_key_values"
-
-
-def _keep_last(model):
-    """A function of a prefill's length giving the forward's `logits_to_keep` argument where the model takes it
-    (the vocabulary's logits of the last position only: the others are never read, and 64 rows x 40
-    positions x 49k vocabulary is a fifth of a small model's prefill). The position is given as an
-    index tensor, not `1`: transformers then gathers a contiguous copy of the last hidden states, where the
-    strided slice `1` gives takes a matmul path ~10x slower in bfloat16 on CPU (measured:
-    benchmarks/scorer_speed.py). A model without the argument: a function giving {}."""
-    import torch
-
-    if "logits_to_keep" not in _forward_params(model):
-        return lambda n: {}
-    return lambda n: {"logits_to_keep": torch.tensor([n - 1], device=model.device)}
-
-
-def _cache_of(result):
-    cache = getattr(result, "cache", None)
-    return cache if cache is not None else result.past_key_values
-
-
 def score_texts(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64,
                 max_new_tokens: int = MAX_NEW_TOKENS, progress: bool = False, share_prefix: bool = True) -> list[str]:
     """The raw answers (digits and '.' only) of greedy, template-constrained decoding, one per prompt in order.
@@ -423,12 +376,12 @@ def score_texts(model, tokenizer, prompts: list[list[dict]], batch_size: int = 6
                 ["input_ids"]) for m in prompts]
     rule = score_template(tokenizer, 0, eos_ids)
     pieces = _number_pieces(tokenizer)
-    device, cache_arg, last = model.device, _cache_name(model), _keep_last(model)
+    device, cache_arg, last = model.device, cache_name(model), keep_last(model)
     shared = common_prefix(enc) if share_prefix else 0
     prefix_cache = None
     with torch.inference_mode():
         if shared:
-            prefix_cache = _cache_of(model(input_ids=torch.tensor([enc[0][:shared]], device=device), use_cache=True,
+            prefix_cache = cache_of(model(input_ids=torch.tensor([enc[0][:shared]], device=device), use_cache=True,
                                            **last(shared)))
     order = sorted(range(len(prompts)), key=lambda i: (len(enc[i]), i))
     out: list[str | None] = [None] * len(prompts)
@@ -468,7 +421,7 @@ def score_texts(model, tokenizer, prompts: list[list[dict]], batch_size: int = 6
                     break
                 mask = torch.cat([mask, torch.ones(len(idx), 1, dtype=mask.dtype, device=device)], dim=1)
                 res = model(input_ids=torch.tensor(chosen, device=device)[:, None], attention_mask=mask,
-                            position_ids=nxt, use_cache=True, **{cache_arg: _cache_of(res)})
+                            position_ids=nxt, use_cache=True, **{cache_arg: cache_of(res)})
                 nxt = nxt + 1
         for i, t in zip(idx, texts):
             out[i] = t

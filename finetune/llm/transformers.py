@@ -123,7 +123,7 @@ class TransformersLLM:
         import torch
         from transformers import TopKLogitsWarper, TopPLogitsWarper
 
-        from finetune.score import _cache_name, _cache_of, _keep_last, common_prefix
+        from finetune.llm.kv import cache_name, cache_of, common_prefix, keep_last
 
         model, tok, device = self.model, self.tok, self.device
         eos = getattr(model.generation_config, "eos_token_id", None)
@@ -140,7 +140,7 @@ class TransformersLLM:
         top_k = getattr(model.generation_config, "top_k", None)
         warpers = ([TopKLogitsWarper(top_k)] if top_k else []) + [TopPLogitsWarper(0.95)]
         rng = torch.Generator(device="cpu").manual_seed(int(seed))
-        cache_arg, last = _cache_name(model), _keep_last(model)
+        cache_arg, last = cache_name(model), keep_last(model)
         shared = common_prefix(enc)
         answers: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
@@ -149,7 +149,7 @@ class TransformersLLM:
             if shared:
                 key = (id(model), tuple(enc[0][:shared]))
                 if self._prefix is None or self._prefix[0] != key:  # a new parent: its prefix run once
-                    self._prefix = (key, _cache_of(model(input_ids=torch.tensor([enc[0][:shared]], device=device),
+                    self._prefix = (key, cache_of(model(input_ids=torch.tensor([enc[0][:shared]], device=device),
                                                          use_cache=True, **last(shared))))
                 cache = copy.deepcopy(self._prefix[1])
                 cache.batch_repeat_interleave(n)
@@ -188,7 +188,7 @@ class TransformersLLM:
                 seq = torch.cat([seq, step_ids], dim=1)
                 mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
                 res = model(input_ids=step_ids, attention_mask=mask, position_ids=nxt, use_cache=True,
-                            **{cache_arg: _cache_of(res)})
+                            **{cache_arg: cache_of(res)})
                 nxt = nxt + 1
         return [tok.decode(a, skip_special_tokens=True) for a in answers]
 
