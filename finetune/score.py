@@ -52,7 +52,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from finetune.llm.kv import cache_name, cache_of, common_prefix, keep_last
+from finetune.llm.kv import cache_name, cache_of, chat_ids, common_prefix, eos_and_pad, keep_last
 from finetune.pairs import FinetuneError
 
 SCORE_SYSTEM = "Predict the network's test accuracy in percent, one decimal."
@@ -368,12 +368,8 @@ def score_texts(model, tokenizer, prompts: list[list[dict]], batch_size: int = 6
 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    eos_ids.discard(None)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    enc = [list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
-                ["input_ids"]) for m in prompts]
+    eos_ids, pad = eos_and_pad(model, tokenizer)
+    enc = chat_ids(tokenizer, prompts)
     rule = score_template(tokenizer, 0, eos_ids)
     pieces = _number_pieces(tokenizer)
     device, cache_arg, last = model.device, cache_name(model), keep_last(model)

@@ -1,22 +1,15 @@
 """benchmarks/proxy_fidelity.py (issue 30): the report's statistics from rows with known answers, and its
 one-line errors. No training: the rows are synthetic."""
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark_module import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def pf():
-    spec = importlib.util.spec_from_file_location("proxy_fidelity", ROOT / "benchmarks" / "proxy_fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("proxy_fidelity", mod)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("proxy_fidelity")
 
 
 def rows(noise: dict, n: int = 12, seeds=(0, 1, 2)) -> dict:

@@ -106,18 +106,23 @@ def test_a_resumed_run_proposes_what_the_uninterrupted_run_did(tmp_path, full_ta
     assert [r["metrics"]["table_key"] for r in again] == [r["metrics"]["table_key"] for r in whole]
 
 
-def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, full_table):  # noqa: F811
+def counted_tiny_model(folder):
+    """The tiny random model in process, and the list its forward passes append their input shapes to."""
     from test_finetune import make_tiny_model
 
     from finetune.llm import make_llm
 
-    path, _ = full_table
-    folder = tmp_path / "tiny"
     make_tiny_model(folder)
     llm = make_llm(str(folder), backend="transformers")
     calls = []
     real = llm.model.forward
     llm.model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or real(*a, **k)
+    return llm, calls
+
+
+def test_a_pool_is_scored_in_one_batched_pass_by_an_in_process_model(tmp_path, full_table):  # noqa: F811
+    path, _ = full_table
+    llm, calls = counted_tiny_model(tmp_path / "tiny")
     iters = scored(tmp_path, path, llm, "tiny", iterations=2, explore=0.0)
     assert [r["status"] for r in iters] == ["ok", "ok"]
     # the first pool: the prompts' shared prefix once, then the 32 prompts' own rest in one batch, then one
@@ -216,16 +221,9 @@ def test_a_lost_generator_leaves_the_pool_to_the_draws(tmp_path, full_table):  #
 
 
 def test_an_in_process_model_samples_a_ladder_in_one_batched_pass(tmp_path):
-    from test_finetune import make_tiny_model
+    from finetune.llm import sample_many
 
-    from finetune.llm import make_llm, sample_many
-
-    folder = tmp_path / "tiny"
-    make_tiny_model(folder)
-    llm = make_llm(str(folder), backend="transformers")
-    calls = []
-    real = llm.model.forward
-    llm.model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or real(*a, **k)
+    llm, calls = counted_tiny_model(tmp_path / "tiny")
     prompts = [[{"role": "system", "content": "Answer with widths."},
                 {"role": "user", "content": "Width slots: w0 w1. Tried: " + "[8, 16] " * i}] for i in range(3)]
     a = sample_many(llm, prompts, temperatures=[0.7, 1.0, 1.3], seed=5, max_new_tokens=6)

@@ -1,21 +1,12 @@
 """benchmarks/scorer_table.py's decision (issue 29's protocol, benchmarks/scorer.md): the two Holm families
 over the table cells, from per-cell ranks. Synthetic ranks with known outcomes; no table needed."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark_module import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def scorer_table():
-    spec = importlib.util.spec_from_file_location("scorer_table", ROOT / "benchmarks" / "scorer_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("scorer_table", mod)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("scorer_table")
 
 
 def cell(tuned, frozen, baselines):

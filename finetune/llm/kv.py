@@ -50,3 +50,18 @@ def keep_last(model):
 def cache_of(result):
     cache = getattr(result, "cache", None)
     return cache if cache is not None else result.past_key_values
+
+
+def chat_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
+    """Each chat prompt's token ids, the generation prompt added."""
+    return [list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
+                 ["input_ids"]) for m in prompts]
+
+
+def eos_and_pad(model, tokenizer) -> tuple[set[int], int]:
+    """The token ids that end an answer (the tokenizer's and the generation config's) and the padding id."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    eos_ids.discard(None)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return eos_ids, pad

@@ -123,15 +123,11 @@ class TransformersLLM:
         import torch
         from transformers import TopKLogitsWarper, TopPLogitsWarper
 
-        from finetune.llm.kv import cache_name, cache_of, common_prefix, keep_last
+        from finetune.llm.kv import cache_name, cache_of, chat_ids, common_prefix, eos_and_pad, keep_last
 
         model, tok, device = self.model, self.tok, self.device
-        eos = getattr(model.generation_config, "eos_token_id", None)
-        eos_ids = {tok.eos_token_id} | set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        eos_ids.discard(None)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        enc = [list(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
-                    ["input_ids"]) for m in prompts]
+        eos_ids, pad = eos_and_pad(model, tok)
+        enc = chat_ids(tok, prompts)
         n = len(enc)
         if not n:
             return []
