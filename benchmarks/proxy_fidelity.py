@@ -329,7 +329,9 @@ def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
                     fails.append(f"{fam}: cost {c:.2f}x > 1.5x")
         if speed and not any(f["networks"] >= 20 for f in fams.values()):
             undecided.append("no family with >= 20 complete networks")
-        verdict = "fails" if fails else "undecided" if undecided or not fams else "passes"
+        missing = sorted({k[0] for k in rows if k[4] == "default"} - set(fams))
+        verdict = "fails" if fails else "undecided" if undecided or not fams else \
+            f"passes where measured, not measured on {', '.join(missing)}" if missing else "passes"
         out.append({"tag": tag, "rule": "CPU option (no-worse)" if speed else "noise cut", "families": fams,
                     "verdict": verdict, "why": fails or undecided or (["measured on no family"] if not fams else [])})
     return out

@@ -74,3 +74,8 @@ def test_the_decision_applies_the_protocols_rules(pf):
     (d,) = [d for d in pf.decide(few, {"proxies": {k: cfg["proxies"][k] for k in ("default", "fast")}}, [0, 1, 2], {})]
     assert d["verdict"] == "undecided" and "no family with >= 20 complete networks" in d["why"]
     assert "**passes**" in pf.decision_text(list(got.values()))
+    # a family the recipe has not reached yet is said
+    other = {("other",) + k[1:]: v for k, v in rows({"default": 0.01}).items()}
+    (q,) = [d for d in pf.decide({**r, **other}, {"proxies": {k: cfg["proxies"][k] for k in ("default", "quiet")}},
+                                 [0, 1, 2], costs)]
+    assert q["verdict"] == "passes where measured, not measured on other"
