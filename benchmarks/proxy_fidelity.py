@@ -24,7 +24,9 @@ The report (OUT/result.md, OUT/proxy_fidelity.png), per family, over the network
   Kendall tau between the rankings two rng seeds give (rank stability);
 - fidelity: Kendall tau, Spearman rho and top-10 overlap of proxy vs reference accuracy, for one rng seed
   (the median over seeds) and for the mean of all seeds (what `--proxy-seeds K` buys);
-- cost: median proxy and reference training seconds per network.
+- cost: median proxy and reference training seconds per network (under whatever else ran: `--cost ROUNDS`
+  measures every recipe side by side on the same networks and keeps the ratios in OUT/cost.json);
+- the protocol's decision per recipe other than `default` (`decide`: noise cut or CPU option).
 Failed networks (status not ok) are counted and left out of the statistics.
 """
 from __future__ import annotations
