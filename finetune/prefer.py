@@ -7,6 +7,7 @@
     from finetune.prefer import prefer_messages, answer_logprobs
     msgs = prefer_messages(ref)                  # system + user: a request for widths relative to the reference
     answer_logprobs(model, tokenizer, [msgs, ...], ["x0.5 x1 x2", ...]) -> [-12.3, ...]
+    parse_ratios("x0.5 x1 x2", [64, 128, 256], choices) -> (32, 128, 512)   # a generator's answer as widths
 
 Each example is a preference pair of two labelled corpus rows (status ok, an accuracy:
 `finetune.score.labelled`) of one family (`finetune.score.family_key`: one seed, one data set, one
@@ -64,6 +65,31 @@ def prefer_messages(ref: dict) -> list[dict]:
             f"Reference: widths {widths}" + (f"; accuracy {100 * acc:.1f}%" if isinstance(acc, (int, float)) else "")
             + "\nGive each slot's width relative to the reference (x0.5 x1 x2 ...).")
     return [{"role": "system", "content": PREFER_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_ratios(text: str | None, ref_widths, choices=None, tolerance: float = 0.05) -> tuple[int, ...] | None:
+    """The widths an answer `x0.5 x1 x2 ...` gives relative to `ref_widths` (one ratio per slot, the first
+    that many `x<number>` in the text); with `choices` (allowed widths per slot) each width is the allowed one
+    nearest to ratio x reference, if within `tolerance` of it (relative), else the answer gives none. None:
+    too few ratios or a width off the choices."""
+    import re
+
+    ratios = [float(m) for m in re.findall(r"x\s*([0-9]+(?:\.[0-9]+)?)", text or "")][:len(ref_widths)]
+    if len(ratios) != len(ref_widths) or not ref_widths:
+        return None
+    out = []
+    for i, (r, w) in enumerate(zip(ratios, ref_widths)):
+        want = r * float(w)
+        if choices is None:
+            if want < 1:
+                return None
+            out.append(int(round(want)))
+            continue
+        near = min(choices[i], key=lambda c: abs(c - want))
+        if abs(near - want) > tolerance * near:
+            return None
+        out.append(int(near))
+    return tuple(out)
 
 
 def answer(row: dict, ref: dict) -> list[dict]:

@@ -59,6 +59,10 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--generator-ladder", metavar="T,T,...", type=temperatures, default=d.generator_ladder,
                    help="--strategy scored with --scorer-generate: the generator answers' temperatures, cycled "
                         "(default 0.7,1.0,1.3)")
+    r.add_argument("--generator-prompt", default=d.generator_prompt,
+                   help="--strategy scored with --scorer-generate: search (the Code Generator's prompt, a widths answer; "
+                        "default) | prefer (the prefer task's prompt: the seed as reference, answers x0.5 x1 x2 ...; "
+                        "a model tuned with finetune --task prefer)")
     r.add_argument("--pool-local", type=float, default=d.pool_local,
                    help="--strategy scored: share of the pool drawn as one- or two-slot changes of the run's best "
                         "evaluated configurations (the rest uniform)")

@@ -60,6 +60,7 @@ class SearchConfig:
     scorer_dtype: str = "float32"  # scored, in process: bfloat16 merges the adapter and halves the scoring time
     scorer_generate: int = 0  # scored: pool members answered by the Code Generator (--llm/--adapter) per iteration
     generator_ladder: tuple[float, ...] = (0.7, 1.0, 1.3)  # scored: their temperatures, cycled
+    generator_prompt: str = "search"  # scored: search (the Code Generator's prompt) | prefer (finetune --task prefer's)
     llm: str = "smollm2-135m"
     adapter: str | None = None
     improver_llm: str | None = None
@@ -168,8 +169,8 @@ class SearchConfig:
             return self.label
         if self.scorer:  # a model scores the candidates: tuned and frozen are different configurations
             dtype = "" if self.scorer_dtype == "float32" else f"@{self.scorer_dtype}"
-            gen = f"+gen{self.scorer_generate}:{self.llm}{'+' + self.adapter if self.adapter else ''}" \
-                if self.generates else ""
+            gen = f"+gen{self.scorer_generate}{'' if self.generator_prompt == 'search' else '-' + self.generator_prompt}:" \
+                f"{self.llm}{'+' + self.adapter if self.adapter else ''}" if self.generates else ""
             return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}{gen}"
         if not self.uses_llm:
             return self.strategy
@@ -247,7 +248,9 @@ def check_config(cfg: SearchConfig) -> None:
     ladder = cfg.generator_ladder or ()
     if not ladder or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 5 for t in ladder):
         raise SearchError(f"--generator-ladder must be temperatures in (0, 5], comma-separated, not {ladder!r}")
-    if cfg.generates and not get_format(cfg.answer_format).gives_widths:
+    if cfg.generator_prompt not in ("search", "prefer"):
+        raise SearchError(f"--generator-prompt must be search or prefer, not {cfg.generator_prompt!r}")
+    if cfg.generates and cfg.generator_prompt == "search" and not get_format(cfg.answer_format).gives_widths:
         able = " or ".join(n for n in format_names() if get_format(n).gives_widths)
         raise SearchError(f"--scorer-generate: the generator's answers join a pool of width lists: --answer-format "
                           f"{able}, not {cfg.answer_format}")
@@ -307,6 +310,8 @@ def run_loop(cfg: SearchConfig, seed_code: str, proposer, improver, evaluate, st
                                                                 precheck))
     plan, goal, start = Plan(cfg, edges), goal_of(cfg), time.time()
     observe = getattr(proposer, "observe", None)  # a strategy that learns from the outcomes (search.strategies)
+    if hasattr(proposer, "seed_row"):  # a strategy whose prompts name the seed network's measured row
+        proposer.seed_row = dict(state.seed_row or {})
     if observe is not None:
         for rec in store.iterations():
             observe(Proposal(code=rec["code"], widths=(rec["extra"] or {}).get("answer_widths")),

@@ -203,6 +203,39 @@ def test_generator_answers_join_the_pool_in_one_batched_pass(tmp_path, full_tabl
     assert len({m[-1]["content"] for m in last}) >= 2
 
 
+def test_a_prefer_tuned_generator_answers_the_prefer_prompt_relative_to_the_seed(tmp_path, full_table):  # noqa: F811
+    from finetune.prefer import PREFER_SYSTEM
+
+    path, table = full_table
+    # the seed of the space is 2222222 (every slot its second choice): x2 is the fourth choice, x1.5 the third
+    gen = Generator(lambda user, t: "x2 x2 x2 x2 x2 x2 x1.5" if t >= 1.3 else "x3 x1 x1 x1 x1 x1 x1" if t >= 1.0
+                    else "no ratios")
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE, iterations=2,
+                       benchmark_file=str(path), out=str(tmp_path / "p"), scorer_pool=8, scorer_generate=3,
+                       explore=0.0, generator_prompt="prefer", adapter="prefer-adapter")
+    run(cfg, llm=WidthReader(), generator_llm=gen, progress=False)
+    cfg_, iters, seed_row = load_run(str(tmp_path / "p"))
+    assert cfg_.group == "scored:scripted+gen3-prefer:smollm2-135m+prefer-adapter"
+    first = iters[0]
+    assert first["metrics"]["table_key"] == "4444443" and "generated at T=1.3" in first["raw_answer"]
+    # x3 is no choice of its slot (off by more than 5 %) and "no ratios" none: 1 of 3
+    assert "generator: 1 of 3 answers new" in first["raw_answer"]
+    msgs = gen.batches[0]["prompts"][0]
+    assert msgs[0]["content"] == PREFER_SYSTEM
+    assert f"accuracy {100 * seed_row['accuracy']:.1f}%" in msgs[1]["content"] and "benchmark table" in msgs[1]["content"]
+
+
+def test_prefer_answers_read_as_widths_on_the_slot_choices():
+    from finetune.prefer import parse_ratios
+
+    choices = [[16, 32, 48, 64], [64, 128, 192, 256], [128, 256, 384, 512]]
+    assert parse_ratios("x0.5 x1 x2", [32, 128, 256], choices) == (16, 128, 512)
+    assert parse_ratios("widths: x1.5, x1.49, x1", [32, 128, 256], choices) == (48, 192, 256)  # within 5 %
+    assert parse_ratios("x1.3 x1 x1", [32, 128, 256], choices) is None  # 41.6: no choice within 5 %
+    assert parse_ratios("x1 x1", [32, 128, 256], choices) is None and parse_ratios(None, [32], None) is None
+    assert parse_ratios("x1.5 x0.25", [10, 40], None) == (15, 10)
+
+
 def test_a_lost_generator_leaves_the_pool_to_the_draws(tmp_path, full_table):  # noqa: F811
     from finetune.llm import LLMServerError
 
@@ -263,6 +296,7 @@ def test_an_in_process_model_samples_a_ladder_in_one_batched_pass(tmp_path):
     (["--strategy", "scored", "--scorer", "x", "--scorer-generate", "2", "--answer-format", "diff"],
      "the generator's answers join a pool of width lists: --answer-format widths, not diff"),
     (["--strategy", "scored", "--scorer", "x", "--adapter", "a"], "(or add --scorer-generate N: its generator)"),
+    (["--strategy", "scored", "--scorer", "x", "--generator-prompt", "free"], "--generator-prompt"),
 ])
 def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
     from search.__main__ import main

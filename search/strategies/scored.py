@@ -32,7 +32,9 @@ shows the run's feedback memory (the `llm` strategy's prompt), prompt i > 0 up t
 evaluated configurations drawn with the iteration's seed (seed-dependent exemplars: the answers do not all
 start from one history). Each new answer inside the limits is a pool member; the draws above fill the rest
 of the pool. An answer that does not parse, repeats or is over a limit is dropped (counted in the note); a
-lost generator server leaves the pool to the draws for that iteration.
+lost generator server leaves the pool to the draws for that iteration. `--generator-prompt prefer` asks the
+prefer task's prompt instead (a model tuned with `finetune --task prefer`: the seed network and its accuracy
+as the reference, answers `x0.5 x1 x2 ...` relative to it), the same ladder, no exemplars.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ class Scored(WidthsStrategy):
         self.generated: dict[tuple, float] = {}  # the last pool's generator answers -> their temperature
         self.generator_seconds: list[float] = []
         self.generator_note = ""
+        self.generator_prompt = getattr(cfg, "generator_prompt", "search")
+        self.seed_row: dict = {}  # the seed network's measured row (the loop sets it): the prefer prompt's reference
         self.explore = getattr(cfg, "explore", 0.1)
         self.pool_size = max(1, int(getattr(cfg, "scorer_pool", 64)))
         self.pool_local = min(1.0, max(0.0, float(getattr(cfg, "pool_local", 0.5))))
@@ -120,6 +124,8 @@ class Scored(WidthsStrategy):
         if not self.generate_n or self.asked is None:
             return {}, ""
         parent_code, parent_row, goal, instruction, memory, seed, extra = self.asked
+        if self.generator_prompt == "prefer":
+            return self.generate_prefer(seed)
         gen = self.generator
         info = gen.parent_info(parent_code)
         if "error" in info:
@@ -149,6 +155,33 @@ class Scored(WidthsStrategy):
                     not self.new(w):
                 continue
             out[w] = t
+        return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
+
+    def generate_prefer(self, seed: int) -> tuple[dict[tuple, float], str]:
+        """`--generator-prompt prefer`: N answers to the prefer task's prompt (the seed network, its widths and
+        accuracy, as the reference; `finetune.prefer.prefer_messages`), read as widths relative to the seed's
+        and kept where each is one of its slot's choices (`finetune.prefer.parse_ratios`)."""
+        from finetune.llm import LLMServerError, sample_many
+        from finetune.prefer import parse_ratios, prefer_messages
+
+        acc = self.seed_row.get("accuracy")
+        ref = {**self.reference(), **({"accuracy": acc} if isinstance(acc, (int, float)) else {})}
+        temps = [self.ladder[i % len(self.ladder)] for i in range(self.generate_n)]
+        t0 = time.perf_counter()
+        try:
+            raws = sample_many(self.generator.llm, [prefer_messages(ref)] * len(temps), temperatures=temps, seed=seed,
+                               max_new_tokens=6 * len(self.space.choices) + 8)
+        except LLMServerError as exc:
+            return {}, f"; generator: llm_error {str(exc)[:80]}"
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            return {}, f"; generator: failed {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        finally:
+            self.generator_seconds.append(time.perf_counter() - t0)
+        out: dict[tuple, float] = {}
+        for raw, t in zip(raws, temps):
+            w = parse_ratios(raw, self.space.seed_widths, self.space.choices)
+            if w is not None and w not in out and self.space.inside(w) and self.new(w):
+                out[w] = t
         return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
 
     def draw(self, rng) -> list[tuple]:
