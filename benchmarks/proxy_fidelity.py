@@ -413,7 +413,7 @@ def plot(table: list[dict], path: Path, cfg: dict) -> None:
         ax.set_ylabel(f"proxy accuracy, mean of {len(cfg['seeds'])} seeds (%)")
         ax.set_title(f"{r['family']} ({r['tag']}): tau {r['tau_mean']:.2f}, one seed {r['tau_one']:.2f}", fontsize=9)
     fig.suptitle(f"Proxy vs reference accuracy on {cfg['dataset']}; bars: std over rng seeds")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the top row
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
