@@ -325,17 +325,15 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         if not cfg.uses_llm and measure is None and any(v is not None for v in limits(cfg).values()):
             measure = pre_checker(cfg, spec, ev, closers)  # the strategy's in-limits filter
         ctx = StrategyContext(cfg, seed_code, spec, pool, ev if ev is not None and ev.table_space else None, measure)
+        server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s,
+                  "backend": cfg.llm_backend}
         if not cfg.uses_llm:
             ctx.llm = llm  # a scoring strategy's model when the caller gives one (else it builds it from --scorer)
             if cfg.generates:  # its pool's generator: the Code Generator's model (--llm, --adapter, --llm-url)
-                server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s,
-                          "backend": cfg.llm_backend}
                 ctx.generator_llm = generator_llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
                 ctx.constrain = constrained_requests(cfg, ctx.generator_llm)
             proposer, improver = make_strategy(ctx), PromptImprover(None)
         else:
-            server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s}
-            server["backend"] = cfg.llm_backend
             ctx.llm = llm = llm or make_llm(cfg.llm, cfg.adapter, cfg.llm_url, **server)
             ctx.constrain = constrained_requests(cfg, llm)
             proposer = make_strategy(ctx)

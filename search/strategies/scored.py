@@ -119,28 +119,50 @@ class Scored(WidthsStrategy):
 
     def generate(self) -> tuple[dict[tuple, float], str]:
         """The generator's new answers inside the limits (-> temperature), and a note of what it gave."""
-        from finetune.llm import LLMServerError, sample_many
-
         if not self.generate_n or self.asked is None:
             return {}, ""
         parent_code, parent_row, goal, instruction, memory, seed, extra = self.asked
+        temps = [self.ladder[i % len(self.ladder)] for i in range(self.generate_n)]
         if self.generator_prompt == "prefer":
-            return self.generate_prefer(seed)
+            return self.sample_widths(*self.prefer_prompts(temps), temps, seed)
         gen = self.generator
         info = gen.parent_info(parent_code)
         if "error" in info:
             return {}, f"; generator: {info['error']}"
-        temps = [self.ladder[i % len(self.ladder)] for i in range(self.generate_n)]
         k = len(memory.items) if memory.items else getattr(self.cfg, "memory", 5)
         prompts = [gen.messages(parent_code, parent_row, goal, instruction,
                                 memory if i == 0 else self.exemplars(random.Random(seed * 7919 + i), k), extra, info)
                    for i in range(self.generate_n)]
         fields = {} if gen.constrain is None else \
             gen.constrain.fields(gen.fmt, **gen.format.constraint_args(parent_code, info, sorted(self.seen)))
+
+        def read(raw):
+            ans = gen.format.parse(raw, slots=info["slots"])
+            return tuple(int(x) for x in ans.widths) if ans.ok else None
+        return self.sample_widths(prompts, read, gen.format.token_budget(0, len(info["slots"])), temps, seed,
+                                  fields or None)
+
+    def prefer_prompts(self, temps):
+        """`--generator-prompt prefer`: the prefer task's prompt (the seed network, its widths and accuracy, as
+        the reference; `finetune.prefer.prefer_messages`) once per answer, and the reader of its answers: widths
+        relative to the seed's, kept where each is one of its slot's choices (`finetune.prefer.parse_ratios`)."""
+        from finetune.prefer import parse_ratios, prefer_messages
+
+        acc = self.seed_row.get("accuracy")
+        ref = {**self.reference(), **({"accuracy": acc} if isinstance(acc, (int, float)) else {})}
+        return ([prefer_messages(ref)] * len(temps), lambda raw: parse_ratios(raw, self.space.seed_widths,
+                                                                             self.space.choices),
+                6 * len(self.space.choices) + 8)
+
+    def sample_widths(self, prompts, read, max_new_tokens: int, temps, seed: int, extra=None):
+        """One batched pass of the generator; each answer `read` into a width tuple (None: none) and kept where
+        it is new and inside the limits. A lost server or a decoding failure: no answers, said in the note."""
+        from finetune.llm import LLMServerError, sample_many
+
         t0 = time.perf_counter()
         try:
-            raws = sample_many(gen.llm, prompts, temperatures=temps, seed=seed,
-                               max_new_tokens=gen.format.token_budget(0, len(info["slots"])), extra=fields or None)
+            raws = sample_many(self.generator.llm, prompts, temperatures=temps, seed=seed,
+                               max_new_tokens=max_new_tokens, extra=extra)
         except LLMServerError as exc:
             return {}, f"; generator: llm_error {str(exc)[:80]}"
         except (RuntimeError, AssertionError, ValueError) as exc:  # a decoding failure: an outcome of this pool
@@ -149,38 +171,9 @@ class Scored(WidthsStrategy):
             self.generator_seconds.append(time.perf_counter() - t0)
         out: dict[tuple, float] = {}
         for raw, t in zip(raws, temps):
-            ans = gen.format.parse(raw, slots=info["slots"])
-            w = tuple(int(x) for x in ans.widths) if ans.ok else None
-            if w is None or len(w) != len(self.space.choices) or w in out or not self.space.inside(w) or \
-                    not self.new(w):
-                continue
-            out[w] = t
-        return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
-
-    def generate_prefer(self, seed: int) -> tuple[dict[tuple, float], str]:
-        """`--generator-prompt prefer`: N answers to the prefer task's prompt (the seed network, its widths and
-        accuracy, as the reference; `finetune.prefer.prefer_messages`), read as widths relative to the seed's
-        and kept where each is one of its slot's choices (`finetune.prefer.parse_ratios`)."""
-        from finetune.llm import LLMServerError, sample_many
-        from finetune.prefer import parse_ratios, prefer_messages
-
-        acc = self.seed_row.get("accuracy")
-        ref = {**self.reference(), **({"accuracy": acc} if isinstance(acc, (int, float)) else {})}
-        temps = [self.ladder[i % len(self.ladder)] for i in range(self.generate_n)]
-        t0 = time.perf_counter()
-        try:
-            raws = sample_many(self.generator.llm, [prefer_messages(ref)] * len(temps), temperatures=temps, seed=seed,
-                               max_new_tokens=6 * len(self.space.choices) + 8)
-        except LLMServerError as exc:
-            return {}, f"; generator: llm_error {str(exc)[:80]}"
-        except (RuntimeError, AssertionError, ValueError) as exc:
-            return {}, f"; generator: failed {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
-        finally:
-            self.generator_seconds.append(time.perf_counter() - t0)
-        out: dict[tuple, float] = {}
-        for raw, t in zip(raws, temps):
-            w = parse_ratios(raw, self.space.seed_widths, self.space.choices)
-            if w is not None and w not in out and self.space.inside(w) and self.new(w):
+            w = read(raw)
+            if w is not None and len(w) == len(self.space.choices) and w not in out and self.space.inside(w) \
+                    and self.new(w):
                 out[w] = t
         return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
 
