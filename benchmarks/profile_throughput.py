@@ -2,6 +2,7 @@
 
     python benchmarks/profile_throughput.py                      # vgg-small, 10,000 Fashion-MNIST images
     python benchmarks/profile_throughput.py --seed resnet-small --repeats 3 --threads 2
+    python benchmarks/profile_throughput.py --fast --batch-size 32   # at search run's default batch
 
 Arms, interleaved in rounds (this machine is noisy), the same seed network, data subset, batch and steps:
 - profile: `corpus.evaluator.Evaluator` (what `python -m corpus profile` runs: a sandboxed fork-server
@@ -39,6 +40,8 @@ def main() -> int:
     p.add_argument("--seed", default="vgg-small", help="built-in seed network (default vgg-small)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--train-limit", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="training batch (default 0: the corpus default's rule; search run's default is 32)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads everywhere (default 0: every core)")
     p.add_argument("--fast", action="store_true",
@@ -52,7 +55,10 @@ def main() -> int:
     import os
 
     os.environ["NASFORGE_THREADS"] = str(threads)  # the sandboxed worker's threads
-    recipe = Recipe(**recipe_for(args.dataset, train_limit=args.train_limit, min_steps=0))
+    if args.batch_size < 0:
+        print("error: --batch-size must be >= 0", file=sys.stderr)
+        return 2
+    recipe = Recipe(**recipe_for(args.dataset, train_limit=args.train_limit, batch_size=args.batch_size, min_steps=0))
     raw = load_prepared(prepare(args.dataset), with_test_labels=True)
     train_set, _ = split_data(raw, recipe, "cpu")
     bs, steps = schedule(len(train_set), recipe)

@@ -73,7 +73,9 @@ class BuildConfig:
     zero_cost_only: bool = False
     zero_cost_batch: int = 64
     proxy_seeds: int = 1  # training runs per network, rng seeds seed..seed+K-1 (corpus.evaluator.evaluate_seeds)
-    fast_cpu: bool = False  # Recipe.channels_last and Recipe.bf16 on a CPU (recorded in every row's recipe)
+    # Recipe.channels_last and Recipe.bf16 on a CPU: auto | on | off (corpus.evaluator.resolve_fast_cpu; auto on a
+    # corpus with rows is what its rows used); recorded in every row's recipe
+    fast_cpu: str | bool = "off"
 
 
 def zero_cost_mode(cfg) -> str:
@@ -103,7 +105,23 @@ def recipe_of(cfg) -> dict:
     from corpus.evaluator import fast_cpu, recipe_for
 
     return recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.seed, min_steps=cfg.min_steps,
-                      **fast_cpu(getattr(cfg, "fast_cpu", False)))
+                      **fast_cpu(getattr(cfg, "fast_cpu", "off")))
+
+
+def fast_cpu_of(cfg, rows) -> str:
+    """`--fast-cpu` resolved to on/off: auto is what a resumed corpus's rows were trained with (so that a corpus
+    keeps one arithmetic), else on where the CPU has bf16 instructions."""
+    from corpus.evaluator import resolve_fast_cpu
+
+    if cfg.fast_cpu == "auto":
+        for row in rows:
+            try:
+                old = json.loads(row.get("recipe") or "{}")
+            except (TypeError, ValueError):
+                continue
+            if isinstance(old, dict) and old:
+                return "on" if old.get("bf16") and old.get("channels_last") else "off"
+    return resolve_fast_cpu(cfg.fast_cpu)
 
 
 def schedule_note(recipe: dict, data_path: str) -> str:
@@ -211,6 +229,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     except DataError as exc:
         raise CorpusError(str(exc)) from None
     check_fits_dataset(cfg, [v for v in variants if v["id"] not in done])
+    cfg = dataclasses.replace(cfg, fast_cpu=fast_cpu_of(cfg, latest.values()))
     recipe = recipe_of(cfg)
     note = schedule_note(recipe, data_path)
     seeds = "" if cfg.proxy_seeds == 1 else \

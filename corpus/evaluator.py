@@ -49,10 +49,39 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def fast_cpu(on: bool) -> dict:
+FAST_CPU = ("auto", "on", "off")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, from Linux's /proc/cpuinfo): where
+    bf16 autocast is ~2x fp32 for vgg/resnet-small; elsewhere oneDNN emulates bf16, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[-1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def resolve_fast_cpu(value) -> str:
+    """`--fast-cpu` as on or off: auto is on where the CPU has bf16 instructions (`cpu_has_bf16`); true/false
+    (what earlier versions stored) are on/off. A run or corpus resolves it once and stores the answer."""
+    if isinstance(value, bool) or value is None:
+        return "on" if value else "off"
+    if value == "auto":
+        return "on" if cpu_has_bf16() else "off"
+    if value in ("on", "off"):
+        return value
+    raise CorpusError(f"--fast-cpu must be auto, on or off, not {value!r}")
+
+
+def fast_cpu(value) -> dict:
     """The recipe fields of `--fast-cpu` (`corpus.train.Recipe`: channels-last layout and bf16 autocast on a
-    CPU; CUDA uses both always); {} when off, so a recipe without the flag is the one written before it."""
-    return {"channels_last": True, "bf16": True} if on else {}
+    CPU; CUDA uses both always) for auto/on/off (`resolve_fast_cpu`); {} when off, so such a recipe is the one
+    written before the option existed."""
+    return {"channels_last": True, "bf16": True} if resolve_fast_cpu(value) == "on" else {}
 
 
 def recipe_for(dataset: str, epochs: float = 1.0, batch_size: int = 0, train_limit: int = 0, seed: int = 0,

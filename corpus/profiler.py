@@ -53,7 +53,7 @@ def profile_file(args) -> dict:
                        use_model_recipe=args.use_model_recipe, latency_batch=args.latency_batch,
                        class_name=args.class_name, proxy_seeds=proxy_seeds,
                        recipe=recipe_for(args.dataset, args.epochs, args.batch_size, args.train_limit, args.seed,
-                                         min_steps=args.min_steps, **fast_cpu(getattr(args, "fast_cpu", False))))
+                                         min_steps=args.min_steps, **fast_cpu(getattr(args, "fast_cpu", "off"))))
     ev = make_evaluator(spec, **options)
     try:
         row = ev.evaluate(Candidate(code=code))

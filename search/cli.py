@@ -120,8 +120,10 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--max-params", type=float, default=None, help="limit checked before training")
     r.add_argument("--max-latency-ms", type=float, default=None, help="limit checked before training (--latency-device)")
     r.add_argument("--rng-seed", type=int, default=0)
-    r.add_argument("--fast-cpu", action="store_true", default=d.fast_cpu,
-                   help="channels-last layout and bf16 autocast for training on a CPU (about 2x the images/s on a CPU with bf16 instructions; off by default until issue 30's proxy-fidelity table decides)")
+    r.add_argument("--fast-cpu", metavar="auto|on|off", nargs="?", const="on", default=d.fast_cpu,
+                   help="channels-last layout and bf16 autocast for training on a CPU: about 2x the images/s of "
+                        "vgg/resnet-small where the CPU has bf16 instructions; auto: on where the CPU has them, the answer "
+                        "stored with the run; default off until issue 30's table decides")
     r.add_argument("--proxy-seeds", metavar="K", type=int, default=d.proxy_seeds,
                    help="train each candidate K times, rng seeds --rng-seed..+K-1; its accuracy is their mean "
                         "(default 1; an evaluator that trains, not a table; kept by --resume)")
@@ -132,6 +134,9 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--epochs", type=float, default=d.epochs)
     r.add_argument("--train-limit", type=int, default=d.train_limit)
     r.add_argument("--batch-size", type=int, default=d.batch_size)
+    r.add_argument("--min-steps", type=int, default=d.min_steps,
+                   help=f"at least this many optimizer steps (default {d.min_steps}: with --batch-size {d.batch_size}, "
+                        f"{d.min_steps * d.batch_size:,} images of the --train-limit subset)")
     r.add_argument("--device", default=d.device)
     r.add_argument("--timeout-s", type=float, default=d.timeout_s)
     r.add_argument("--evaluator", default="profile",

@@ -86,6 +86,7 @@ class SearchConfig:
     epochs: float = 1.0
     train_limit: int = 8000
     batch_size: int = 64  # 125 steps on the default 8,000-image subset; 256 leaves too few on a CPU
+    min_steps: int = 150  # at least this many optimizer steps (Recipe's default)
     device: str = "auto"
     timeout_s: float = 900.0
     label: str | None = None
@@ -117,9 +118,13 @@ class SearchConfig:
     samples: int = 1  # answers asked per proposal at most: the first that is not a tried network is kept
     exclude_tried: bool = True  # widths under a grammar: the grammar leaves out every width list tried
     proxy_seeds: int = 1  # training runs per candidate, rng seeds rng_seed..rng_seed+K-1, accuracy their mean
-    fast_cpu: bool = False  # training on a CPU: Recipe.channels_last and Recipe.bf16 (corpus.evaluator.fast_cpu)
+    # training on a CPU: Recipe.channels_last and Recipe.bf16, auto | on | off (corpus.evaluator.resolve_fast_cpu;
+    # a new run stores auto's answer)
+    fast_cpu: str | bool = "off"
 
     def __post_init__(self):
+        if isinstance(self.fast_cpu, bool):  # stored by earlier versions
+            object.__setattr__(self, "fast_cpu", "on" if self.fast_cpu else "off")
         # runs stored by earlier versions: `llm random` was the no-LLM baseline, uniform sampling over a
         # table's configurations, a random variant of the parent elsewhere
         if self.llm == "random" and self.uses_llm:
@@ -223,6 +228,10 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--constrain on needs --answer-format {able} and a server kind other than none")
     if cfg.samples < 1:
         raise SearchError("--samples must be >= 1")
+    if cfg.fast_cpu not in ("auto", "on", "off"):
+        raise SearchError(f"--fast-cpu must be auto, on or off, not {cfg.fast_cpu!r}")
+    if isinstance(cfg.min_steps, bool) or not isinstance(cfg.min_steps, int) or cfg.min_steps < 0:
+        raise SearchError(f"--min-steps must be an integer >= 0, not {cfg.min_steps!r}")
     if isinstance(cfg.proxy_seeds, bool) or not isinstance(cfg.proxy_seeds, int) or cfg.proxy_seeds < 1:
         raise SearchError(f"--proxy-seeds must be >= 1 (training runs averaged per candidate), not {cfg.proxy_seeds!r}")
 

@@ -31,7 +31,9 @@ def _flag(name: str) -> str:
 
 def stored_config(saved: dict) -> SearchConfig:
     """The config a run stored (JSON: lists for tuples; keys of an older version skipped)."""
-    return config_from(SearchConfig, saved, error=StoreError, strict=False)
+    # fields added since, whose default is not what such a run used: an older run trained 150 steps at least
+    # (Recipe's default before min_steps was a search option) and in fp32
+    return config_from(SearchConfig, {"min_steps": 150, "fast_cpu": "off", **saved}, error=StoreError, strict=False)
 
 
 def resume_store(cfg: SearchConfig, given: set[str] | None = None) -> tuple[RunStore, SearchConfig]:
@@ -52,6 +54,8 @@ def resume_store(cfg: SearchConfig, given: set[str] | None = None) -> tuple[RunS
         changes = {"out": cfg.out}
         for name in names:
             if name == "out" or not hasattr(old, name) or getattr(cfg, name) == getattr(old, name):
+                continue
+            if name == "fast_cpu" and cfg.fast_cpu == "auto":  # the stored run's answer to auto stands
                 continue
             if started and name not in RESUMABLE:
                 raise SearchError(f"{_flag(name)} {getattr(cfg, name)} differs from the stored run's "
@@ -183,7 +187,7 @@ def make_run_evaluator(cfg: SearchConfig):
             from corpus.evaluator import fast_cpu, recipe_for
 
             options["recipe"] = recipe_for(cfg.dataset, cfg.epochs, cfg.batch_size, cfg.train_limit, cfg.rng_seed,
-                                           **fast_cpu(cfg.fast_cpu))
+                                           min_steps=cfg.min_steps, **fast_cpu(cfg.fast_cpu))
         return make_evaluator(spec, **options)
     except (CorpusError, TableError) as exc:
         raise SearchError(str(exc)) from None
@@ -278,6 +282,10 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
         store, cfg = resume_store(cfg, given)
     else:
         check_new_out(Path(cfg.out))
+    if cfg.fast_cpu == "auto":  # the answer is stored with the run: a resume on another CPU trains as it did
+        from corpus.evaluator import resolve_fast_cpu
+
+        cfg = dataclasses.replace(cfg, fast_cpu=resolve_fast_cpu(cfg.fast_cpu))
     made_folder = not Path(cfg.out).exists()
     closers = []
     try:

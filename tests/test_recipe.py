@@ -101,22 +101,75 @@ def test_a_network_that_views_a_conv_output_trains_in_the_default_layout_under_c
     assert ok[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_fast_cpu_flag_reaches_the_recipe_of_build_profile_and_search(tmp_path):
+def test_fast_cpu_flag_reaches_the_recipe_of_build_profile_and_search(tmp_path, monkeypatch):
+    import corpus.evaluator
     from corpus.__main__ import make_parser
     from corpus.build import BuildConfig, recipe_of
     from search.__main__ import make_parser as search_parser
     from search.loop import SearchConfig
     from search.runner import make_run_evaluator
 
-    on = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu=True))
-    off = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o"))
+    on = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="on"))
+    off = recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="off"))
     assert on["channels_last"] is on["bf16"] is True and off["channels_last"] is off["bf16"] is False
     assert {k: v for k, v in on.items() if k not in ("channels_last", "bf16")} == \
         {k: v for k, v in off.items() if k not in ("channels_last", "bf16")}
-    assert make_parser().parse_args(["profile", "x.py", "--dataset", "mnist", "--fast-cpu"]).fast_cpu is True
-    assert search_parser().parse_args(["run", "--fast-cpu"]).fast_cpu is True
-    ev = make_run_evaluator(SearchConfig(dataset="fashion-mnist", out=str(tmp_path / "r"), fast_cpu=True))
+    assert recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu=True)) == on  # older configs
+    for has in (True, False):  # auto: on where the CPU has bf16 instructions
+        monkeypatch.setattr(corpus.evaluator, "cpu_has_bf16", lambda has=has: has)
+        assert recipe_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="auto")) == \
+            (on if has else off)
+    for parse in (lambda a: make_parser().parse_args(["profile", "x.py", "--dataset", "mnist", *a]),
+                  lambda a: search_parser().parse_args(["run", *a])):
+        assert parse(["--fast-cpu"]).fast_cpu == "on" and parse(["--fast-cpu", "off"]).fast_cpu == "off"
+        assert parse([]).fast_cpu == SearchConfig().fast_cpu == BuildConfig("v", "d", "o").fast_cpu
+    ev = make_run_evaluator(SearchConfig(dataset="fashion-mnist", out=str(tmp_path / "r"), fast_cpu="on"))
     try:
         assert ev.recipe["channels_last"] is True and ev.recipe["bf16"] is True
+        assert (ev.recipe["batch_size"], ev.recipe["min_steps"]) == (SearchConfig().batch_size, SearchConfig().min_steps)
     finally:
         getattr(ev, "close", lambda: None)()
+
+
+def test_a_bad_fast_cpu_value_is_a_one_line_error():
+    from corpus.errors import CorpusError
+    from corpus.evaluator import fast_cpu
+    from search.loop import SearchConfig, SearchError, check_config
+
+    with pytest.raises(CorpusError, match="--fast-cpu must be auto, on or off"):
+        fast_cpu("fast")
+    with pytest.raises(SearchError, match="--fast-cpu must be auto, on or off"):
+        check_config(SearchConfig(fast_cpu="fast"))
+    with pytest.raises(SearchError, match="--min-steps"):
+        check_config(SearchConfig(min_steps=-1))
+
+
+def test_a_run_stored_before_min_steps_and_fast_cpu_keeps_the_recipe_it_trained_with():
+    from search.loop import SearchConfig
+    from search.loop import config_dict
+    from search.runner import stored_config
+
+    saved = config_dict(SearchConfig(batch_size=64))
+    for k in ("min_steps", "fast_cpu"):
+        saved.pop(k)
+    old = stored_config(saved)
+    assert (old.batch_size, old.min_steps, old.fast_cpu) == (64, 150, "off")
+    assert stored_config({**saved, "fast_cpu": True}).fast_cpu == "on"
+    new = stored_config(config_dict(SearchConfig(fast_cpu="on")))
+    assert (new.min_steps, new.fast_cpu) == (SearchConfig().min_steps, "on")
+
+
+def test_fast_cpu_auto_on_a_resumed_corpus_is_what_its_rows_were_trained_with(monkeypatch):
+    import json
+
+    import corpus.evaluator
+    from corpus.build import BuildConfig, fast_cpu_of
+
+    monkeypatch.setattr(corpus.evaluator, "cpu_has_bf16", lambda: True)
+    cfg = BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="auto")
+    fp32 = {"recipe": json.dumps({"channels_last": False, "bf16": False, "min_steps": 150})}
+    older = {"recipe": json.dumps({"min_steps": 150})}  # rows from before the fields existed
+    assert fast_cpu_of(cfg, []) == "on"
+    assert fast_cpu_of(cfg, [fp32]) == fast_cpu_of(cfg, [{"recipe": "not json"}, older]) == "off"
+    assert fast_cpu_of(cfg, [{"recipe": json.dumps({"channels_last": True, "bf16": True})}]) == "on"
+    assert fast_cpu_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="on"), [fp32]) == "on"

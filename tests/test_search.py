@@ -299,6 +299,20 @@ def test_resume_applies_budget_and_paths_and_refuses_other_changes(tmp_path, see
     assert len(iters) == 4 and cfg.iterations == 4 and cfg.time_budget_s == 3600.0 and cfg.llm == "scripted"
 
 
+def test_a_new_run_stores_what_fast_cpu_auto_resolved_to(tmp_path, seed_file, monkeypatch):
+    import corpus.evaluator
+
+    for has, name in ((True, "a"), (False, "b")):
+        monkeypatch.setattr(corpus.evaluator, "cpu_has_bf16", lambda has=has: has)
+        run(cfg_for(tmp_path, name, iterations=1, fast_cpu="auto"), llm=ScriptedLLM([code_with(20)]), evaluate=fake_evaluate,
+            progress=False)
+        assert load_run(str(tmp_path / name))[0].fast_cpu == ("on" if has else "off")
+    # resumed on a CPU that answers otherwise: the stored answer stands, and auto is no change to refuse
+    run(cfg_for(tmp_path, "a", iterations=2, fast_cpu="auto"), resume=True, llm=ScriptedLLM([code_with(24)]), evaluate=fake_evaluate,
+        progress=False)
+    assert load_run(str(tmp_path / "a"))[0].fast_cpu == "on"
+
+
 def test_cli_resume_names_the_refused_flag_and_counts_only_written_flags(tmp_path, seed_file):
     from search.cli import given_flags
 
