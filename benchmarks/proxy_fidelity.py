@@ -284,32 +284,36 @@ def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
       where it was measured (>= 3 networks) it lowers the median std, its tau (one seed) is not lower than the
       default's by more than 0.05, and its cost (`cost.json`, side by side) is <= 1.5x the default's;
     - a CPU option (differs in `channels_last` / `bf16` only) only if on every family with >= 20 networks its
-      median std is <= the default's + 0.2 and its tau (one seed) not lower by more than 0.05.
+      median std is <= the default's + 0.2 and its tau (one seed) not lower by more than 0.05;
+    - a recipe that is another recipe plus CPU options (amendment 2: `s300clbf16` = `steps300` + both) by the
+      CPU options' rule against that recipe.
     A family without a side-by-side cost leaves a noise cut undecided, as does a CPU option with no family at
     20 networks."""
     from corpus.train import Recipe
 
-    base = cfg["proxies"].get("default")
+    if "default" not in cfg["proxies"]:
+        return []
+    full = {t: Recipe(**r).to_dict() for t, r in cfg["proxies"].items()}  # fields added since: their defaults
+    differs = lambda a, b: {k for k in full[a] if full[a][k] != full[b][k]}  # noqa: E731
     out = []
-    if base is None:
-        return out
-    for tag, rec in cfg["proxies"].items():
+    for tag in full:
         if tag == "default":
             continue
-        a, b = Recipe(**rec).to_dict(), Recipe(**base).to_dict()  # fields added since: their defaults
-        differs = {k for k in a if a[k] != b[k]}
-        speed = bool(differs) and differs <= SPEED_FIELDS
+        plus = [t for t in full if t != tag and differs(tag, t) and differs(tag, t) <= SPEED_FIELDS
+                and not (differs(t, "default") & SPEED_FIELDS)]
+        against = "default" if "default" in plus else plus[0] if plus else "default"
+        speed = bool(plus)
         fams, fails, undecided = {}, [], []
         for fam in sorted({k[0] for k in rows if k[4] == tag}):
             nets = {k[1] for k in rows if k[0] == fam}
-            both = {n for n in nets if all((fam, n, "proxy", s, t) in rows for s in seeds for t in (tag, "default"))
+            both = {n for n in nets if all((fam, n, "proxy", s, t) in rows for s in seeds for t in (tag, against))
                     and (fam, n, "reference", 0, "reference") in rows}
-            sub = {k: v for k, v in rows.items() if k[0] == fam and k[1] in both and k[4] in (tag, "default", "reference")}
+            sub = {k: v for k, v in rows.items() if k[0] == fam and k[1] in both and k[4] in (tag, against, "reference")}
             table = {r["tag"]: r for r in stats(sub, seeds)}
-            t, d = table.get(tag), table.get("default")
+            t, d = table.get(tag), table.get(against)
             if not t or not d or t["networks"] < 3:
                 continue
-            c = (costs.get(fam) or {}).get(tag, {}).get("vs_default")
+            c = (costs.get(fam) or {}).get(tag, {}).get("vs_default") if against == "default" else None
             f = {"networks": t["networks"], "std": t["std_median"], "std_default": d["std_median"],
                  "tau": t["tau_one"], "tau_default": d["tau_one"], "cost": c}
             fams[fam] = f
@@ -334,20 +338,22 @@ def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
         missing = sorted({k[0] for k in rows if k[4] == "default"} - set(fams))
         verdict = "fails" if fails else "undecided" if undecided or not fams else \
             f"passes where measured, not measured on {', '.join(missing)}" if missing else "passes"
-        out.append({"tag": tag, "rule": "CPU option (no-worse)" if speed else "noise cut", "families": fams,
+        out.append({"tag": tag, "rule": "CPU option (no-worse)" if speed else "noise cut", "against": against,
+                    "families": fams,
                     "verdict": verdict, "why": fails or undecided or (["measured on no family"] if not fams else [])})
     return out
 
 
 def decision_text(decisions: list[dict]) -> str:
     f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
-    lines = ["Decision by the protocol's rules (each recipe against `default` on the networks complete under both; "
-             "cost: `--cost`, side by side):", "",
-             "| proxy | rule | family | networks | std vs default | tau (one seed) vs default | cost vs default |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["Decision by the protocol's rules (each recipe against `default`, or a recipe plus CPU options against "
+             "that recipe, on the networks complete under both; cost: `--cost`, side by side):", "",
+             "| proxy | rule | against | family | networks | std vs against | tau (one seed) vs against | cost vs default |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
     for d in decisions:
         for fam, x in d["families"].items():
-            lines.append(f"| {d['tag']} | {d['rule']} | {fam} | {x['networks']} | {f(x['std'])} vs {f(x['std_default'])} | "
+            lines.append(f"| {d['tag']} | {d['rule']} | {d.get('against', 'default')} | {fam} | {x['networks']} | "
+                         f"{f(x['std'])} vs {f(x['std_default'])} | "
                          f"{f(x['tau'])} vs {f(x['tau_default'])} | {f(x['cost'])}{'x' if x['cost'] is not None else ''} |")
     lines.append("")
     for d in decisions:

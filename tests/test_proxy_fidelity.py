@@ -79,3 +79,19 @@ def test_the_decision_applies_the_protocols_rules(pf):
     (q,) = [d for d in pf.decide({**r, **other}, {"proxies": {k: cfg["proxies"][k] for k in ("default", "quiet")}},
                                  [0, 1, 2], costs)]
     assert q["verdict"] == "passes where measured, not measured on other"
+
+
+def test_a_recipe_plus_cpu_options_is_judged_against_that_recipe(pf):
+    base = {"lr": 0.1, "batch_size": 0, "min_steps": 150}
+    quiet = {**base, "batch_size": 32, "min_steps": 300}
+    cfg = {"proxies": {"default": base, "quiet": quiet, "quietfast": {**quiet, "channels_last": True, "bf16": True},
+                       "quietbad": {**quiet, "bf16": True}}}
+    # the default's std is 2 points: against it both would pass; against `quiet` (0.5) only quietfast does
+    r = rows({"default": 0.02, "quiet": 0.005, "quietfast": 0.006, "quietbad": 0.008}, n=21)
+    got = {d["tag"]: d for d in pf.decide(r, cfg, [0, 1, 2], {})}
+    assert got["quiet"]["against"] == "default" and got["quiet"]["rule"] == "noise cut"
+    assert got["quietfast"]["against"] == "quiet" and got["quietfast"]["rule"] == "CPU option (no-worse)"
+    assert got["quietfast"]["verdict"] == "passes" and got["quietfast"]["families"]["fam"]["std_default"] == \
+        pytest.approx(0.5)
+    assert got["quietbad"]["verdict"] == "fails" and "std 0.80 > 0.50 + 0.2" in got["quietbad"]["why"][0]
+    assert "| quietfast | CPU option (no-worse) | quiet | fam |" in pf.decision_text(list(got.values()))
