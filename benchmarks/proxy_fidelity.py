@@ -311,8 +311,8 @@ def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
             sub = {k: v for k, v in rows.items() if k[0] == fam and k[1] in both and k[4] in (tag, against, "reference")}
             table = {r["tag"]: r for r in stats(sub, seeds)}
             t, d = table.get(tag), table.get(against)
-            if not t or not d or t["networks"] < 3:
-                continue
+            if not t or not d or t["networks"] < 3 or None in (t["std_median"], d["std_median"]):
+                continue  # std needs >= 2 seeds
             c = (costs.get(fam) or {}).get(tag, {}).get("vs_default") if against == "default" else None
             f = {"networks": t["networks"], "std": t["std_median"], "std_default": d["std_median"],
                  "tau": t["tau_one"], "tau_default": d["tau_one"], "cost": c}
@@ -361,11 +361,14 @@ def decision_text(decisions: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(out: Path, seeds: list[int]) -> str:
+def report(out: Path, seeds: list[int] | None = None) -> str:
+    """The table, decision and plot of what is in `out`, over `seeds` (None: the folder's, as configured: a
+    command that measured a subset of them, `--seeds 2`, reports the whole table)."""
     rows = load_rows(out / "rows.jsonl")
     if not rows:
         raise ValueError(f"no results in {out / 'rows.jsonl'} yet")
     cfg = json.loads((out / "config.json").read_text())
+    seeds = cfg["seeds"] if seeds is None else seeds
     table = stats(rows, seeds)
     f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     base = cfg["proxies"].get("default") or next(iter(cfg["proxies"].values()))
@@ -474,7 +477,7 @@ def main() -> int:
             rc = run(args, recipe)
             if rc:
                 return rc
-        print(report(Path(args.out), args.seeds))
+        print(report(Path(args.out), args.seeds if args.report else None))
     except KeyboardInterrupt:
         print("interrupted: run the same command to resume", file=sys.stderr)
         return 130

@@ -75,7 +75,7 @@ class BuildConfig:
     proxy_seeds: int = 1  # training runs per network, rng seeds seed..seed+K-1 (corpus.evaluator.evaluate_seeds)
     # Recipe.channels_last and Recipe.bf16 on a CPU: auto | on | off (corpus.evaluator.resolve_fast_cpu; auto on a
     # corpus with rows is what its rows used); recorded in every row's recipe
-    fast_cpu: str | bool = "off"
+    fast_cpu: str | bool = "auto"
 
 
 def zero_cost_mode(cfg) -> str:
@@ -399,10 +399,13 @@ def _execute(cfg, device, jobs):
     from corpus.handlers import EVALUATE  # registered before the workers start: they are told of it
     from mutator.sandbox import WorkerPool, imap_threads
 
-    cores = os.cpu_count() or 1
+    from corpus.evaluator import worker_threads
+
+    # the cores (or NASFORGE_THREADS) shared out: more torch threads than free cores spin against each other
+    # (lenet's 300 steps took 32 s instead of 1.4 s with 2 threads beside one busy core)
     workers = max(1, cfg.workers)
     pool = WorkerPool(workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
-                      threads_per_worker=max(1, cores // workers), gpu=device != "cpu")
+                      threads_per_worker=max(1, worker_threads() // workers), gpu=device != "cpu")
     try:
         from corpus.evaluator import evaluate_seeds, score
 

@@ -80,7 +80,8 @@ def resolve_fast_cpu(value) -> str:
 def fast_cpu(value) -> dict:
     """The recipe fields of `--fast-cpu` (`corpus.train.Recipe`: channels-last layout and bf16 autocast on a
     CPU; CUDA uses both always) for auto/on/off (`resolve_fast_cpu`); {} when off, so such a recipe is the one
-    written before the option existed."""
+    written before the option existed. Default auto: issue 30's table found the two no worse than fp32 for the
+    proxy's noise and ranking by its protocol's rule (benchmarks/proxy_fidelity_result.md)."""
     return {"channels_last": True, "bf16": True} if resolve_fast_cpu(value) == "on" else {}
 
 

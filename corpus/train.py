@@ -7,9 +7,9 @@ The whole training set lives on the device as one uint8 tensor; each batch is ga
 augmented on the device (random crop with zero padding of H//8 pixels and, where it makes sense,
 horizontal flip, both per sample and vectorised) and normalised with the training set's per-channel
 mean and standard deviation. No per-sample Python, no DataLoader. On CUDA: channels-last and bf16
-autocast; on a CPU each is a recipe field (`channels_last`, `bf16`, off by default: a default changes only
-after issue 30's proxy-fidelity table shows it keeps the ranking; on a CPU with bf16 instructions the two
-give ~2x the images/s of vgg-small and resnet-small). Optimiser: SGD with Nesterov momentum 0.9, weight
+autocast; on a CPU each is a recipe field (`channels_last`, `bf16`; off in `Recipe`, on by `--fast-cpu`,
+whose default auto turns them on where the CPU has bf16 instructions: there the two give ~2x the images/s
+of vgg-small and resnet-small, and issue 30's table found the ranking no worse). Optimiser: SGD with Nesterov momentum 0.9, weight
 decay 5e-4 (not on BatchNorm/bias), label smoothing 0.1, peak learning rate 0.1 reached linearly over the
 first 20 % of steps, then linear decay to zero; optionally (`ema` > 0) the weights are replaced at the
 end by their exponential moving average over the steps after warm-up. Seeds fix the initial weights and the batch order.

@@ -122,8 +122,8 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--rng-seed", type=int, default=0)
     r.add_argument("--fast-cpu", metavar="auto|on|off", nargs="?", const="on", default=d.fast_cpu,
                    help="channels-last layout and bf16 autocast for training on a CPU: about 2x the images/s of "
-                        "vgg/resnet-small where the CPU has bf16 instructions; auto: on where the CPU has them, the answer "
-                        "stored with the run; default off until issue 30's table decides")
+                        "vgg/resnet-small where the CPU has bf16 instructions, a ranking no worse (issue 30's table); "
+                        "default auto: on where the CPU has them, the answer stored with the run")
     r.add_argument("--proxy-seeds", metavar="K", type=int, default=d.proxy_seeds,
                    help="train each candidate K times, rng seeds --rng-seed..+K-1; its accuracy is their mean "
                         "(default 1; an evaluator that trains, not a table; kept by --resume)")

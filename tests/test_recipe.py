@@ -173,3 +173,24 @@ def test_fast_cpu_auto_on_a_resumed_corpus_is_what_its_rows_were_trained_with(mo
     assert fast_cpu_of(cfg, [fp32]) == fast_cpu_of(cfg, [{"recipe": "not json"}, older]) == "off"
     assert fast_cpu_of(cfg, [{"recipe": json.dumps({"channels_last": True, "bf16": True})}]) == "on"
     assert fast_cpu_of(BuildConfig(variants="v", dataset="fashion-mnist", out="o", fast_cpu="on"), [fp32]) == "on"
+
+
+def test_corpus_build_workers_share_out_nasforge_threads(monkeypatch):
+    """A build beside other work (NASFORGE_THREADS=1) must not start more torch threads than it was given: two
+    threads beside a busy core spin against each other (lenet trained 20x slower)."""
+    import mutator.sandbox
+    from corpus.build import BuildConfig, _execute
+
+    seen = []
+
+    class Pool:
+        def __init__(self, size, **kw):
+            seen.append((size, kw["threads_per_worker"]))
+            raise RuntimeError("stop")  # only the arguments matter here
+
+    monkeypatch.setattr(mutator.sandbox, "WorkerPool", Pool)
+    for env, workers, want in (("1", 1, 1), ("4", 2, 2), ("1", 2, 1)):
+        monkeypatch.setenv("NASFORGE_THREADS", env)
+        with pytest.raises(RuntimeError, match="stop"):
+            next(_execute(BuildConfig("v", "fashion-mnist", "o", workers=workers), "cpu", [({}, "", {})]))
+        assert seen[-1] == (workers, want)

@@ -2,7 +2,9 @@
 # The models of the Fashion-MNIST cells of the headline experiment (benchmarks/headline/fm.yaml):
 #   bash benchmarks/headline/models_fm.sh      # after benchmarks/headline/models.sh (frozen model, llama.cpp)
 # 70 mutator variants per seed family (lenet, vgg-small, resnet-small), profiled at the search's default
-# recipe (8,000 Fashion-MNIST images, batch 64, 150 steps); for each family F, widths+summary pairs of the two
+# recipe (8,000 Fashion-MNIST images, batch 32, 300 steps, --fast-cpu auto; until 2026-12-07 batch 64 and
+# 150 steps: issue 30's table moved the default); CORPORA_ONLY=1 stops there (no llama.cpp needed).
+# Then for each family F, widths+summary pairs of the two
 # other families (5 per source network, 10 % of the sources held out), one epoch of LoRA tuning of
 # SmolLM2-135M-Instruct (batch 8, lr 5e-4; OUT/lora_fm_without_F/loss.png), merged, q8_0 GGUF
 # OUT/tuned-without-F.q8_0.gguf. FAMILIES picks which adapters (default: all three, in the protocol's
@@ -15,14 +17,16 @@ ALL="lenet vgg-small resnet-small"
 for fam in $FAMILIES; do
   case " $ALL " in *" $fam "*) ;; *) echo "error: FAMILIES holds lenet, vgg-small and/or resnet-small, not $fam" >&2; exit 2 ;; esac
 done
-$PY -c "import sentencepiece" 2>/dev/null \
+[ -n "${CORPORA_ONLY:-}" ] || $PY -c "import sentencepiece" 2>/dev/null \
   || { echo "error: llama.cpp's GGUF converter needs sentencepiece: pip install sentencepiece" >&2; exit 2; }
-[ -d "$OUT/llama.cpp" ] || { echo "error: run benchmarks/headline/models.sh first (llama.cpp converter, frozen model)" >&2; exit 2; }
+[ -n "${CORPORA_ONLY:-}" ] || [ -d "$OUT/llama.cpp" ] || { echo "error: run benchmarks/headline/models.sh first (llama.cpp converter, frozen model)" >&2; exit 2; }
 for fam in $ALL; do
   [ -f "$OUT/variants_fm_$fam/manifest.jsonl" ] || $PY -m mutator generate --seed "$fam" --num 70 --out "$OUT/variants_fm_$fam"
   [ -f "$OUT/corpus_fm_$fam/finished" ] || { $PY -m corpus build --variants "$OUT/variants_fm_$fam" \
-    --dataset fashion-mnist --train-limit 8000 --out "$OUT/corpus_fm_$fam" && touch "$OUT/corpus_fm_$fam/finished"; }
+    --dataset fashion-mnist --train-limit 8000 --batch-size 32 --min-steps 300 --out "$OUT/corpus_fm_$fam" \
+    && touch "$OUT/corpus_fm_$fam/finished"; }
 done
+[ -z "${CORPORA_ONLY:-}" ] || exit 0
 for fam in $FAMILIES; do
   others=$(for f in $ALL; do [ "$f" = "$fam" ] || printf '%s/corpus_fm_%s,' "$OUT" "$f"; done)
   [ -d "$OUT/pairs_fm_without_$fam" ] || $PY -m finetune dataset --corpus "${others%,}" --out "$OUT/pairs_fm_without_$fam" \
