@@ -313,7 +313,7 @@ def decide(rows: dict, cfg: dict, seeds: list[int], costs: dict) -> list[dict]:
             t, d = table.get(tag), table.get(against)
             if not t or not d or t["networks"] < 3 or None in (t["std_median"], d["std_median"]):
                 continue  # std needs >= 2 seeds
-            c = (costs.get(fam) or {}).get(tag, {}).get("vs_default") if against == "default" else None
+            c = (costs.get(fam) or {}).get(tag, {}).get("vs_default")  # shown; a noise cut's rule reads it
             f = {"networks": t["networks"], "std": t["std_median"], "std_default": d["std_median"],
                  "tau": t["tau_one"], "tau_default": d["tau_one"], "cost": c}
             fams[fam] = f
