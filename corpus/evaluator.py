@@ -49,9 +49,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-FAST_CPU = ("auto", "on", "off")
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, from Linux's /proc/cpuinfo): where
     bf16 autocast is ~2x fp32 for vgg/resnet-small; elsewhere oneDNN emulates bf16, slower than fp32."""

@@ -90,6 +90,7 @@ def profile_settings(rows: list[dict], cfg: EvalConfig) -> dict:
             "train_limit": cfg.train_limit if cfg.train_limit is not None else recipe.get("train_limit", 0),
             "epochs": recipe.get("epochs", 1.0), "batch_size": recipe.get("batch_size", 256),
             "min_steps": recipe.get("min_steps", 0),  # corpora from before min_steps trained without it
+            "fast_cpu": "on" if recipe.get("channels_last") and recipe.get("bf16") else "off",  # the corpus's arithmetic
             "seed": recipe.get("seed", 0), "same_recipe_as_corpus": same}
 
 
@@ -131,7 +132,7 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
     """One record per answer: parsed into a candidate, sandbox check, profile, goal met."""
     from tqdm import tqdm
 
-    from corpus.evaluator import Evaluator, recipe_for
+    from corpus.evaluator import Evaluator, fast_cpu, recipe_for
     from finetune.pairs import spec_for
     from finetune.prompts import goal_met
     from mutator.calls import validate
@@ -167,7 +168,8 @@ def judge(answers: list[str], pairs: list[dict], by_id: dict, by_sha: dict, sett
             else:
                 if profiler is None:
                     recipe = recipe_for(settings["dataset"], settings["epochs"], settings["batch_size"],
-                                        settings["train_limit"], settings["seed"], min_steps=settings["min_steps"])
+                                        settings["train_limit"], settings["seed"], min_steps=settings["min_steps"],
+                                        **fast_cpu(settings["fast_cpu"]))
                     profiler = Evaluator(settings["dataset"], recipe, timeout_s=cfg.timeout_s)
                 row, rec["metrics_from"] = profiler.evaluate(code, class_name=spec["class_name"]), "profiled"
             rec["profile"] = {k: row.get(k) for k in ("status", "error", "accuracy", "flops", "params", "latency_ms")}

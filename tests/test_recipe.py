@@ -194,3 +194,18 @@ def test_corpus_build_workers_share_out_nasforge_threads(monkeypatch):
         with pytest.raises(RuntimeError, match="stop"):
             next(_execute(BuildConfig("v", "fashion-mnist", "o", workers=workers), "cpu", [({}, "", {})]))
         assert seen[-1] == (workers, want)
+
+
+def test_finetune_eval_profiles_answers_with_the_corpus_arithmetic():
+    import json
+
+    from finetune.evaluate import EvalConfig, profile_settings
+
+    def row(**rec):
+        return {"status": "ok", "dataset": "fashion-mnist", "recipe": json.dumps({"batch_size": 32, "min_steps": 300,
+                                                                                   "train_limit": 8000, **rec})}
+
+    cfg = EvalConfig(model="m", corpus="c")
+    on = profile_settings([row(channels_last=True, bf16=True)], cfg)
+    assert (on["fast_cpu"], on["batch_size"], on["min_steps"]) == ("on", 32, 300)
+    assert profile_settings([row()], cfg)["fast_cpu"] == profile_settings([row(bf16=False)], cfg)["fast_cpu"] == "off"
