@@ -3,7 +3,8 @@
 #   bash benchmarks/headline/models_fm.sh      # after benchmarks/headline/models.sh (frozen model, llama.cpp)
 # 70 mutator variants per seed family (lenet, vgg-small, resnet-small), profiled at the search's default
 # recipe (8,000 Fashion-MNIST images, batch 32, 300 steps, --fast-cpu auto; until 2026-12-07 batch 64 and
-# 150 steps: issue 30's table moved the default); CORPORA_ONLY=1 stops there (no llama.cpp needed).
+# 150 steps: issue 30's table moved the default); CORPORA_ONLY=1 stops there (no llama.cpp needed). The
+# corpora of 2026-12-07 are committed in benchmarks/headline/models/corpus_fm_* (copy them to $OUT to reuse).
 # Then for each family F, widths+summary pairs of the two
 # other families (5 per source network, 10 % of the sources held out), one epoch of LoRA tuning of
 # SmolLM2-135M-Instruct (batch 8, lr 5e-4; OUT/lora_fm_without_F/loss.png), merged, q8_0 GGUF
