@@ -44,6 +44,9 @@ def main() -> int:
                    help="training batch (default 0: the corpus default's rule; search run's default is 32)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads everywhere (default 0: every core)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu | cuda: every arm on it (on CUDA the proxy uses channels-last and bf16 autocast always, "
+                        "the conventional loop fp32 with pinned-memory DataLoader batches; benchmarks/cuda_check.sh)")
     p.add_argument("--fast", action="store_true",
                    help="also profile with the recipe's CPU options: channels_last, and channels_last + bf16")
     args = p.parse_args()
@@ -58,21 +61,25 @@ def main() -> int:
     if args.batch_size < 0:
         print("error: --batch-size must be >= 0", file=sys.stderr)
         return 2
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        print(f"error: --device {args.device}: cpu, or cuda where a CUDA device is available", file=sys.stderr)
+        return 2
+    dev = args.device
     recipe = Recipe(**recipe_for(args.dataset, train_limit=args.train_limit, batch_size=args.batch_size, min_steps=0))
     raw = load_prepared(prepare(args.dataset), with_test_labels=True)
-    train_set, _ = split_data(raw, recipe, "cpu")
+    train_set, _ = split_data(raw, recipe, dev)
     bs, steps = schedule(len(train_set), recipe)
     spec = {"in_shape": [1, *raw["x_train"].shape[1:]], "classes": info(args.dataset)["classes"], "class_name": None}
     src = seeds.seed_source(args.seed)
     print(f"{args.seed} on {args.dataset}: {len(train_set):,} images, batch {bs}, {steps} steps "
-          f"({steps * bs:,} images per run), {threads} threads, {args.repeats} rounds", flush=True)
+          f"({steps * bs:,} images per run), {threads} threads, {args.repeats} rounds, {dev}", flush=True)
     res = {"profile (sandbox)": [], "proxy in process": [], "conventional": []}
     variants = {"profile (sandbox)": {}}
     if args.fast:
         variants["profile (sandbox), channels_last"] = {"channels_last": True}
         variants["profile (sandbox), channels_last + bf16"] = {"channels_last": True, "bf16": True}
         res = {**{k: [] for k in variants}, **res}
-    with Evaluator(args.dataset, recipe.to_dict(), device="cpu") as ev:
+    with Evaluator(args.dataset, recipe.to_dict(), device=dev) as ev:
         ev.payload["latency"] = "none"
         for r in range(args.repeats):
             for name, more in variants.items():
@@ -84,10 +91,11 @@ def main() -> int:
                     return 1
                 res[name].append(steps * bs / row["train_seconds"])
             torch.manual_seed(recipe.seed)
-            out = train(make_model(args.seed, spec), train_set, recipe, "cpu")
+            out = train(make_model(args.seed, spec).to(dev), train_set, recipe, dev)
             res["proxy in process"].append(steps * bs / out["train_seconds"])
             # the conventional loop, the same number of steps, its first steps timed too (warmup 0)
-            res["conventional"].append(time_conventional(make_model(args.seed, spec), train_set, recipe, steps, 0, bs))
+            res["conventional"].append(time_conventional(make_model(args.seed, spec).to(dev), train_set, recipe, steps, 0,
+                                                         bs))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in res.items()), flush=True)
     med = {k: statistics.median(v) for k, v in res.items()}
     print(f"\n| arm | images/s (median of {args.repeats}) | runs | vs conventional |\n|---|---:|---|---:|")
