@@ -213,6 +213,13 @@ def processes_under(path: Path) -> list[int]:
     return pids
 
 
+def signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # gone meanwhile
+        pass
+
+
 @pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])  # ~40-45 s each here; ray's own
 # tasks are checked by test_a_ray_task_knows_when_its_sweep_is_gone (default run)
 def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, executor):
@@ -224,11 +231,21 @@ def test_a_killed_sweep_continues_every_run_and_repeats_none(tmp_path, cbm_env, 
            "--parallel", "2"]
     with open(tmp_path / "first.log", "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **cbm_env}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:  # kill when one run is complete and another half-way
+    def wanted() -> bool:  # one run complete and another half-way
         counts = [len(iterations_of(r)) for r in runs]
-        if ITERATIONS in counts and any(0 < n <= ITERATIONS // 2 for n in counts):
-            break
+        return ITERATIONS in counts and any(0 < n <= ITERATIONS // 2 for n in counts)
+
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if wanted():  # freeze the sweep and its runs, look again (a run may finish between look and kill), kill
+            proc.send_signal(signal.SIGSTOP)
+            frozen = [pid for pid in processes_under(out) if pid != proc.pid]
+            for pid in frozen:
+                signal_quietly(pid, signal.SIGSTOP)
+            if wanted():
+                break
+            for pid in [proc.pid, *frozen]:
+                signal_quietly(pid, signal.SIGCONT)
         time.sleep(0.2)
     assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
     proc.send_signal(signal.SIGKILL)
