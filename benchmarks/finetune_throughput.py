@@ -12,7 +12,8 @@ SFTConfig differs:
   default `bf16=True` refuses to start on a CPU without bf16);
 - project: `finetune.train.sft_config` (batching auto: padding-free with flash-attn on CUDA, else
   padded batches grouped by length; no gradient checkpointing; bf16 only on CUDA); `--ablate`
-  adds rows that change one thing at a time so the ratio can be traced to its causes.
+  adds rows that change one thing at a time so the ratio can be traced to its causes; `--fast-cpu` adds
+  the project's settings with bf16 autocast on a CPU (`finetune train --fast-cpu on`).
 Tokens are the non-padding input tokens the trainer counted (`num_input_tokens_seen`), timed over
 `--steps` optimizer steps after `--warmup` steps (a fresh LoRA each run), in `--rounds` interleaved
 rounds over the settings (each setting's best round is its number: a shared machine's load comes and
@@ -82,6 +83,9 @@ def run(name, base, tok, rows, sft_args, model_kw, lora_kw, warmup, steps):
 
     from finetune.models import load_model
 
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # one precision per process otherwise: each setting its own
     torch.manual_seed(0)
     model = load_model(base, **model_kw)
     clock = Clock(warmup)
@@ -104,6 +108,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-length", type=int, default=4096, help="no row is longer (none is truncated)")
     p.add_argument("--ablate", action="store_true", help="also time each project change on its own")
+    p.add_argument("--fast-cpu", action="store_true", help="on a CPU, also time the project's settings with "
+                   "--fast-cpu on (bf16 autocast; the last row's ratio is then against it)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds over every setting; each setting's best round is reported (default 3)")
@@ -161,6 +167,8 @@ def main():
         free = dataclasses.replace(cfg, batching="padding-free")
         settings["project, padding-free"] = (lambda: project(batching="padding-free"), model_kwargs(free))
     settings[f"project (batching auto: {resolve_batching(cfg)})"] = (lambda: project(), model_kwargs(cfg))
+    if not torch.cuda.is_available() and args.fast_cpu:  # bf16 autocast on the CPU (finetune train --fast-cpu on)
+        settings["project, --fast-cpu on (bf16 autocast)"] = (lambda: project(fast_cpu="on"), model_kwargs(cfg))
     seen: dict[str, list[float]] = {}
     for r in range(args.rounds):  # interleaved rounds: a load that comes and goes hits every setting alike
         print(f"round {r + 1} of {args.rounds}", flush=True)
@@ -179,9 +187,10 @@ def main():
         for name, v in seen.items():
             if v:
                 print(f"  {name:<44} {max(v):>9.0f} tokens/s  (rounds: {', '.join(f'{x:.0f}' for x in v)})")
-    first, last = next(iter(settings)), list(settings)[-1]
-    if first in results and last in results:
-        print(f"project / trl defaults: {results[last] / results[first]:.2f}x")
+    first, names = next(iter(settings)), list(settings)
+    for name in names[1:]:
+        if first in results and name in results:
+            print(f"{name} / trl defaults: {results[name] / results[first]:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": base, "device": device, "tokens_per_s": results,
                                                "batch_size": args.batch_size, "steps": args.steps}, indent=2))

@@ -82,6 +82,9 @@ class TrainConfig:
     task: str = ""  # finetune.tasks: "" = a data set folder's own task, else improve
     sample: int = 0  # score task, built from a corpus: a random subset of this many labelled rows (0: all)
     beta: float = 0.1  # DPO tasks (prefer): how far the tuned model may move from the reference (the base)
+    # on a CPU: bf16 autocast (mixed precision, fp32 master weights and adapter); auto = on where the CPU has bf16
+    # instructions (corpus.evaluator.cpu_has_bf16). CUDA uses bf16/fp16 always. A run stores the resolved value.
+    fast_cpu: str = "off"
 
 
 def versions() -> dict:
@@ -231,6 +234,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise FinetuneError("--lr must be positive")
     if cfg.batching not in BATCHING:
         raise FinetuneError(f"--batching must be one of {', '.join(BATCHING)}, not {cfg.batching!r}")
+    cpu_bf16(cfg)  # --fast-cpu auto|on|off
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FinetuneError(f"--out {out} exists and is not a folder")
@@ -293,6 +297,29 @@ def model_kwargs(cfg: TrainConfig) -> dict:
     return kw
 
 
+def cpu_bf16(cfg: TrainConfig) -> bool:
+    """Whether this run trains in bf16 autocast on the CPU (`--fast-cpu`)."""
+    from corpus.evaluator import CorpusError, resolve_fast_cpu
+
+    try:
+        return resolve_fast_cpu(cfg.fast_cpu) == "on"
+    except CorpusError as exc:
+        raise FinetuneError(str(exc)) from None
+
+
+def precision(cuda: bool, cfg: TrainConfig) -> dict:
+    """The trainer's `bf16` / `fp16` flags: CUDA's best half type; on a CPU bf16 autocast only with `--fast-cpu`
+    (trl's own default is bf16 everywhere, a CPU without bf16 instructions included, where it is slower)."""
+    import torch
+
+    if cuda:
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": not bf16}
+    if cpu_bf16(cfg):  # transformers refuses bf16 without a GPU unless told the run is on the CPU
+        return {"bf16": True, "fp16": False, "use_cpu": True}
+    return {"bf16": False, "fp16": False}
+
+
 def sft_config(cfg: TrainConfig, mode: str):
     import importlib.util
 
@@ -300,7 +327,6 @@ def sft_config(cfg: TrainConfig, mode: str):
     from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
     # transformers 5 renamed gradient checkpointing; the old name still works but warns
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
@@ -316,7 +342,7 @@ def sft_config(cfg: TrainConfig, mode: str):
         output_dir=cfg.out, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, seed=cfg.seed, data_seed=cfg.seed,
-        bf16=bf16, fp16=cuda and not bf16,
+        **precision(cuda, cfg),
         **{ckpt: cfg.gradient_checkpointing},
         # padding-free: trl refuses max_length there; long rows are dropped beforehand in every mode
         padding_free=batching == "padding-free", max_length=None if batching == "padding-free" else cfg.max_length,
@@ -340,14 +366,13 @@ def dpo_config(cfg: TrainConfig, mode: str):
     from trl import DPOConfig
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
     names = {f.name for f in dataclasses.fields(DPOConfig)}  # transformers 5's name, as in sft_config
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return DPOConfig(
         output_dir=cfg.out, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, seed=cfg.seed, data_seed=cfg.seed,
-        bf16=bf16, fp16=cuda and not bf16,  # trl's default is bf16 everywhere, a CPU included
+        **precision(cuda, cfg),
         **{ckpt: cfg.gradient_checkpointing},
         max_length=cfg.max_length, beta=cfg.beta, loss_type=["sigmoid"],
         logging_steps=cfg.logging_steps, logging_first_step=True,
@@ -494,6 +519,10 @@ def seconds_before(checkpoint: str | None) -> float | None:
 
 
 def main_train(cfg: TrainConfig) -> int:
+    import torch
+
+    if not torch.cuda.is_available():  # stored as resolved: the card says what arithmetic the adapter was tuned in
+        cfg = dataclasses.replace(cfg, fast_cpu="on" if cpu_bf16(cfg) else "off")
     print(f"config: {cfg}", file=sys.stderr)
     out = Path(cfg.out)
     trainer, facts = prepare(cfg)

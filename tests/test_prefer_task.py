@@ -237,3 +237,51 @@ def test_prefer_bad_inputs_are_one_line_exit_2(prefer_corpus, tmp_path, tiny_mod
     assert run_module("finetune", "dataset", "--task", "score", "--corpus", prefer_corpus, "--out", score).returncode == 0
     with pytest.raises(FinetuneError, match="--task prefer: data set .* is for the score task"):
         load_pairs(str(score), 4, 0.1, 0, task="prefer")
+
+
+def test_fast_cpu_tunes_in_bf16_autocast_and_the_card_says_so(prefer_corpus, tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    from accelerate.state import AcceleratorState
+
+    from finetune.__main__ import main
+    from finetune.train import TrainConfig, prepare, sft_config
+
+    if torch.cuda.is_available():
+        pytest.skip("--fast-cpu is for CPU training (CUDA uses half precision always)")
+    common = dict(corpus=str(prefer_corpus), model=str(tiny_model), task="prefer", batch_size=4, lora_r=4,
+                  lora_alpha=8, eval_limit=0, eval_fraction=0.25, seed=1, max_steps=1)
+    sft = sft_config(TrainConfig(out=str(tmp_path / "s"), fast_cpu="on", **common), "completion_only")
+    assert sft.bf16 and not sft.fp16 and sft.use_cpu  # the score and improve tasks (SFT) take the flag too
+
+    def trainer(**kw):  # accelerate keeps one precision per process: reset, as a fresh `finetune train` starts
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return prepare(TrainConfig(**common, **kw), progress=False)[0]
+
+    on = trainer(out=str(tmp_path / "p-on"), fast_cpu="on")  # one trainer at a time: the state is shared
+    assert on.args.bf16 and on.accelerator.mixed_precision == "bf16" and on.accelerator.native_amp  # autocast
+    assert next(on.model.parameters()).dtype == torch.float32  # the weights stay fp32
+    off = trainer(out=str(tmp_path / "p-off"))  # default: off
+    assert not off.args.bf16 and off.accelerator.mixed_precision == "no"
+    AcceleratorState._reset_state(reset_partial_state=True)
+    monkeypatch.setattr("corpus.evaluator.cpu_has_bf16", lambda: False)  # auto follows the CPU's instructions
+    auto, _ = prepare(TrainConfig(out=str(tmp_path / "p-auto"), fast_cpu="auto", **common), progress=False)
+    assert not auto.args.bf16
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "prefer", "--corpus", str(prefer_corpus), "--model", str(tiny_model),
+                 "--out", str(out), "--max-steps", "2", "--batch-size", "4", "--lora-r", "4", "--lora-alpha", "8",
+                 "--logging-steps", "1", "--eval-limit", "0", "--eval-fraction", "0.25", "--rng-seed", "1",
+                 "--fast-cpu", "on"]) == 0
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["config"]["fast_cpu"] == "on" and json.loads((out / "train_config.json").read_text())["fast_cpu"] == "on"
+    assert all(math.isfinite(h["loss"]) for h in card["loss_history"] if "loss" in h)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and {t.dtype for t in weights.values()} == {torch.float32}  # fp32 master weights saved
+    assert_one_line_error(run_module("finetune", "train", "--task", "prefer", "--corpus", prefer_corpus, "--model",
+                                     tiny_model, "--out", tmp_path / "x", "--fast-cpu", "maybe"), "--fast-cpu")
+    with pytest.raises(FinetuneError, match="--fast-cpu must be auto, on or off"):
+        prepare(TrainConfig(out=str(tmp_path / "y"), fast_cpu="fast", **common), progress=False)

@@ -3,7 +3,8 @@
 # tuned only on the *other* space's table (no leakage), as the scorers are:
 #   NASFORGE_CBM_DIR=path/to/channel-bench-macro bash benchmarks/headline/models_prefer.sh
 # For each space: the other space's whole table as a corpus, 4,000 preference pairs across rank strata (10 % of
-# the networks held out), DPO (trl's DPOTrainer) LoRA tuning for 200 steps of 8 pairs (beta 0.1) ->
+# the networks held out), DPO (trl's DPOTrainer) LoRA tuning for 200 steps of 8 pairs (beta 0.1; bf16 autocast
+# where the CPU has bf16 instructions: amendment 4) ->
 # OUT/prefer-on-<other space>; then `finetune eval --task prefer` of base and adapter on 200 held-out pairs.
 # The adapters (weights, config, run card, loss plot; no checkpoints) are copied to ADAPTERS
 # (benchmarks/headline/models, committed: scorer_runs.sh CONFIGS=gen searches with them), the eval beside them.
@@ -29,7 +30,7 @@ for tuned_on in ${TUNED_ON:-resnet mobilenet}; do   # TUNED_ON=resnet: only the 
   if [ ! -f "$OUT/prefer-on-$tuned_on/adapter_config.json" ]; then
     resume=""; ls -d "$OUT/prefer-on-$tuned_on"/checkpoint-* >/dev/null 2>&1 && resume="--resume"
     $PY -m finetune train --corpus "$OUT/prefer-data-$tuned_on" --model smollm2-135m --out "$OUT/prefer-on-$tuned_on" \
-      --max-steps 200 --batch-size 8 --beta 0.1 $resume
+      --max-steps 200 --batch-size 8 --beta 0.1 --fast-cpu auto $resume
   fi
   mkdir -p "$ADAPTERS/prefer-on-$tuned_on"
   for f in adapter_config.json adapter_model.safetensors run_card.json loss.png train_config.json; do
