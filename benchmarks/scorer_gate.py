@@ -6,6 +6,13 @@ did not see, and a ridge over space-agnostic width features fitted on the other 
         benchmarks/headline/models/gate-score-on-resnet-searching-mobilenet.json --tuned-on cbm-resnet
 
 The gate file is `finetune eval --task score --out` (benchmarks/headline/models_scorer.sh writes it).
+
+Fashion-MNIST (`--corpus`, the searched family's corpus the gate's rows come from; models_scorer_fm.sh): the
+references are what a user has without any model, each network's FLOPs and its parameter count taken as its
+predicted accuracy ("bigger is better"), on the same rows.
+
+    python benchmarks/scorer_gate.py benchmarks/headline/models/gate-score-without-lenet.json \
+        --corpus benchmarks/headline/models/corpus_fm_lenet
 """
 from __future__ import annotations
 
@@ -20,8 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("gate", help="finetune eval --task score --out JSON")
-    ap.add_argument("--tuned-on", required=True, choices=["cbm-resnet", "cbm-mobilenet"])
+    ap.add_argument("--tuned-on", choices=["cbm-resnet", "cbm-mobilenet"], help="a table gate: the space tuned on")
+    ap.add_argument("--corpus", help="a Fashion-MNIST gate: the searched family's corpus (FLOPs, params)")
     a = ap.parse_args()
+    if bool(a.tuned_on) == bool(a.corpus):
+        ap.error("give --tuned-on (a table gate) or --corpus (a Fashion-MNIST gate)")
+    if a.corpus:
+        return cost_gate(json.loads(Path(a.gate).read_text()), a.corpus)
     from sklearn.linear_model import Ridge
 
     from corpus.spaces import SPACES, widths_of
@@ -53,6 +65,34 @@ def main() -> int:
     rho = gate["results"]["adapter"]["summary"]["spearman"]
     print(f"\ntarget (issue 29): Spearman >= 0.8 and above the ridge transfer: "
           f"{'reached' if rho is not None and rho >= 0.8 and rho > ref['spearman'] else 'not reached'} ({rho:.3f} vs ridge {ref['spearman']:.3f})")
+    return 0
+
+
+def cost_gate(gate: dict, corpus: str) -> int:
+    """The gate on a Fashion-MNIST family beside FLOPs and params as predictors (no model, no fitting)."""
+    import datasets
+
+    from finetune.score import score_metrics
+
+    rows = {r["id"]: r for r in datasets.load_from_disk(corpus).to_list()}
+    answers = gate["results"]["adapter"]["answers"]
+    missing = [r["id"] for r in answers if r["id"] not in rows]
+    if missing:
+        sys.exit(f"error: {len(missing)} gate rows are not in {corpus} (e.g. {missing[0]}): the wrong corpus?")
+    measured = [r["measured"] for r in answers]
+    family = answers[0]["parent"] if answers else "?"
+    print(f"Gate: scorer tuned without {family}, {len(answers)} rows of {family} ({corpus})\n")
+    print("| predictor | Spearman rho | Kendall tau | top-10 overlap |\n|---|---:|---:|---:|")
+    cor = lambda v: (f"{v:+.3f}" if v is not None else "undefined")  # noqa: E731
+    for name, key in (("frozen SmolLM2-135M", "base"), ("tuned SmolLM2-135M (score task)", "adapter")):
+        s = gate["results"][key]["summary"]
+        same = len({r["predicted"] for r in gate["results"][key]["answers"]}) == 1
+        print(f"| {name}{' (the same answer for every row)' if same else ''} | {cor(s['spearman'])} | "
+              f"{cor(s['kendall'])} | {s['top_k_overlap']:.2f} |")
+    for col in ("flops", "params"):
+        s = score_metrics([float(rows[r["id"]][col]) for r in answers], measured)
+        print(f"| {'FLOPs' if col == 'flops' else 'parameters'} (bigger is better) | {cor(s['spearman'])} | "
+              f"{cor(s['kendall'])} | {s['top_k_overlap']:.2f} |")
     return 0
 
 

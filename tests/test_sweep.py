@@ -413,3 +413,25 @@ def test_the_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searched
     assert {e for e, c in pairs if c == "scored-frozen"} == {"mobilenet", "mobilenet-budget", "resnet", "resnet-budget"}
     assert {e for e, c in pairs if c == "scored-tuned-on-resnet"} == {"mobilenet", "mobilenet-budget"}
     assert {e for e, c in pairs if c == "scored-tuned-on-mobilenet"} == {"resnet", "resnet-budget"}
+
+
+def test_the_fm_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searched_family(monkeypatch, tmp_path):
+    """benchmarks/headline/scorer_fm.yaml (issue 29's second stage, benchmarks/scorer.md amendment 5): the frozen
+    control in every family, each tuned scorer only in the family it was tuned without, 5 rng seeds, and the
+    recipe of issue 27's Fashion-MNIST sweep (its runs are the references)."""
+    monkeypatch.chdir(tmp_path)  # the adapters the spec names, where models_scorer_fm.sh puts them (folders only)
+    families = ("lenet", "vgg-small", "resnet-small")
+    for family in families:
+        folder = tmp_path / "benchmarks" / "headline" / "models" / f"score-without-{family}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+    got = load_spec(ROOT / "benchmarks" / "headline" / "scorer_fm.yaml").cells
+    pairs = {(c.ev, c.config) for c in got}
+    assert len(got) == 30 and {c.seed for c in got} == set(range(5))
+    assert {e for e, c in pairs if c == "scored-frozen"} == set(families)
+    for family in families:
+        assert {e for e, c in pairs if c == f"scored-tuned-without-{family}"} == {family}
+    baselines = load_spec(ROOT / "benchmarks" / "headline" / "baselines_fm.yaml").cells
+    recipe = lambda c: str(sorted((k, v) for k, v in c.flags if k in ("dataset", "batch_size", "min_steps", "fast_cpu")))  # noqa: E731
+    assert {recipe(c) for c in got} == {recipe(c) for c in baselines} and len({recipe(c) for c in got}) == 1
+    assert {c.iterations for c in got} == {c.iterations for c in baselines} == {20}  # one recipe: comparable runs
