@@ -398,15 +398,20 @@ def test_the_baseline_specs_expand_to_every_strategy_in_every_headline_cell(cbm_
         assert {c.seed for c in got} == set(range(seeds))
 
 
+def fake_adapters(monkeypatch, tmp_path, names) -> None:
+    """The adapter folders a spec names, where the models scripts put them (folders only), under tmp_path as cwd."""
+    monkeypatch.chdir(tmp_path)
+    for name in names:
+        folder = tmp_path / "benchmarks" / "headline" / "models" / name
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+
+
 def test_the_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searched_space(cbm_env, monkeypatch, tmp_path):
     """benchmarks/headline/scorer.yaml (issue 29, benchmarks/scorer.md): the frozen control in all 4 cells, each
     tuned scorer only in the cells of the space it was NOT tuned on, 10 rng seeds each."""
     monkeypatch.setenv("NASFORGE_CBM_DIR", cbm_env["NASFORGE_CBM_DIR"])
-    monkeypatch.chdir(tmp_path)  # the adapters the spec names, where models_scorer.sh puts them (folders only)
-    for space in ("resnet", "mobilenet"):
-        folder = tmp_path / "benchmarks" / "headline" / "models" / f"score-on-{space}"
-        folder.mkdir(parents=True)
-        (folder / "adapter_config.json").write_text("{}")
+    fake_adapters(monkeypatch, tmp_path, [f"score-on-{space}" for space in ("resnet", "mobilenet")])
     got = load_spec(ROOT / "benchmarks" / "headline" / "scorer.yaml").cells
     pairs = {(c.ev, c.config) for c in got}
     assert len(got) == 80 and {c.seed for c in got} == set(range(10))
@@ -419,12 +424,8 @@ def test_the_fm_scorer_spec_expands_to_its_protocol_and_never_tunes_on_the_searc
     """benchmarks/headline/scorer_fm.yaml (issue 29's second stage, benchmarks/scorer.md amendment 5): the frozen
     control in every family, each tuned scorer only in the family it was tuned without, 5 rng seeds, and the
     recipe of issue 27's Fashion-MNIST sweep (its runs are the references)."""
-    monkeypatch.chdir(tmp_path)  # the adapters the spec names, where models_scorer_fm.sh puts them (folders only)
     families = ("lenet", "vgg-small", "resnet-small")
-    for family in families:
-        folder = tmp_path / "benchmarks" / "headline" / "models" / f"score-without-{family}"
-        folder.mkdir(parents=True)
-        (folder / "adapter_config.json").write_text("{}")
+    fake_adapters(monkeypatch, tmp_path, [f"score-without-{family}" for family in families])
     got = load_spec(ROOT / "benchmarks" / "headline" / "scorer_fm.yaml").cells
     pairs = {(c.ev, c.config) for c in got}
     assert len(got) == 30 and {c.seed for c in got} == set(range(5))
