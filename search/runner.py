@@ -330,8 +330,11 @@ def run(cfg: SearchConfig, resume: bool = False, llm=None, improver_llm=None, ev
                 raise SearchError(f"--bins {cfg.bins} needs {cfg.bins - 1} --bin-edges, not {len(edges)}")
         from search.strategies import StrategyContext, make_strategy
 
-        if not cfg.uses_llm and measure is None and any(v is not None for v in limits(cfg).values()):
-            measure = pre_checker(cfg, spec, ev, closers)  # the strategy's in-limits filter
+        from search.strategies.traits import reads_costs
+
+        if not cfg.uses_llm and measure is None and (any(v is not None for v in limits(cfg).values())
+                                                     or reads_costs(cfg.strategy)):
+            measure = pre_checker(cfg, spec, ev, closers)  # the strategy's in-limits filter, or the costs it reads
         ctx = StrategyContext(cfg, seed_code, spec, pool, ev if ev is not None and ev.table_space else None, measure)
         server = {"timeout_s": cfg.llm_timeout_s, "retries": cfg.llm_retries, "backoff_s": cfg.llm_backoff_s,
                   "backend": cfg.llm_backend}

@@ -116,3 +116,34 @@ def test_one_rng_seed_one_sequence_of_proposals(tmp_path, full_table, strategy):
     b = [r["metrics"].get("table_key") for r in search(tmp_path / "b", path, strategy, rng_seed=4, budget=BUDGET, iterations=7)]
     c = [r["metrics"].get("table_key") for r in search(tmp_path / "c", path, strategy, rng_seed=5, budget=BUDGET, iterations=7)]
     assert a == b and a != c
+
+
+@pytest.mark.parametrize("strategy", ["largest", "random"])
+def test_a_strategy_that_reads_costs_gets_them_in_a_code_space_without_limits(tmp_path, monkeypatch, strategy):
+    """`largest` ranks its greedy steps by accuracy gained per FLOP (and `scored` writes FLOPs and params into its
+    prompts): in a code space the costs come from sandboxed pre-checks, which the runner once made only where a
+    limit asked for them, so in a run without limits `largest` saw no FLOPs at all. `random` reads none."""
+    import re
+
+    import search.runner as runner
+    from search.strategies.traits import reads_costs
+
+    assert reads_costs("largest") and reads_costs("scored") and not reads_costs("random")
+    checked = []
+
+    def fake_pre_checker(cfg, spec, ev, closers):
+        def measure(code):
+            checked.append(code)
+            return {"status": "ok", "error": None, "flops": len(code), "params": 1}
+        return measure
+
+    monkeypatch.setattr(runner, "pre_checker", fake_pre_checker)
+
+    def evaluate(code):
+        widths = [int(v) for v in re.findall(r"\d+", code)[:3]]
+        return {"status": "ok", "accuracy": 0.5 + sum(widths) / 10_000, "flops": len(code), "params": 1}
+
+    cfg = SearchConfig(strategy=strategy, seed="lenet", iterations=3, improver_llm="rule", out=str(tmp_path / "r"))
+    run(cfg, evaluate=evaluate, progress=False)
+    assert len(load_run(str(tmp_path / "r"))[1]) == 3
+    assert bool(checked) == (strategy == "largest")

@@ -169,14 +169,15 @@ STRATEGIES = {
 
 
 def register(name: str, factory, *, uses_llm: bool = False, takes_prior: bool = False,
-             takes_scorer: bool = False) -> None:
+             takes_scorer: bool = False, reads_costs: bool = False) -> None:
     """Add a strategy (`factory(ctx) -> strategy`) under `name`; `--strategy name` then selects it.
     uses_llm: it proposes with the LLM flags' model; takes_prior: `--prior` warm-starts it; takes_scorer:
-    it scores candidates with `--scorer` (`traits`)."""
+    it scores candidates with `--scorer`; reads_costs: its space's `cost()` is measured even without a limit
+    (`traits`)."""
     from search.strategies.traits import set_traits
 
     STRATEGIES[name] = factory
-    set_traits(name, uses_llm=uses_llm, takes_prior=takes_prior, takes_scorer=takes_scorer)
+    set_traits(name, uses_llm=uses_llm, takes_prior=takes_prior, takes_scorer=takes_scorer, reads_costs=reads_costs)
 
 
 def make_strategy(ctx: StrategyContext):
