@@ -153,14 +153,111 @@ def protocol() -> int:
     return 0
 
 
+FM_FAMILIES = ("lenet", "vgg-small", "resnet-small")
+FM_SEEDS = 5
+
+
+def run_best(folder: str) -> tuple[float, float] | None:
+    """A Fashion-MNIST run's best proxy accuracy after 20 and after 5 trained candidates (the seed's accuracy as
+    the starting best, as `search compare` counts); None for a run of fewer than 20 iterations."""
+    from search.compare import run_stats
+    from search.runner import load_run
+
+    cfg, iters, seed = load_run(folder)
+    if len(iters) < 20:
+        return None
+    st = run_stats(cfg, iters, seed, 20, 1.0, {})
+    return st["best"], st["at"][5]
+
+
+def fm_families(families: dict) -> dict[str, list[dict]]:
+    """Amendment 5's two Holm families from per-family best accuracies (higher is better): `families` = {family:
+    {"tuned": (after 20, after 5), "frozen": (...), "baselines": {group: (after 20, after 5)}}}: (h) tuned vs
+    uniform random in each family (3 tests: the issue's target), (i) tuned vs frozen and vs the family's strongest
+    non-LLM strategy (the highest median best after 20, mean to break ties; 6 tests). A family runs when tuned,
+    frozen and every baseline have 5 seeds; a test of a family not run counts as p = 1 in its correction. Each
+    test: cell, ref, at, a, b, p (None: not run), holm, verdict (yes: higher median and Holm p < 0.05; worse:
+    lower median and Holm p < 0.05; no)."""
+    out = {"h": [], "i": []}
+    for fam, d in families.items():
+        base = d["baselines"]
+        ran = bool(base) and "random" in base and all(len(v[0]) >= FM_SEEDS for v in base.values()) \
+            and len(d["tuned"][0]) >= FM_SEEDS and len(d["frozen"][0]) >= FM_SEEDS
+        strongest = max(base, key=lambda g: (statistics.median(base[g][0]), statistics.fmean(base[g][0]))) \
+            if ran else "strongest"
+        t20 = d["tuned"][0]
+        test = (lambda ref, b: {"cell": fam, "ref": ref, "at": 20, "a": t20, "b": b,  # noqa: E731
+                                "p": permutation_p(t20, b) if ran else None})
+        out["h"].append(test("random", base.get("random", ([], []))[0]))
+        out["i"] += [test("frozen", d["frozen"][0]), test(strongest, base.get(strongest, ([], []))[0])]
+    for tests in out.values():
+        for t, q in zip(tests, holm([1.0 if t["p"] is None else t["p"] for t in tests])):
+            t["holm"] = q
+            ma, mb = (statistics.median(t["a"]), statistics.median(t["b"])) if t["p"] is not None else (0, 0)
+            t["verdict"] = None if t["p"] is None else \
+                "yes" if ma > mb and q < 0.05 else "worse" if ma < mb and q < 0.05 else "no"
+    return out
+
+
+def fm_protocol(scorer_sweep: Path, baselines_sweep: Path) -> int:
+    """Amendment 5's decision over the three Fashion-MNIST families (module docstring)."""
+    fams, rows = {}, []
+    for fam in FM_FAMILIES:
+        cmp = baselines_sweep / f"compare-{fam}" / "compare.json"
+        base = {}
+        if cmp.is_file():
+            for g, v in json.loads(cmp.read_text())["groups"].items():
+                base[g] = ([float(x) for x in v["best"]], [float(x) for x in v["best_at"]["5"]])
+        mine = {}
+        for name, pattern in (("tuned", f"scored-tuned-without-{fam}-*"), ("frozen", "scored-frozen-*")):
+            got = [run_best(f) for f in sorted(glob.glob(str(scorer_sweep / "runs" / fam / pattern)))
+                   if Path(f, "done").exists()]
+            got = [x for x in got if x is not None]
+            mine[name] = ([x[0] for x in got], [x[1] for x in got])
+        fams[fam] = {"tuned": mine["tuned"], "frozen": mine["frozen"], "baselines": base}
+    fam_tests = fm_families(fams)
+    tests = fam_tests["h"] + fam_tests["i"]
+    pct = lambda v: fmt([round(100 * x, 2) for x in v])  # noqa: E731
+    print("Issue 29's Fashion-MNIST stage (benchmarks/scorer.md, amendment 5): the best proxy accuracy (%) after 20 "
+          "trained candidates [bootstrap 95 % interval]; references from issue 27's sweep "
+          f"({baselines_sweep}); a family runs when every configuration has {FM_SEEDS} seeds.\n")
+    print("| family | tuned runs | frozen runs | tuned | frozen | uniform random | strongest non-LLM | its median |\n"
+          "|---|---:|---:|---:|---:|---:|---|---:|")
+    for fam, d in fams.items():
+        base = d["baselines"]
+        strongest = next((t["ref"] for t in tests if t["cell"] == fam and t["ref"] not in ("random", "frozen")), "–")
+        print(f"| {fam} | {len(d['tuned'][0])} | {len(d['frozen'][0])} | {pct(d['tuned'][0])} | {pct(d['frozen'][0])} | "
+              f"{pct(base['random'][0]) if 'random' in base else 'not run'} | `{strongest}` | "
+              f"{pct(base[strongest][0]) if strongest in base else '–'} |")
+    for key, label in (("h", "(h) tuned vs uniform random"), ("i", "(i) tuned vs frozen and vs the strongest non-LLM")):
+        print(f"\nFamily {label}: Holm over its {len(fam_tests[key])} tests (a family not run counts as p = 1).\n")
+        print("| family | vs | tuned median % | reference median % | p | Holm | better |\n"
+              "|---|---|---:|---:|---:|---:|---|")
+        for t in fam_tests[key]:
+            if t["p"] is None:
+                print(f"| {t['cell']} | `{t['ref']}` | – | – | not run | – | – |")
+                continue
+            print(f"| {t['cell']} | `{t['ref']}` | {100 * statistics.median(t['a']):.2f} | "
+                  f"{100 * statistics.median(t['b']):.2f} | {t['p']:.3g} | {t['holm']:.3g} | {t['verdict']} |")
+    won = sorted({t["cell"] for t in tests if t["ref"] == "random" and t["verdict"] == "yes"})
+    print(f"\nTarget (issue 29): tuned better than random in >= 2 of 3 families: "
+          f"{'reached' if len(won) >= 2 else 'not reached'} ({len(won)}: {', '.join(won) or 'none'}).")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cell", choices=sorted(SPACE))
     ap.add_argument("--runs", action="append", default=[], help="NAME=GLOB of run folders")
     ap.add_argument("--protocol", action="store_true", help="both families over all four cells, committed stores")
+    ap.add_argument("--fm", nargs=2, metavar=("SCORER_SWEEP", "BASELINES_SWEEP"),
+                    help="amendment 5's Fashion-MNIST decision: the scorer_fm.yaml sweep folder and the "
+                         "baselines_fm.yaml sweep folder")
     a = ap.parse_args()
     if a.protocol:
         return protocol()
+    if a.fm:
+        return fm_protocol(Path(a.fm[0]), Path(a.fm[1]))
     if not a.cell:
         ap.error("--cell is required (or --protocol)")
     groups, strongest, mine = cell_data(a.cell, a.runs)

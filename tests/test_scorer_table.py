@@ -43,3 +43,28 @@ def test_a_tie_in_median_is_never_better_or_worse(scorer_table):
     fam = scorer_table.families({"c": cell((same, same), (same, same),
                                            {"random": (same, same), "largest": (same[::-1], same)})})
     assert all(t["verdict"] == "no" and t["p"] == pytest.approx(1.0) for t in fam["e"] + fam["f"])
+
+
+def test_the_fm_families_are_higher_is_better_and_wait_for_every_seed(scorer_table):
+    from search.stats import holm, permutation_p
+
+    hi, lo = [0.80, 0.81, 0.82, 0.83, 0.84], [0.70, 0.71, 0.72, 0.73, 0.74]
+    fams = {
+        # tuned above random and frozen; the strongest baseline (highest median: surrogate) above tuned
+        "vgg-small": cell((hi, hi), (lo, lo), {"random": (lo, lo), "mutation": (lo, lo),
+                                               "surrogate": ([0.9] * 5, [0.9] * 5)}),
+        # one baseline with 4 seeds: the family has not run
+        "lenet": cell((hi, hi), (lo, lo), {"random": (lo, lo), "largest": (hi[:4], hi[:4])}),
+    }
+    fam = scorer_table.fm_families(fams)
+    h, i = fam["h"], fam["i"]
+    assert [(t["cell"], t["ref"]) for t in h] == [("vgg-small", "random"), ("lenet", "random")]
+    assert [(t["cell"], t["ref"]) for t in i] == [("vgg-small", "frozen"), ("vgg-small", "surrogate"),
+                                                  ("lenet", "frozen"), ("lenet", "strongest")]
+    p = permutation_p(hi, lo)
+    assert p == pytest.approx(2 / 252)  # five against five, complete separation: the smallest exact two-sided p
+    assert h[1]["p"] is None and h[1]["verdict"] is None and all(t["p"] is None for t in i[2:])
+    assert [t["holm"] for t in h] == pytest.approx(holm([p, 1.0]))
+    assert [t["holm"] for t in i] == pytest.approx(holm([p, permutation_p(hi, [0.9] * 5), 1.0, 1.0]))
+    assert h[0]["verdict"] == i[0]["verdict"] == "yes"  # 2/252 x 2 and x 4 < 0.05 (x 7 would not be)
+    assert i[1]["b"] == [0.9] * 5 and i[1]["verdict"] == "worse"  # the strongest is the highest median, not the lowest
