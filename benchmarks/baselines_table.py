@@ -135,6 +135,14 @@ def fm_main(sweep: Path, llm_compare: Path) -> int:
               statistics.median(cells[cell]["llm"][g]) > statistics.median(cells[cell]["strategies"][ref])]
     out.append(f"- LLM configurations that beat their family's strongest non-LLM strategy after Holm: "
                f"{', '.join(f'{g} in {cell} (vs {ref})' for cell, g, ref in beaten) or 'none'}.")
+    n = min((len(v) for c in cells.values() for v in c["strategies"].values()), default=0)
+    if n:  # what these sizes can show at all: every run of one side above every run of the other
+        floor = permutation_p([1.0] * n, [0.0] * n)
+        out.append(f"- Power: with {n} runs a side the smallest two-sided exact p is {floor:.4f}; Holm multiplies the "
+                   f"smallest of family (c) by {len(fam_c)} ({min(1.0, floor * len(fam_c)):.3f}) and of (d) by "
+                   f"{len(fam_d)} ({min(1.0, floor * len(fam_d)):.3f})"
+                   + (": no test of (c) can pass 0.05 at these sizes, so (c) is reported, not a test that could be "
+                      "passed." if floor * len(fam_c) >= ALPHA else "."))
     print("\n".join(out))
     return 0
 

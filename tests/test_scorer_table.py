@@ -68,3 +68,24 @@ def test_the_fm_families_are_higher_is_better_and_wait_for_every_seed(scorer_tab
     assert [t["holm"] for t in i] == pytest.approx(holm([p, permutation_p(hi, [0.9] * 5), 1.0, 1.0]))
     assert h[0]["verdict"] == i[0]["verdict"] == "yes"  # 2/252 x 2 and x 4 < 0.05 (x 7 would not be)
     assert i[1]["b"] == [0.9] * 5 and i[1]["verdict"] == "worse"  # the strongest is the highest median, not the lowest
+
+
+def test_the_fm_baselines_table_says_what_five_seeds_can_show(tmp_path, capsys):
+    """benchmarks/baselines_table.py --fm on synthetic compare outputs of one family: partial, the strongest
+    strategy by highest median, and the power line (5 a side: no test of family (c)'s 9 can pass 0.05)."""
+    import json
+
+    baselines_table = load_benchmark("baselines_table")
+    best = {g: [0.70 + 0.01 * i + 0.001 * k for k in range(5)] for i, g in enumerate(baselines_table.STRATEGIES)}
+    (tmp_path / "sw" / "compare-lenet").mkdir(parents=True)
+    (tmp_path / "sw" / "compare-lenet" / "compare.json").write_text(
+        json.dumps({"groups": {g: {"best": b} for g, b in best.items()}}))
+    (tmp_path / "llm" / "fm-lenet").mkdir(parents=True)
+    (tmp_path / "llm" / "fm-lenet" / "compare.json").write_text(
+        json.dumps({"groups": {"frozen": {"best": [0.7] * 5}, "random": {"best": [0.71] * 5}}}))
+    assert baselines_table.fm_main(tmp_path / "sw", tmp_path / "llm") == 0
+    out = capsys.readouterr().out
+    assert "Partial: no runs yet of vgg-small, resnet-small" in out
+    assert f"**{baselines_table.STRATEGIES[-1]}**" in out  # the highest median
+    assert "smallest two-sided exact p is 0.0079" in out
+    assert "family (c) by 3 (0.024)" in out and "(d) by 1 (0.008)" in out  # one family run: 3 and 1 tests
