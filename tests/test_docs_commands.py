@@ -76,3 +76,9 @@ def test_a_shown_command_parses(where, cmd):
             pytest.fail(f"{where}: `{cmd}` does not parse: {err.getvalue().strip().splitlines()[-1]}")
     except argparse.ArgumentError as exc:
         pytest.fail(f"{where}: `{cmd}` does not parse: {exc}")
+
+
+def test_the_readme_stays_a_page_not_a_manual():
+    """The README is the front page (issue 26: under 15 KB); reference text belongs in docs/ and benchmarks/."""
+    size = len((ROOT / "README.md").read_bytes())
+    assert size < 15_000, f"README.md is {size:,} bytes: move detail to docs/ or benchmarks/ and link it"
