@@ -56,6 +56,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--zero-cost-only", action="store_true",
                    help="zero-cost proxies only: no training, accuracy/latency left empty (seconds per net)")
     b.add_argument("--zero-cost-batch", type=int, default=64, help="training images the proxies see")
+    b.add_argument("--with-seed", action="store_true",
+                   help="also profile the seed network itself (its id: the seed's name): the reference the score "
+                        "and prefer tasks describe a family's networks against, as a search does")
     b.add_argument("--config", default=None,
                    help="YAML file of any of these options (keys: the flag names, - or _); flags given override it")
     p = sub.add_parser("profile", help="profile one model file, print its row as one JSON line")

@@ -76,6 +76,10 @@ class BuildConfig:
     # Recipe.channels_last and Recipe.bf16 on a CPU: auto | on | off (corpus.evaluator.resolve_fast_cpu; auto on a
     # corpus with rows is what its rows used); recorded in every row's recipe
     fast_cpu: str | bool = "auto"
+    # also profile the seed network itself (the variants folder's config.json names it), as a row whose id is the
+    # seed's label: the reference a family's networks are described against (`finetune --task score|prefer`,
+    # `search run --strategy scored` describe candidates against the seed)
+    with_seed: bool = False
 
 
 def zero_cost_mode(cfg) -> str:
@@ -190,6 +194,36 @@ def load_variants(folder: str) -> list[dict]:
     return rows
 
 
+def seed_entry(folder: str, variants: list[dict]) -> dict:
+    """The seed network of a variants folder as one more entry (`--with-seed`): its source from the folder's
+    config.json (`mutator generate`'s `--seed`: a built-in name, or a file path as given there, else beside the
+    folder), its widths from the manifest; id = its label, the variants' `parent`."""
+    from mutator.generate import UserError, resolve_seed
+
+    d = Path(folder)
+    try:
+        seed = json.loads((d / "config.json").read_text())["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CorpusError(f"--with-seed: {folder}/config.json does not name the seed (written by python -m mutator "
+                          f"generate)") from None
+    candidates = [seed] if not str(seed).endswith(".py") or Path(seed).exists() else [seed, str(d / Path(seed).name)]
+    for name in candidates:
+        try:
+            parent, source = resolve_seed(str(name))
+            break
+        except UserError as exc:
+            why = str(exc)
+    else:
+        raise CorpusError(f"--with-seed: {why}")
+    label = str(seed)
+    mine = [v for v in variants if v.get("parent") == label]
+    if not mine:
+        raise CorpusError(f"--with-seed: no variant in {folder} has the seed {label!r} as its parent")
+    return {"id": label, "parent": label, "source": source, "widths": mine[0].get("seed_widths"),
+            "class_name": mine[0].get("class_name"), "in_shape": mine[0].get("in_shape"),
+            "classes": mine[0].get("classes")}
+
+
 def base_row(variant: dict, code: str, cfg, recipe: dict) -> dict:
     return {"id": variant["id"], "parent": variant.get("parent"), "code": code,
             "sha256": hashlib.sha256(code.encode()).hexdigest(), "widths": variant.get("widths"),
@@ -211,6 +245,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     except DataError as exc:
         raise CorpusError(str(exc)) from None
     variants = load_variants(cfg.variants)
+    if cfg.with_seed:
+        variants = [seed_entry(cfg.variants, variants), *variants]
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -245,7 +281,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     for v in todo:
         path = vdir / v.get("file", f"{v['id']}.py")
         try:
-            code = path.read_text()
+            code = v["source"] if "source" in v else path.read_text()  # the seed's own (--with-seed)
         except (OSError, UnicodeDecodeError) as exc:
             row = base_row(v, "", cfg, recipe)
             row.update(status="missing", error=f"cannot read {path.name}: {exc}", versions=json.dumps(vers),
@@ -317,7 +353,7 @@ def check_fits_dataset(cfg, variants: list[dict]) -> None:
     with WorkerPool(1, timeout_s=min(cfg.timeout_s, 300)) as pool:
         for v in firsts.values():
             try:
-                code = (Path(cfg.variants) / v.get("file", f"{v['id']}.py")).read_text()
+                code = v["source"] if "source" in v else (Path(cfg.variants) / v.get("file", f"{v['id']}.py")).read_text()
             except (OSError, UnicodeDecodeError):
                 continue  # its row says `missing`
             spec = {"in_shape": [1, *want], "classes": d["classes"], "class_name": v.get("class_name")}

@@ -43,7 +43,7 @@ import random
 from pathlib import Path
 
 from finetune.pairs import FinetuneError
-from finetune.score import (family_key, family_line, labelled, recipe_text, references, split_networks,
+from finetune.score import (family_key, family_line, labelled, median_note, recipe_text, references, split_networks,
                             widths_text)
 
 PREFER_SYSTEM = "Propose a network of this family for the highest accuracy: its widths relative to the reference."
@@ -249,7 +249,7 @@ def prefer_report(cfg, info: dict) -> str:
     return (f"wrote {info['train']} train and {info['eval']} eval preference pairs (across {info['strata']} accuracy "
             f"strata) from {info['ok_rows']} labelled rows in {len(info['families'])} families of {cfg.corpus} "
             f"to {cfg.out}" + (f"; {len(skipped)} single-row famil{'y' if len(skipped) == 1 else 'ies'} skipped"
-                               if skipped else ""))
+                               if skipped else "") + median_note(info.get("references") or {}))
 
 
 # -- log-probabilities -----------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def references(rows: list[dict]) -> dict[str, tuple[dict, str]]:
         parent = family[0].get("parent") or ""
         widths, sha = _seed_widths(parent, family), _seed_sha(parent)
         seed = next((r for r in family if (widths and [int(v) for v in r.get("widths") or []] == widths)
-                     or (sha and r.get("sha256") == sha)), None)
+                     or (sha and r.get("sha256") == sha) or r.get("id") == parent), None)  # id: corpus --with-seed
         if seed is not None:
             out[key] = (seed, "seed")
             continue
@@ -289,7 +289,18 @@ def build_score(cfg, progress: bool = False):
 def score_report(cfg, info: dict) -> str:
     kinds = ", ".join(f"{p} ({v['kind']} {v['id']})" for p, v in info["references"].items())
     return (f"wrote {info['train']} train and {info['eval']} eval score examples from {info['rows']} of "
-            f"{info['ok_rows']} labelled rows of {cfg.corpus} to {cfg.out}; references: {kinds}")
+            f"{info['ok_rows']} labelled rows of {cfg.corpus} to {cfg.out}; references: {kinds}"
+            + median_note(info["references"]))
+
+
+def median_note(refs: dict) -> str:
+    """A warning where a family's reference is not its seed (a corpus of variants without the seed's row)."""
+    median = [p for p, v in refs.items() if v["kind"] == "median"]
+    if not median:
+        return ""
+    return (f"\nwarning: {len(median)} famil{'y has' if len(median) == 1 else 'ies have'} no row of the seed network, "
+            "so its networks are described against its median-FLOPs variant, while `search run --strategy scored` "
+            "describes candidates against the seed: build the corpus with `corpus build --with-seed`")
 
 
 # -- prediction ----------------------------------------------------------------------------------------

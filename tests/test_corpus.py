@@ -339,3 +339,42 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["id"]: r["status"] for r in datasets.load_from_disk(str(out))}
     assert rows == {"a": "ok", "b": "nan"}
+
+
+@needs_fashion
+def test_with_seed_profiles_the_seed_as_its_familys_reference(tmp_path):
+    """`corpus build --with-seed` adds the seed network's own row (id: the seed's label) to a corpus of its
+    variants, also to one built without it (only the seed is profiled then): the score and prefer tasks then
+    describe the family against the seed, as `search run --strategy scored` does; without it the reference is
+    the median-FLOPs variant."""
+    import datasets
+
+    from finetune.score import references
+
+    seed = tmp_path / "seed.py"
+    seed.write_text(TINY_VGG)
+    variants = tmp_path / "variants"
+    assert run_module("mutator", "generate", "--seed", seed, "--num", 3, "--out", variants).returncode == 0
+    out = tmp_path / "corpus"
+    common = ("corpus", "build", "--variants", variants, "--dataset", "fashion-mnist", "--out", out,
+              "--train-limit", 256, "--min-steps", 10)
+    res = run_module(*common, env={"NASFORGE_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = datasets.load_from_disk(str(out)).to_list()
+    assert len(rows) == 3 and [kind for _, kind in references(rows).values()] == ["median"]
+    made = run_module("finetune", "dataset", "--task", "score", "--corpus", out, "--out", tmp_path / "s1")
+    assert made.returncode == 0 and "warning: 1 family has no row of the seed network" in made.stdout + made.stderr
+    res = run_module(*common, "--with-seed", env={"NASFORGE_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "3 already in the corpus" in res.stdout
+    rows = datasets.load_from_disk(str(out)).to_list()
+    mine = next(r for r in rows if r["id"] == str(seed))
+    manifest = [json.loads(line) for line in (variants / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and mine["status"] == "ok" and mine["code"] == TINY_VGG and mine["parent"] == str(seed)
+    assert mine["widths"] == manifest[0]["seed_widths"] and mine["accuracy"] is not None
+    [(ref, kind)] = references(rows).values()
+    assert kind == "seed" and ref["id"] == str(seed)
+    made = run_module("finetune", "dataset", "--task", "score", "--corpus", out, "--out", tmp_path / "s2")
+    assert made.returncode == 0 and "(seed " in made.stdout and "warning" not in made.stdout + made.stderr
+    seed.unlink()  # the seed is gone (another machine): a one-line error naming the flag
+    assert_one_line_error(run_module(*common, "--with-seed", "--out", tmp_path / "c2"), "--with-seed: no such file")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The models of the Fashion-MNIST cells of the headline experiment (benchmarks/headline/fm.yaml):
 #   bash benchmarks/headline/models_fm.sh      # after benchmarks/headline/models.sh (frozen model, llama.cpp)
-# 70 mutator variants per seed family (lenet, vgg-small, resnet-small), profiled at the search's default
+# 70 mutator variants per seed family (lenet, vgg-small, resnet-small) and the seed itself (--with-seed: the
+# reference of the score and prefer tasks, as in a search; added 2026-12-07), profiled at the search's default
 # recipe (8,000 Fashion-MNIST images, batch 32, 300 steps, --fast-cpu auto; until 2026-12-07 batch 64 and
 # 150 steps: issue 30's table moved the default); CORPORA_ONLY=1 stops there (no llama.cpp needed). The
 # corpora of 2026-12-07 are committed in benchmarks/headline/models/corpus_fm_* (copy them to $OUT to reuse).
@@ -24,7 +25,7 @@ done
 for fam in $ALL; do
   [ -f "$OUT/variants_fm_$fam/manifest.jsonl" ] || $PY -m mutator generate --seed "$fam" --num 70 --out "$OUT/variants_fm_$fam"
   [ -f "$OUT/corpus_fm_$fam/finished" ] || { $PY -m corpus build --variants "$OUT/variants_fm_$fam" \
-    --dataset fashion-mnist --train-limit 8000 --batch-size 32 --min-steps 300 --out "$OUT/corpus_fm_$fam" \
+    --dataset fashion-mnist --train-limit 8000 --batch-size 32 --min-steps 300 --with-seed --out "$OUT/corpus_fm_$fam" \
     && touch "$OUT/corpus_fm_$fam/finished"; }
 done
 [ -z "${CORPORA_ONLY:-}" ] || exit 0

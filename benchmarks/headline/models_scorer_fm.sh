@@ -2,7 +2,8 @@
 # The Fashion-MNIST scorers of issue 29's second stage (benchmarks/scorer.md, amendment 5):
 #   bash benchmarks/headline/models_scorer_fm.sh
 # For each family F: LoRA tuning of SmolLM2-135M-Instruct on the score rows of the *two other* families' committed
-# corpora (benchmarks/headline/models/corpus_fm_*, 70 variants each; 10 % of the networks held out) for 5 epochs
+# corpora (benchmarks/headline/models/corpus_fm_*, 70 variants and the seed each; 10 % of the networks held out)
+# for 5 epochs
 # -> OUT/score-without-F; then the gate: `finetune eval --task score` of base and adapter on F's corpus (never tuned
 # on), and `benchmarks/scorer_gate.py --corpus` beside FLOPs and params as predictors.
 # The adapters (weights, config, run card, loss plot; no checkpoints) are copied to ADAPTERS (committed:
@@ -40,7 +41,7 @@ for family in ${FAMILIES:-lenet vgg-small resnet-small}; do
     || $PY -m finetune dataset --task score --corpus "$(corpus "$family")" --out "$OUT/gate-data-fm-$family" \
          --eval-fraction 0.99 --rng-seed 1
   $PY -m finetune eval --task score --model smollm2-135m --adapter "$ADAPTERS/$name" \
-    --corpus "$OUT/gate-data-fm-$family" --n 70 --batch-size 35 --out "$ADAPTERS/gate-$name.json"
+    --corpus "$OUT/gate-data-fm-$family" --n 71 --batch-size 36 --out "$ADAPTERS/gate-$name.json"
   $PY benchmarks/scorer_gate.py "$ADAPTERS/gate-$name.json" --corpus "$(corpus "$family")" > "$ADAPTERS/gate-$name.md"
   cat "$ADAPTERS/gate-$name.md"
 done
