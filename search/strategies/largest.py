@@ -23,15 +23,17 @@ class Largest(WidthsStrategy):
     def widest(self) -> list[int] | None:
         sp = self.space
         if sp.size <= ENUMERATE and (sp.table or not sp.limits):
-            best, key = None, None
+            top, most = [], None  # the fitting configurations of the largest index sum, in order
             for w in sp.all():
                 if tuple(w) in self.seen or not sp.fits(w):
                     continue
-                c = sp.cost(w) or {}
-                k = (sum(sp.index(w)), c.get("flops") or 0)
-                if key is None or k > key:
-                    best, key = w, k
-            return best
+                n = sum(sp.index(w))
+                if most is None or n > most:
+                    top, most = [w], n
+                elif n == most:
+                    top.append(w)
+            # costs only for the ties (a code space pre-checks each in the sandbox: never the whole space)
+            return max(top, key=lambda w: (sp.cost(w) or {}).get("flops") or 0) if top else None
         w = [c[-1] for c in sp.choices]
         for _ in range(sum(len(c) for c in sp.choices)):
             if sp.fits(w) and tuple(w) not in self.seen:
