@@ -53,6 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
     _opt(d, "--best-of", DatasetConfig, "with --targets best: variants drawn per target", type=int)
     _opt(d, "--history", DatasetConfig, "with --targets best (widths): show up to this many of the other, less "
          "accurate drawn variants as the prompt's Tried: list, as the search does", type=int)
+    _opt(d, "--reuse", DatasetConfig, "keep OUT when it already holds these data (built with the same settings "
+         "from the same corpus rows); else build", action="store_true")
     d.add_argument("--config", default=None, help="YAML file with any of these options")
 
     t = sub.add_parser("train", help="LoRA fine-tuning with trl's SFTTrainer, loss on the answer only")
@@ -76,7 +78,10 @@ def make_parser() -> argparse.ArgumentParser:
          action="store_true")
     _opt(t, "--merge", TrainConfig, "also write the base with the adapter merged in to OUT/merged",
          action="store_true")
-    _opt(t, "--resume", TrainConfig, "continue from the last checkpoint in OUT", action="store_true")
+    _opt(t, "--resume", TrainConfig, "continue from the last checkpoint in OUT (written with the same recipe "
+         "and rows, else refused)", action="store_true")
+    _opt(t, "--reuse", TrainConfig, "keep OUT when it already holds this training (the same rows, recipe and "
+         "length: its run card says so); else train", action="store_true")
     _opt(t, "--gradient-checkpointing", TrainConfig, "recompute activations to save memory",
          action="store_true")
     _opt(t, "--batching", TrainConfig, "auto (padding-free with flash-attn on CUDA, else grouped), "

@@ -78,6 +78,7 @@ class DatasetConfig:
     class_name: str | None = None  # builds every network; None: each row's class_name column
     task: str = "improve"  # finetune.tasks: improve (these pairs), score (finetune.score) or prefer (finetune.prefer)
     sample: int = 0  # score task: a random subset of this many labelled rows (0: all); prefer: at most this many pairs
+    reuse: bool = False  # OUT already holds these data (same settings, same corpus rows): kept, not rebuilt
 
 
 TARGETS = ("any", "best")

@@ -21,6 +21,7 @@ names it (a folder without one is an `improve` folder, as written before tasks e
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import json
@@ -136,6 +137,24 @@ def task_of(given: str | None, recorded: str | None, what: str = "") -> Task:
 # The commands that dispatch on a task live here, above every task's implementation (no import cycle).
 
 
+def current_data(cfg) -> dict | None:
+    """`finetune dataset --reuse`: OUT's `finetune_dataset.json` when OUT was built with these settings from
+    these corpus rows (their fingerprint), else None."""
+    from finetune.pairs import corpus_fingerprint, load_rows, with_class_name
+
+    try:
+        info = json.loads((Path(cfg.out) / "finetune_dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        return None
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "reuse"}
+    if {k: v for k, v in info["config"].items() if k != "reuse"} != settings:
+        return None
+    rows = with_class_name(load_rows(cfg.corpus), cfg.class_name)
+    return info if info.get("corpus_fingerprint") == corpus_fingerprint(rows) else None
+
+
 def main_dataset(cfg) -> int:
     """`finetune dataset`: the task's train/eval data set and `finetune_dataset.json` in OUT."""
     import sys
@@ -149,6 +168,10 @@ def main_dataset(cfg) -> int:
         raise FinetuneError("missing --out (a flag or a key in --config)")
     if out.exists() and not out.is_dir():
         raise FinetuneError(f"--out {out} exists and is not a folder")
+    if cfg.reuse and (kept := current_data(cfg)):
+        print(f"{out} already holds these data ({kept.get('corpus_rows')} corpus rows, the same settings): "
+              "kept (--reuse)")
+        return 0
     dd, info = task.build(cfg, progress=True)
     datasets.disable_progress_bars()
     dd.save_to_disk(str(out))

@@ -67,6 +67,7 @@ class TrainConfig:
     load_in_4bit: bool = False
     merge: bool = False
     resume: bool = False
+    reuse: bool = False  # OUT already holds this training (same recipe, same rows): not trained again
     seed: int = 0
     pairs_per_parent: int = 4
     eval_fraction: float = 0.1
@@ -240,8 +241,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise FinetuneError(f"--out {out} exists and is not a folder")
     if cfg.resume and not any(out.glob("checkpoint-*")):
         raise FinetuneError(f"--resume: no checkpoint-* folder in {out} to resume from")
-    if not cfg.resume and any(out.glob("checkpoint-*")):
-        raise FinetuneError(f"{out} already has checkpoints: pass --resume to continue, or choose a new --out")
+    if not cfg.resume and not cfg.reuse:
+        check_fresh(cfg)
     if cfg.load_in_4bit:
         import torch
 
@@ -404,6 +405,64 @@ TRAINERS = {
 }
 
 
+# What a resumed run must share with the run that wrote its checkpoints (besides the training rows): the rest
+# (--max-steps, --epochs, logging, saving, evaluation) may change between segments.
+RESUME_KEYS = ("model", "lr", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "batch_size",
+               "grad_accum", "seed", "beta", "load_in_4bit", "batching", "fast_cpu")
+# What `--reuse` must find in a finished run's card besides the rows: the recipe and its length.
+REUSE_KEYS = RESUME_KEYS + ("max_steps", "epochs", "max_length")
+
+
+def data_fingerprint(dd, data_info: dict) -> str:
+    """sha256 of the rows a run trains on (and the held-out networks): what `--resume` must find unchanged."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(dd):
+        digest.update(name.encode())
+        for row in dd[name]:
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(data_info.get("eval_sources"), default=str).encode())
+    return digest.hexdigest()
+
+
+def check_resume(cfg: TrainConfig, fingerprint: str) -> None:
+    """Refuse to continue checkpoints that another recipe or other rows wrote (`OUT/train_config.json`, written
+    when a run starts): a resumed segment would silently mix them."""
+    path = Path(cfg.out) / "train_config.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # checkpoints without a config (written by hand): nothing to compare with
+    if not isinstance(before, dict):
+        return
+    now = dataclasses.asdict(cfg)
+    changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in RESUME_KEYS if k in before and before[k] != now[k]]
+    if before.get("data_fingerprint") not in (None, fingerprint):
+        changed.append(f"the training rows ({cfg.corpus} is not what the checkpoints were trained on)")
+    if changed:
+        raise FinetuneError(f"--resume: the checkpoints in {cfg.out} were written with other settings: "
+                            f"{'; '.join(changed)}; train into a new --out, or remove {cfg.out}")
+
+
+def check_fresh(cfg: TrainConfig) -> None:
+    if any(Path(cfg.out).glob("checkpoint-*")):
+        raise FinetuneError(f"{cfg.out} already has checkpoints: pass --resume to continue, or choose a new --out")
+
+
+def finished(cfg: TrainConfig, fingerprint: str) -> dict | None:
+    """`--reuse`: OUT's run card when it records this training (the same rows, recipe and length), else None."""
+    try:
+        card = json.loads((Path(cfg.out) / "run_card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(card, dict) or card.get("data_fingerprint") != fingerprint \
+            or not (Path(cfg.out) / "adapter_config.json").is_file():
+        return None
+    before, now = card.get("config") or {}, dataclasses.asdict(cfg)
+    return card if all(before.get(k) == now[k] for k in REUSE_KEYS) else None
+
+
 def prepare(cfg: TrainConfig, progress: bool = True):
     """Everything up to a ready trl trainer (SFT, or DPO for a task whose `trainer` says so): (trainer,
     facts for the run card)."""
@@ -417,6 +476,13 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     kind = TRAINERS[get_task(data_info.get("task")).trainer]
     if cfg.beta <= 0:
         raise FinetuneError("--beta must be positive")
+    fingerprint = data_fingerprint(dd, data_info)
+    if cfg.reuse and (card := finished(cfg, fingerprint)):
+        return None, {"reused": card}
+    if cfg.resume:
+        check_resume(cfg, fingerprint)
+    else:
+        check_fresh(cfg)
     base = resolve_model(cfg.model, progress)
     tok = load_tokenizer(base)
 
@@ -452,6 +518,7 @@ def prepare(cfg: TrainConfig, progress: bool = True):
     except ValueError as exc:  # e.g. target modules the model does not have
         raise FinetuneError(f"cannot set up training: {str(exc).splitlines()[0][:200]}") from None
     facts = {"base": base, "mode": mode, "batching": kind.batching(cfg), "data_info": data_info,
+             "data_fingerprint": fingerprint,
              "dropped_long": dropped, "max_length": max_length,
              "longest": max([n for n in lengths if n <= max_length], default=max_length),
              "train_pairs": len(train), "eval_pairs": eval_total if evald is not None else 0,
@@ -526,8 +593,13 @@ def main_train(cfg: TrainConfig) -> int:
     print(f"config: {cfg}", file=sys.stderr)
     out = Path(cfg.out)
     trainer, facts = prepare(cfg)
+    if trainer is None:
+        print(f"{out} already holds this training ({facts['reused'].get('steps')} steps on the same rows, the same "
+              f"recipe, trained {facts['reused'].get('trained_at')}): not trained again (--reuse)")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    (out / "train_config.json").write_text(
+        json.dumps({**dataclasses.asdict(cfg), "data_fingerprint": facts["data_fingerprint"]}, indent=2) + "\n")
     warning = memory_warning(cfg, facts["base"], facts["longest"])
     if warning:
         print(warning, file=sys.stderr)
@@ -562,6 +634,7 @@ def main_train(cfg: TrainConfig) -> int:
                   "max_length": facts["max_length"], "dropped_longer_than_max_length": facts["dropped_long"],
                   "tokens_per_pair": facts["tokens_per_pair"],
                   "eval_sources": facts["data_info"].get("eval_sources")},
+        "data_fingerprint": facts["data_fingerprint"],  # what `--resume` checks; scripts compare it to skip a rerun
         "task": facts["data_info"].get("task", "improve"),  # a data set folder's own, else the flag's
         "answer_format": facts["data_info"].get("answer_format", "code"),  # a pairs folder's own, else the flags'
         "context": facts["data_info"].get("context", "source"),

@@ -380,6 +380,28 @@ def test_dataset_cli_writes_train_and_eval_splits(corpus, tmp_path):
     assert info["train"] == len(dd["train"])
 
 
+def test_dataset_reuse_keeps_data_built_from_the_same_rows_and_rebuilds_stale_ones(tmp_path):
+    """`finetune dataset --reuse` (what the model scripts call): OUT is kept when it was built with the same
+    settings from the same corpus rows; a changed corpus or setting rebuilds it."""
+    rows = random_rows(n_seeds=2, per_seed=6, seed=5)
+    corpus = write_corpus(tmp_path / "c", rows)
+    out = tmp_path / "pairs"
+    args = ("finetune", "dataset", "--corpus", corpus, "--out", out, "--answer-format", "code", "--eval-fraction", 0.2)
+    assert run_module(*args, "--reuse").returncode == 0
+    info = (out / "finetune_dataset.json").read_text()
+    kept = run_module(*args, "--reuse")
+    assert kept.returncode == 0 and "kept (--reuse)" in kept.stdout
+    assert (out / "finetune_dataset.json").read_text() == info
+    other_seed = run_module(*args, "--reuse", "--rng-seed", 3)  # another setting: rebuilt
+    assert other_seed.returncode == 0 and "kept" not in other_seed.stdout
+    assert json.loads((out / "finetune_dataset.json").read_text())["config"]["seed"] == 3
+    shutil.rmtree(corpus)
+    write_corpus(corpus, rows[:-1])  # the corpus changed (a row fewer): rebuilt
+    rebuilt = run_module(*args, "--reuse", "--rng-seed", 3)
+    assert rebuilt.returncode == 0 and "kept" not in rebuilt.stdout
+    assert json.loads((out / "finetune_dataset.json").read_text())["corpus_rows"] == len(rows) - 1
+
+
 def test_dataset_reads_several_corpora_as_one(tmp_path):
     """`--corpus a,b` (an adapter tuned on two seed families): the rows of both, pairs within each family,
     the same pairs as one corpus holding both; the same corpus twice is refused, not double-counted."""
@@ -461,6 +483,17 @@ def test_a_resumed_training_counts_the_time_of_every_segment(tiny_model, corpus,
     assert third.returncode == 0, third.stderr[-3000:]
     card = json.loads((out / "run_card.json").read_text())
     assert card["resumed_from_step"] == 4 and card["train_seconds_complete"] is False
+    # --reuse: the same rows, recipe and length are not trained again; another length is (from checkpoint-5)
+    same = run_module(*common, "--max-steps", 5, "--reuse", timeout=600)
+    assert same.returncode == 0 and "not trained again (--reuse)" in same.stdout, same.stderr[-2000:]
+    assert json.loads((out / "run_card.json").read_text()) == card
+    # checkpoints are continued only with the recipe and the rows that wrote them: else a one-line refusal
+    assert len(card["data_fingerprint"]) == 64
+    other_lr = run_module(*common, "--max-steps", 6, "--resume", "--lr", "1e-3", timeout=600)
+    assert_one_line_error(other_lr, "lr 0.0002 -> 0.001")
+    other_rows = run_module(*common, "--max-steps", 6, "--resume", "--eval-fraction", "0.5", timeout=600)
+    assert_one_line_error(other_rows, "the training rows")
+    assert json.loads((out / "run_card.json").read_text())["steps"] == 5  # nothing trained, nothing overwritten
 
 
 def test_eval_cli_compares_base_and_adapter(trained, tiny_model, corpus, tmp_path):

@@ -8,7 +8,8 @@
 # OUT/prefer-on-<other space>; then `finetune eval --task prefer` of base and adapter on 200 held-out pairs.
 # The adapters (weights, config, run card, loss plot; no checkpoints) are copied to ADAPTERS
 # (benchmarks/headline/models, committed: scorer_runs.sh CONFIGS=gen searches with them), the eval beside them.
-# Resumable: finished steps are kept (a killed `finetune train` continues with --resume).
+# Resumable: finished steps are kept (a killed `finetune train` continues with --resume); data and adapters in
+# OUT are kept only while built from the same rows with the same settings (--reuse), else rebuilt.
 set -euo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-headline/models}
@@ -24,14 +25,11 @@ for tuned_on in ${TUNED_ON:-resnet mobilenet}; do   # TUNED_ON=resnet: only the 
     continue
   fi
   $PY -m corpus from-table --space "cbm-$tuned_on" --out "$OUT/cbm-$tuned_on"   # resumes its own journal
-  [ -f "$OUT/prefer-data-$tuned_on/finetune_dataset.json" ] \
-    || $PY -m finetune dataset --task prefer --corpus "$OUT/cbm-$tuned_on" --out "$OUT/prefer-data-$tuned_on" \
-         --sample 4000 --eval-fraction 0.1 --rng-seed 0
-  if [ ! -f "$OUT/prefer-on-$tuned_on/adapter_config.json" ]; then
-    resume=""; ls -d "$OUT/prefer-on-$tuned_on"/checkpoint-* >/dev/null 2>&1 && resume="--resume"
-    $PY -m finetune train --corpus "$OUT/prefer-data-$tuned_on" --model smollm2-135m --out "$OUT/prefer-on-$tuned_on" \
-      --max-steps 200 --batch-size 8 --beta 0.1 --fast-cpu auto $resume
-  fi
+  $PY -m finetune dataset --task prefer --corpus "$OUT/cbm-$tuned_on" --out "$OUT/prefer-data-$tuned_on" \
+    --sample 4000 --eval-fraction 0.1 --rng-seed 0 --reuse
+  resume=""; ls -d "$OUT/prefer-on-$tuned_on"/checkpoint-* >/dev/null 2>&1 && resume="--resume"
+  $PY -m finetune train --corpus "$OUT/prefer-data-$tuned_on" --model smollm2-135m --out "$OUT/prefer-on-$tuned_on" \
+    --max-steps 200 --batch-size 8 --beta 0.1 --fast-cpu auto --reuse $resume
   mkdir -p "$ADAPTERS/prefer-on-$tuned_on"
   for f in adapter_config.json adapter_model.safetensors run_card.json loss.png train_config.json; do
     cp "$OUT/prefer-on-$tuned_on/$f" "$ADAPTERS/prefer-on-$tuned_on/"
