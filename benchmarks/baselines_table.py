@@ -58,6 +58,18 @@ def strategy_seconds(sweep: Path, cell: str, name: str) -> float | None:
     return statistics.median(secs) if secs else None
 
 
+def trained(sweep: Path, cell: str, name: str) -> tuple[int, int]:
+    """(iterations that trained a new network, iterations) over the cell's runs of `name`: the rest are repeats of
+    a network already tried (`duplicate`: uniform sampling draws with replacement), failures or limits."""
+    from search.runner import load_run
+
+    done = total = 0
+    for run in sorted((sweep / "runs" / cell).glob(f"{name}-*")):
+        _, iters, _ = load_run(str(run))
+        done, total = done + sum(r["status"] == "ok" for r in iters), total + len(iters)
+    return done, total
+
+
 def strongest(ranks: dict[str, list[int]]) -> str:
     """The protocol's strongest non-LLM strategy: the lowest median rank, ties by the smaller mean."""
     return min(ranks, key=lambda g: (statistics.median(ranks[g]), statistics.fmean(ranks[g])))
@@ -103,11 +115,14 @@ def fm_main(sweep: Path, llm_compare: Path) -> int:
            "(%) after 20 trained candidates, 5 rng seeds; p: two-sided exact permutation test on the Mann-Whitney U "
            f"statistic; Holm over (c) tpe/gp/evolution vs random ({len(fam_c)} tests) and (d) every LLM configuration "
            f"vs its family's strongest non-LLM strategy ({len(fam_d)} tests). P(sup): a run of the row beats one of "
-           "the reference (higher best; ties count half)." + partial, ""]
+           "the reference (higher best; ties count half). Trained: iterations that trained a new network, of all "
+           "iterations of the row's runs (the rest repeat a network already tried, failed or broke a limit; uniform "
+           "`random` draws with replacement)." + partial, ""]
     for cell, c in cells.items():
         out += [f"## {cell}", "", f"Strongest non-LLM strategy (highest median best): **{c['strongest']}**.", "",
-                "| strategy / configuration | median best % [95% CI] | best % per seed (0-4) | reference | p | Holm p | P(sup) |",
-                "|---|---:|---|---|---:|---:|---:|"]
+                "| strategy / configuration | median best % [95% CI] | best % per seed (0-4) | trained | reference | p | "
+                "Holm p | P(sup) |",
+                "|---|---:|---|---:|---|---:|---:|---:|"]
         rows = [(g, c["strategies"][g], False) for g in STRATEGIES if g in c["strategies"]] + \
                [(g, c["llm"][g], True) for g in c["llm"]]
         for g, best, is_llm in rows:
@@ -116,8 +131,10 @@ def fm_main(sweep: Path, llm_compare: Path) -> int:
             p, q = tests.get((cell, g, ref), (None, None))
             sup = superiority(best, c["strategies"][ref]) if ref else None
             name = f"{g} ({FM_LLM.get(g, 'tuned on the other two families')}, committed)" if is_llm else g
+            ok, total = (0, 0) if is_llm else trained(sweep, cell, g)
             out.append(f"| {name} | {100 * statistics.median(best):.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
-                       f"{', '.join(f'{100 * b:.2f}' for b in best)} | {ref or '–'} | {fmt_p(p)} | {fmt_p(q)} | "
+                       f"{', '.join(f'{100 * b:.2f}' for b in best)} | {f'{ok}/{total}' if total else '–'} | "
+                       f"{ref or '–'} | {fmt_p(p)} | {fmt_p(q)} | "
                        f"{'–' if sup is None else f'{sup:.2f}'} |")
         if c["committed_random"] is not None:
             out += ["", "The committed headline's `random` row of this family (the old `--llm random`, today's "

@@ -83,9 +83,20 @@ def test_the_fm_baselines_table_says_what_five_seeds_can_show(tmp_path, capsys):
     (tmp_path / "llm" / "fm-lenet").mkdir(parents=True)
     (tmp_path / "llm" / "fm-lenet" / "compare.json").write_text(
         json.dumps({"groups": {"frozen": {"best": [0.7] * 5}, "random": {"best": [0.71] * 5}}}))
+    from search.loop import SearchConfig
+    from search.runner import new_store
+
+    for seed, statuses in enumerate((["ok", "duplicate", "ok"], ["ok", "ok", "ok"])):  # random's runs: 5 of 6 new
+        store = new_store(SearchConfig(out=str(tmp_path / "sw" / "runs" / "lenet" / f"random-{seed}")))
+        for it, status in enumerate(statuses):
+            store.add({"it": it, "status": status, "metrics": {"accuracy": 0.7}, "extra": {}})
+        store.close()
     assert baselines_table.fm_main(tmp_path / "sw", tmp_path / "llm") == 0
     out = capsys.readouterr().out
     assert "Partial: no runs yet of vgg-small, resnet-small" in out
+    random_row = next(line for line in out.splitlines() if line.startswith("| random |"))
+    assert random_row.split(" | ")[3] == "5/6"  # trained: the duplicate is not a new network
+    assert next(line for line in out.splitlines() if line.startswith("| tpe |")).split(" | ")[3] == "–"  # no stores
     assert f"**{baselines_table.STRATEGIES[-1]}**" in out  # the highest median
     assert "smallest two-sided exact p is 0.0079" in out
     assert "family (c) by 3 (0.024)" in out and "(d) by 1 (0.008)" in out  # one family run: 3 and 1 tests
