@@ -111,7 +111,7 @@ def fm_main(sweep: Path, llm_compare: Path) -> int:
     partial = f" **Partial: no runs yet of {', '.join(missing)}; the Holm families below hold only the families " \
               "shown (not final).**" if missing else ""
     out = ["# Baselines on the headline's Fashion-MNIST families: results", "",
-           f"Sweep `{sweep}`; protocol: benchmarks/baselines.md (third amendment). Best = the best proxy accuracy "
+           f"Sweep `{sweep}`; protocol: benchmarks/baselines.md (third and fourth amendments). Best = the best proxy accuracy "
            "(%) after 20 trained candidates, 5 rng seeds; p: two-sided exact permutation test on the Mann-Whitney U "
            f"statistic; Holm over (c) tpe/gp/evolution vs random ({len(fam_c)} tests) and (d) every LLM configuration "
            f"vs its family's strongest non-LLM strategy ({len(fam_d)} tests). P(sup): a run of the row beats one of "
