@@ -459,8 +459,8 @@ def finished(cfg: TrainConfig, fingerprint: str) -> dict | None:
     if not isinstance(card, dict) or card.get("data_fingerprint") != fingerprint \
             or not (Path(cfg.out) / "adapter_config.json").is_file():
         return None
-    before, now = card.get("config") or {}, dataclasses.asdict(cfg)
-    return card if all(before.get(k) == now[k] for k in REUSE_KEYS) else None
+    before, now = card.get("config"), dataclasses.asdict(cfg)
+    return card if isinstance(before, dict) and all(before.get(k) == now[k] for k in REUSE_KEYS) else None
 
 
 def prepare(cfg: TrainConfig, progress: bool = True):
