@@ -62,6 +62,9 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+FAST_CPU = ("auto", "on", "off")  # the values of every --fast-cpu (corpus build, search run, finetune train)
+
+
 def resolve_fast_cpu(value) -> str:
     """`--fast-cpu` as on or off: auto is on where the CPU has bf16 instructions (`cpu_has_bf16`); true/false
     (what earlier versions stored) are on/off. A run or corpus resolves it once and stores the answer."""
@@ -69,7 +72,7 @@ def resolve_fast_cpu(value) -> str:
         return "on" if value else "off"
     if value == "auto":
         return "on" if cpu_has_bf16() else "off"
-    if value in ("on", "off"):
+    if value in FAST_CPU:
         return value
     raise CorpusError(f"--fast-cpu must be auto, on or off, not {value!r}")
 

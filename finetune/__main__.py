@@ -38,6 +38,7 @@ def _opt(p, flag, cls, help, field: str | None = None, **kw):
 def make_parser() -> argparse.ArgumentParser:
     from finetune.evaluate import EvalConfig
     from finetune.pairs import DatasetConfig
+    from corpus.evaluator import FAST_CPU
     from finetune.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__.splitlines()[0])
@@ -88,7 +89,7 @@ def make_parser() -> argparse.ArgumentParser:
          "padding-free, grouped (padded, similar lengths together) or padded")
     _opt(t, "--fast-cpu", TrainConfig, "on a CPU: train in bf16 autocast (fp32 master weights; ~1.7-2x on CPUs "
          "with bf16 instructions, slower elsewhere): auto (on where the CPU has them), on, off",
-         choices=("auto", "on", "off"))
+         choices=FAST_CPU)
     _opt(t, "--logging-steps", TrainConfig, "log the loss every N steps", type=int)
     _opt(t, "--save-steps", TrainConfig, "write a checkpoint every N steps", type=int)
     _opt(t, "--eval-steps", TrainConfig, "also compute the eval loss every N steps (on the --eval-limit "

@@ -230,7 +230,9 @@ def check_config(cfg: SearchConfig) -> None:
         raise SearchError(f"--constrain on needs --answer-format {able} and a server kind other than none")
     if cfg.samples < 1:
         raise SearchError("--samples must be >= 1")
-    if cfg.fast_cpu not in ("auto", "on", "off"):
+    from corpus.evaluator import FAST_CPU
+
+    if not isinstance(cfg.fast_cpu, str) or cfg.fast_cpu not in FAST_CPU:
         raise SearchError(f"--fast-cpu must be auto, on or off, not {cfg.fast_cpu!r}")
     if isinstance(cfg.min_steps, bool) or not isinstance(cfg.min_steps, int) or cfg.min_steps < 0:
         raise SearchError(f"--min-steps must be an integer >= 0, not {cfg.min_steps!r}")
