@@ -29,6 +29,7 @@ Multi-objective options (all off by default; `--objective accuracy` is the plain
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -239,6 +240,11 @@ def check_config(cfg: SearchConfig) -> None:
     if isinstance(cfg.proxy_seeds, bool) or not isinstance(cfg.proxy_seeds, int) or cfg.proxy_seeds < 1:
         raise SearchError(f"--proxy-seeds must be >= 1 (training runs averaged per candidate), not {cfg.proxy_seeds!r}")
 
+    for flag, limit in (("--max-flops", cfg.max_flops), ("--max-params", cfg.max_params),
+                        ("--max-latency-ms", cfg.max_latency_ms)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                  or not math.isfinite(limit) or limit <= 0):
+            raise SearchError(f"{flag} must be a number > 0 (a limit no candidate may exceed), not {limit!r}")
     if cfg.iterations < 0 or cfg.memory < 1:
         raise SearchError("--iterations must be >= 0 and --memory >= 1")
     try:

@@ -151,3 +151,17 @@ def test_a_strategy_that_reads_costs_gets_them_in_a_code_space_without_limits(tm
     if strategy == "largest":  # the widest grid point first, without a pre-check of every configuration of the
         # space (the enumeration once asked each one's cost: hours of sandboxed builds on vgg-small's space)
         assert iters[0]["raw_answer"].endswith("(widest that fits)") and len(checked) < 60
+
+
+@pytest.mark.parametrize("flag, value", [("--max-flops", "0"), ("--max-flops", "-1"), ("--max-params", "nan"),
+                                         ("--max-latency-ms", "inf")])
+def test_a_limit_that_is_not_a_positive_number_is_a_one_line_error(tmp_path, full_table, capsys, flag, value):
+    """`--max-flops 0` was read as "no limit" (a falsy budget) and -1 as a budget nothing fits: both ran."""
+    from search.__main__ import main
+
+    path, _ = full_table
+    assert main(["run", "--strategy", "random", "--evaluator", f"table:{SPACE}", "--benchmark-file", str(path),
+                 flag, value, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag} must be a number > 0") and "\n" not in err
+    assert not (tmp_path / "r").exists()
