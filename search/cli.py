@@ -66,6 +66,11 @@ def add_run_arguments(r: argparse.ArgumentParser, defaults: bool = True) -> argp
     r.add_argument("--pool-local", type=float, default=d.pool_local,
                    help="--strategy scored: share of the pool drawn as one- or two-slot changes of the run's best "
                         "evaluated configurations (the rest uniform)")
+    r.add_argument("--pool-from", metavar="STRATEGY", default=d.pool_from,
+                   help="--strategy scored: another strategy (largest, surrogate, tpe, ...) whose next --pool-from-n "
+                        "proposals join each pool, to be scored with the rest (default: none)")
+    r.add_argument("--pool-from-n", metavar="K", type=int, default=d.pool_from_n,
+                   help="--strategy scored with --pool-from: its proposals per pool (default 8)")
     r.add_argument("--llm", default=d.llm, type=llm_name,
                    help="the Code Generator of --strategy llm: smollm2-135m | Hub id | local folder")
     r.add_argument("--adapter", default=None, help="peft adapter folder for the Code Generator")

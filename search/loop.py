@@ -58,6 +58,8 @@ class SearchConfig:
     scorer_url: str | None = None  # scored: an OpenAI-compatible server of the scorer instead
     scorer_pool: int = 64  # scored: new configurations drawn and scored per iteration
     pool_local: float = 0.5  # scored: share of the pool drawn as 1-2 slot changes of the best evaluated ones
+    pool_from: str | None = None  # scored: another (non-LLM) strategy whose next proposals join the pool
+    pool_from_n: int = 8  # scored: how many of them per iteration
     scorer_dtype: str = "float32"  # scored, in process: bfloat16 merges the adapter and halves the scoring time
     scorer_generate: int = 0  # scored: pool members answered by the Code Generator (--llm/--adapter) per iteration
     generator_ladder: tuple[float, ...] = (0.7, 1.0, 1.3)  # scored: their temperatures, cycled
@@ -179,7 +181,9 @@ class SearchConfig:
             dtype = "" if self.scorer_dtype == "float32" else f"@{self.scorer_dtype}"
             gen = f"+gen{self.scorer_generate}{'' if self.generator_prompt == 'search' else '-' + self.generator_prompt}:" \
                 f"{self.llm}{'+' + self.adapter if self.adapter else ''}" if self.generates else ""
-            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}{gen}"
+            other = f"+from-{self.pool_from}{self.pool_from_n}" if self.pool_from else ""
+            return f"{self.strategy}:{self.scorer}{'+' + self.scorer_adapter if self.scorer_adapter else ''}{dtype}{gen}" \
+                f"{other}"
         if not self.uses_llm:
             return self.strategy
         return f"{self.llm}{'+' + self.adapter if self.adapter else ''}"
@@ -289,6 +293,11 @@ def check_config(cfg: SearchConfig) -> None:
                           f"not {cfg.strategy}")
     if cfg.scorer_pool < 1:
         raise SearchError(f"--scorer-pool must be >= 1, not {cfg.scorer_pool}")
+    if cfg.pool_from is not None and not takes_scorer(cfg.strategy):  # its name: checked where strategies are made
+        raise SearchError(f"--pool-from adds another strategy's proposals to a scored pool: it needs --strategy "
+                          f"{' or '.join(with_scorer())}, not {cfg.strategy}")
+    if isinstance(cfg.pool_from_n, bool) or not isinstance(cfg.pool_from_n, int) or cfg.pool_from_n < 1:
+        raise SearchError(f"--pool-from-n must be >= 1 (proposals of --pool-from per pool), not {cfg.pool_from_n!r}")
     if not 0.0 <= cfg.pool_local <= 1.0:
         raise SearchError(f"--pool-local must be between 0 and 1, not {cfg.pool_local}")
     if cfg.scorer_dtype not in ("float32", "bfloat16"):

@@ -131,6 +131,10 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool, generator
 
     if cfg.strategy not in STRATEGIES:
         raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
+    if cfg.pool_from is not None:
+        from search.strategies import check_pool_from
+
+        check_pool_from(cfg.pool_from)
     if cfg.uses_llm and not llm_given:
         check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
     if cfg.generates and not generator_given:  # a scored pool's generator

@@ -106,6 +106,36 @@ def test_a_resumed_run_proposes_what_the_uninterrupted_run_did(tmp_path, full_ta
     assert [r["metrics"]["table_key"] for r in again] == [r["metrics"]["table_key"] for r in whole]
 
 
+def test_another_strategys_proposals_join_the_pool(tmp_path, full_table):  # noqa: F811
+    """--pool-from largest: the pool holds largest's next proposals, asked of a `Largest` fed the run's history.
+    A scorer with one answer for every network leaves the order of the pool to decide (the first member wins
+    ties), so until the head has STARTUP rows the run evaluates exactly what `--strategy largest` would."""
+    from search.strategies.scored import STARTUP
+    from test_strategies import search as plain
+
+    path, _ = full_table
+    key = lambda r: r["metrics"]["table_key"]  # noqa: E731
+    alone = plain(tmp_path / "alone", path, "largest", iterations=STARTUP)
+    flat = scored(tmp_path, path, WidthReader(constant=85.0), "flat", iterations=STARTUP + 2, explore=0.0,
+                  pool_local=0.0, pool_from="largest", pool_from_n=4)
+    assert [key(r) for r in flat[:STARTUP]] == [key(r) for r in alone]
+    assert all("from largest (" in r["raw_answer"] for r in flat[:STARTUP])
+    assert len({key(r) for r in flat}) == len(flat)  # its proposals are new each time
+    # a scorer that reads the widths picks one of largest's (the widest) over 28 uniform draws
+    wide = scored(tmp_path, path, WidthReader(), "wide", iterations=1, explore=0.0, pool_local=0.0,
+                  pool_from="largest", pool_from_n=4)
+    assert "from largest (widest that fits)" in wide[0]["raw_answer"] and sum(map(int, key(wide[0]))) >= 27
+    # a resumed run proposes what the uninterrupted one did (the other strategy relearns the history)
+    whole = scored(tmp_path, path, WidthReader(), "whole", iterations=6, pool_from="surrogate", pool_from_n=3)
+    scored(tmp_path, path, WidthReader(), "cut", iterations=3, pool_from="surrogate", pool_from_n=3)
+    cfg = SearchConfig(strategy="scored", scorer="scripted", evaluator=f"table:{SPACE}", seed=SPACE, iterations=6,
+                       benchmark_file=str(path), out=str(tmp_path / "cut"), scorer_pool=32, pool_from="surrogate",
+                       pool_from_n=3)
+    run(cfg, resume=True, llm=WidthReader(), progress=False)
+    assert [key(r) for r in load_run(str(tmp_path / "cut"))[1]] == [key(r) for r in whole]
+    assert load_run(str(tmp_path / "cut"))[0].group.endswith("+from-surrogate3")
+
+
 def counted_tiny_model(folder):
     """The tiny random model in process, and the list its forward passes append their input shapes to."""
     from test_finetune import make_tiny_model
@@ -297,6 +327,11 @@ def test_an_in_process_model_samples_a_ladder_in_one_batched_pass(tmp_path):
      "the generator's answers join a pool of width lists: --answer-format widths, not diff"),
     (["--strategy", "scored", "--scorer", "x", "--adapter", "a"], "(or add --scorer-generate N: its generator)"),
     (["--strategy", "scored", "--scorer", "x", "--generator-prompt", "free"], "--generator-prompt"),
+    (["--strategy", "scored", "--scorer", "x", "--pool-from", "llm"], "--pool-from must be one of evolution, gp,"),
+    (["--strategy", "scored", "--scorer", "x", "--pool-from", "scored"], "--pool-from must be one of"),
+    (["--strategy", "tpe", "--pool-from", "largest"], "--pool-from adds another strategy's proposals to a scored"),
+    (["--strategy", "scored", "--scorer", "x", "--pool-from", "largest", "--pool-from-n", "0"],
+     "--pool-from-n must be >= 1"),
 ])
 def test_scorer_flags_are_checked_with_one_line(tmp_path, argv, why, capsys):
     from search.__main__ import main

@@ -34,6 +34,7 @@ class StrategyContext:
     llm: object = None  # the Code Generator's LLM (strategy llm), or a scorer's model given by the caller (tests)
     constrain: object = None  # search.constrain.ConstrainedRequests (strategy llm; a scored pool's generator)
     generator_llm: object = None  # a scored pool's generator model (--scorer-generate N > 0)
+    space: object = None  # the seed's width slots, once analysed (a second strategy of the run shares them)
 
 
 def _space(ctx: StrategyContext):
@@ -42,16 +43,20 @@ def _space(ctx: StrategyContext):
     from search.screening import limits
     from search.strategies.space import code_space, table_space
 
+    if ctx.space is not None:
+        return ctx.space
     a = analyze(ctx.pool, ctx.seed_code, ctx.spec)
     if not a.ok or not a.groups:
         raise SearchError(f"--strategy {ctx.cfg.strategy}: the seed's widths cannot be analysed: "
                           f"{a.error or 'no width literals'}")
     lim = {k: v for k, v in limits(ctx.cfg).items() if v is not None}
     if ctx.table is not None:
-        return table_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.table, lim, a)
+        ctx.space = table_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.table, lim, a)
+        return ctx.space
     if lim and ctx.precheck is None:
         raise SearchError(f"--strategy {ctx.cfg.strategy} with limits needs a pre-check (internal: none was built)")
-    return code_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.precheck, lim, a)
+    ctx.space = code_space(ctx.pool, ctx.seed_code, ctx.spec, ctx.precheck, lim, a)
+    return ctx.space
 
 
 def _llm(ctx):
@@ -152,7 +157,35 @@ def _scored(ctx):
                 raise SearchError(str(exc)) from None
         generator = CodeGenerator(gen_llm, c.temperature, c.max_new_tokens, c.answer_format, c.context, ctx.pool,
                                   ctx.spec, [list(ch) for ch in space.choices], ctx.constrain)
-    return Scored(space, c, llm, family_of(c, ctx.table), generator)
+    other = None
+    if c.pool_from is not None:  # another strategy over the same slots, fed the same history: its proposals join
+        other = _pool_from(ctx, space)
+    return Scored(space, c, llm, family_of(c, ctx.table), generator, other)
+
+
+def check_pool_from(name: str) -> None:
+    """`--pool-from NAME`: a non-LLM strategy that chooses width lists (a one-line error otherwise)."""
+    from search.loop import SearchError
+    from search.strategies.traits import takes_scorer
+
+    able = sorted(n for n in STRATEGIES if not uses_llm(n) and not takes_scorer(n) and n != "mutation")
+    if name not in able:
+        raise SearchError(f"--pool-from must be one of {', '.join(able)}, not {name!r}")
+
+
+def _pool_from(ctx, space):
+    """`--pool-from NAME`: the strategy NAME over the scored run's slots (a non-LLM one that chooses width lists)."""
+    import dataclasses
+
+    from search.loop import SearchError
+    from search.strategies.base import WidthsStrategy
+
+    c = ctx.cfg
+    other = STRATEGIES[c.pool_from](dataclasses.replace(ctx, space=space,
+                                                        cfg=dataclasses.replace(c, strategy=c.pool_from)))
+    if not isinstance(other, WidthsStrategy):
+        raise SearchError(f"--pool-from {c.pool_from} does not choose width lists here: use another strategy")
+    return other
 
 
 STRATEGIES = {

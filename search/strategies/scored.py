@@ -35,6 +35,12 @@ of the pool. An answer that does not parse, repeats or is over a limit is droppe
 lost generator server leaves the pool to the draws for that iteration. `--generator-prompt prefer` asks the
 prefer task's prompt instead (a model tuned with `finetune --task prefer`: the seed network and its accuracy
 as the reference, answers `x0.5 x1 x2 ...` relative to it), the same ladder, no exemplars.
+
+`--pool-from STRATEGY` (`--pool-from-n K`, 8) puts another strategy's proposals in the pool too: `largest`'s next
+greedy steps, `surrogate`'s top predictions, `tpe`'s or `gp`'s next asks, `evolution`'s children. The other
+strategy sees the run's history (every evaluation, whoever proposed it) and is asked K times per iteration,
+each answer counted as tried for the next question; the scorer then chooses among them and the draws.
+(`mutation` is not offered: the pool's `--pool-local` share is that.)
 """
 from __future__ import annotations
 
@@ -51,13 +57,16 @@ STARTUP, NICHES, TOP = 3, 4, 3
 class Scored(WidthsStrategy):
     name = "scored"
 
-    def __init__(self, space, cfg, llm, family: dict, generator=None):
+    def __init__(self, space, cfg, llm, family: dict, generator=None, other=None):
         """llm: a `finetune.llm` backend (or a test double with `generate`); family: what every prompt
         says of the run: `parent` (the seed's name), `dataset`, `recipe` (JSON text, as corpus rows);
         generator: a `search.roles.CodeGenerator` in the widths format whose answers join the pool
-        (`--scorer-generate`), or None."""
+        (`--scorer-generate`), or None; other: a `WidthsStrategy` over the same space whose next proposals
+        join the pool (`--pool-from`), or None."""
         super().__init__(space, cfg)
-        self.llm, self.family, self.generator = llm, family, generator
+        self.llm, self.family, self.generator, self.other = llm, family, generator, other
+        self.other_n = max(1, int(getattr(cfg, "pool_from_n", 8))) if other is not None else 0
+        self.from_other: dict[tuple, str] = {}  # the last pool's members proposed by `other` -> its note
         self.generate_n = max(0, int(getattr(cfg, "scorer_generate", 0))) if generator is not None else 0
         self.ladder = tuple(float(t) for t in getattr(cfg, "generator_ladder", None) or (0.7, 1.0, 1.3))
         self.asked = None  # the loop's prompt parts of this iteration (parent, goal, instruction, memory, ...)
@@ -73,6 +82,33 @@ class Scored(WidthsStrategy):
         self.score_seconds: list[float] = []
         self._reference = None
         self.near_best: set[tuple] = set()  # the last pool's members drawn near the best evaluated ones
+
+    def observe(self, cand, row: dict) -> None:
+        super().observe(cand, row)
+        if self.other is not None:  # the other strategy proposes from the run's history, as if it ran alone
+            self.other.observe(cand, row)
+
+    def proposals_of_other(self, rng, parent, parent_row) -> dict[tuple, str]:
+        """`--pool-from`: the other strategy's next `--pool-from-n` choices, each new and inside the limits
+        (-> its note). Asked one after another, each answer counted as tried for the next question only (the
+        other's proposals are distinct: its greedy order, its model's next best); forgotten afterwards, so
+        that what the run evaluates is all the other strategy learns from."""
+        if self.other is None:
+            return {}
+        got: dict[tuple, str] = {}
+        try:
+            for _ in range(self.other_n):
+                c = self.other.choose(random.Random(rng.randrange(2 ** 31)), parent, parent_row)
+                if c is None:
+                    break
+                w = tuple(c[0])
+                if w in got or not self.new(w):
+                    break
+                got[w] = c[1]
+                self.other.seen.add(w)
+        finally:
+            self.other.seen.difference_update(w for w in got if w not in self.seen)
+        return got
 
     # ------------------------------------------------------------------ prompts
     def row(self, widths) -> dict:
@@ -177,11 +213,15 @@ class Scored(WidthsStrategy):
                 out[w] = t
         return out, f"; generator: {len(out)} of {len(temps)} answers new and inside the limits"
 
-    def draw(self, rng) -> list[tuple]:
-        """The pool: the generator's new answers (`--scorer-generate`), then new configurations inside the
-        limits, `pool_local` of the drawn ones near the best evaluated ones."""
+    def draw(self, rng, parent=None, parent_row=None) -> list[tuple]:
+        """The pool: the generator's new answers (`--scorer-generate`), the other strategy's next proposals
+        (`--pool-from`), then new configurations inside the limits, `pool_local` of the drawn ones near the
+        best evaluated ones."""
         self.generated, self.generator_note = self.generate()
         pool: dict[tuple, None] = dict.fromkeys(list(self.generated)[:self.pool_size])
+        self.from_other = {w: n for w, n in self.proposals_of_other(rng, parent, parent_row).items() if w not in pool}
+        for w in list(self.from_other)[:max(0, self.pool_size - len(pool))]:
+            pool[w] = None
         start = len(pool)
         top = [w for w, _ in sorted(self.scored(), key=lambda t: -t[1])[:TOP]]
         local = start + round(self.pool_local * (self.pool_size - start)) if top else start
@@ -232,7 +272,7 @@ class Scored(WidthsStrategy):
     def choose(self, rng, parent, parent_row):
         import numpy as np
 
-        pool = self.draw(rng)
+        pool = self.draw(rng, parent, parent_row)
         if not pool:
             return None
         if rng.random() < self.explore:
@@ -255,6 +295,8 @@ class Scored(WidthsStrategy):
         near = ", near the best" if pool[j] in self.near_best else ""
         if pool[j] in self.generated:
             near = f", generated at T={self.generated[pool[j]]:g}"
+        elif pool[j] in self.from_other:
+            near = f", from {self.other.name} ({self.from_other[pool[j]]})"
         return list(pool[j]), (f"LM {lm_text}, predicted {100 * pred[j]:.2f}%, FLOPs niche {niche[j] + 1}/"
                                f"{len(edges) + 1} of {len(pool)}{near}{self.generator_note}")
 
