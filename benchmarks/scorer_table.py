@@ -11,8 +11,9 @@ are marked partial).
     NASFORGE_CBM_DIR=path/to/channel-bench-macro python benchmarks/scorer_table.py --protocol
 
 `--protocol`: the protocol's decision over all four cells from the committed stores
-(benchmarks/headline/scorer-runs/<cell>/scored-{tuned,frozen}-s*): family (e) tuned vs uniform `random` and vs
-frozen in each cell, family (f) tuned vs the cell's strongest non-LLM strategy after 20 and after 5, Holm over
+(benchmarks/headline/scorer-runs/<cell>/scored-{tuned,frozen,gen,pool}-s*): family (e) tuned vs uniform `random`
+and vs frozen in each cell, family (f) tuned vs the cell's strongest non-LLM strategy after 20 and after 5, (g)
+gen vs tuned and vs the strongest (amendment 3), (j) pool vs the strongest after 20 and 5 (amendment 8), Holm over
 each family of 8. A test whose cell has not run counts as p = 1, which can only raise the others' adjusted p
 (Holm is monotone), so the adjusted p shown is an upper bound until every cell has run. Baselines: benchmarks/headline/baselines/<cell>/compare.json (the baselines sweep's
 committed compare; ranks after 5 from its best accuracy after 5, ranked as compare ranks: among the
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from search.stats import bootstrap_median_ci, holm, permutation_p  # noqa: E402
 
+CONFIGS = ("tuned", "frozen", "gen", "pool")  # stores scored-<config>-s<seed> (scorer_runs.sh CONFIGS=...)
 SPACE = {"mobilenet": "cbm-mobilenet", "mobilenet-budget": "cbm-mobilenet",
          "resnet": "cbm-resnet", "resnet-budget": "cbm-resnet"}
 
@@ -91,22 +93,31 @@ def cell_data(cell: str, runs: list[str]) -> tuple[dict, str, dict]:
 
 
 def families(cells: dict) -> dict[str, list[dict]]:
-    """The protocol's two families from per-cell ranks: `cells` = {cell: {"tuned": (after 20, after 5),
-    "frozen": (after 20, after 5), "baselines": {group: (after 20, after 5)}}}. The strongest baseline of a
-    cell: the lowest median rank after 20 (mean to break ties). A cell runs when tuned and frozen both have 10
-    seeds; a test of a cell not run counts as p = 1 in its family's Holm correction. Each test: cell, ref,
+    """The protocol's families from per-cell ranks: `cells` = {cell: {"tuned": (after 20, after 5),
+    "frozen": (after 20, after 5), "baselines": {group: (after 20, after 5)}, and optionally "gen" and "pool"
+    (after 20, after 5)}}: (e) and (f) of the protocol, (g) of amendment 3 (gen vs tuned and vs the strongest,
+    after 20), (j) of amendment 8 (pool vs the strongest, after 20 and 5). The strongest baseline of a
+    cell: the lowest median rank after 20 (mean to break ties). A test runs when each configuration it compares
+    has 10 seeds (e, f: tuned and frozen both); a test not run counts as p = 1 in its family's Holm correction. Each test: cell, ref,
     at, tuned and reference ranks, p (None: not run), holm, verdict (yes: lower median and Holm p < 0.05;
     worse: higher median and Holm p < 0.05; no)."""
-    out = {"e": [], "f": []}
+    out = {"e": [], "f": [], "g": [], "j": []}
     for cell, d in cells.items():
         (t20, t5), (f20, _) = d["tuned"], d["frozen"]
+        (g20, _), (q20, q5) = d.get("gen") or ([], []), d.get("pool") or ([], [])
         base = d["baselines"]
         strongest = min(base, key=lambda g: (statistics.median(base[g][0]), statistics.fmean(base[g][0])))
+        test = (lambda ref, at, a, b, ran: {"cell": cell, "ref": ref, "at": at, "a": a, "b": b,  # noqa: E731
+                                            "p": permutation_p(a, b) if ran else None})
         ran = len(t20) >= 10 and len(f20) >= 10
-        test = (lambda ref, at, a, b: {"cell": cell, "ref": ref, "at": at, "a": a, "b": b,  # noqa: E731
-                                       "p": permutation_p(a, b) if ran else None})
-        out["e"] += [test("random", 20, t20, base["random"][0]), test("frozen", 20, t20, f20)]
-        out["f"] += [test(strongest, 20, t20, base[strongest][0]), test(strongest, 5, t5, base[strongest][1])]
+        out["e"] += [test("random", 20, t20, base["random"][0], ran), test("frozen", 20, t20, f20, ran)]
+        out["f"] += [test(strongest, 20, t20, base[strongest][0], ran), test(strongest, 5, t5, base[strongest][1], ran)]
+        # (g) amendment 3 (two-sided: amendment 8): the generator added to the tuned scorer's pool
+        out["g"] += [test("tuned", 20, g20, t20, len(g20) >= 10 and len(t20) >= 10),
+                     test(strongest, 20, g20, base[strongest][0], len(g20) >= 10)]
+        # (j) amendment 8: the tuned scorer choosing among the strongest baseline's own proposals too
+        out["j"] += [test(strongest, 20, q20, base[strongest][0], len(q20) >= 10),
+                     test(strongest, 5, q5, base[strongest][1], len(q20) >= 10)]
     for fam in out.values():
         for t, q in zip(fam, holm([1.0 if t["p"] is None else t["p"] for t in fam])):
             t["holm"] = q
@@ -121,34 +132,39 @@ def protocol() -> int:
     cells, rows = {}, []
     for cell in SPACE:
         store = ROOT / "benchmarks" / "headline" / "scorer-runs" / cell
-        groups, strongest, mine = cell_data(cell, [f"tuned={store}/scored-tuned-s*", f"frozen={store}/scored-frozen-s*"])
-        cells[cell] = {"tuned": mine["tuned"], "frozen": mine["frozen"], "baselines": groups}
-        rows.append((cell, len(mine["tuned"][0]), len(mine["frozen"][0]), mine["tuned"][0], mine["frozen"][0],
-                     strongest, groups[strongest]))
+        groups, strongest, mine = cell_data(cell, [f"{c}={store}/scored-{c}-s*" for c in CONFIGS])
+        cells[cell] = {**mine, "baselines": groups}
+        rows.append((cell, [len(mine[c][0]) for c in CONFIGS], [mine[c][0] for c in CONFIGS], strongest,
+                     groups[strongest]))
     fams = families(cells)
-    print("Issue 29's protocol (benchmarks/scorer.md): tuned scorer vs the references of each table cell; a cell "
-          "runs when both configurations have 10 seeds.\n")
-    print("| cell | tuned runs | frozen runs | tuned, after 20 | frozen, after 20 | strongest non-LLM | its median after 20 |"
-          "\n|---|---:|---:|---:|---:|---|---:|")
-    for cell, nt, nf, t20, f20, strongest, (s20, _) in rows:
-        print(f"| {cell} | {nt} | {nf} | {fmt(t20)} | {fmt(f20)} | `{strongest}` | {fmt(s20)} |")
+    print("Issue 29's protocol (benchmarks/scorer.md, amendments 3 and 8 included): the scored configurations vs the "
+          "references of each table cell; a test runs when its configurations have 10 seeds.\n")
+    print("| cell | " + " | ".join(f"{c} runs" for c in CONFIGS) + " | " + " | ".join(f"{c}, after 20" for c in CONFIGS)
+          + " | strongest non-LLM | its median after 20 |\n|---|" + "---:|" * (2 * len(CONFIGS)) + "---|---:|")
+    for cell, n, r20, strongest, (s20, _) in rows:
+        print(f"| {cell} | " + " | ".join(map(str, n)) + " | " + " | ".join(fmt(r) if r else "–" for r in r20)
+              + f" | `{strongest}` | {fmt(s20)} |")
     print("\nSeconds per iteration (the strategy's own; target <= 5 s), median and max over every iteration of the "
-          "finished runs:\n\n| cell | tuned | frozen |\n|---|---:|---:|")
+          "finished runs:\n\n| cell | " + " | ".join(CONFIGS) + " |\n|---|" + "---:|" * len(CONFIGS))
     for cell in SPACE:
         store = ROOT / "benchmarks" / "headline" / "scorer-runs" / cell
-        t = {c: seconds(f"{store}/scored-{c}-s*") for c in ("tuned", "frozen")}
+        t = {c: seconds(f"{store}/scored-{c}-s*") for c in CONFIGS}
         print(f"| {cell} | " + " | ".join(f"{statistics.median(v):.1f} (max {max(v):.1f})" if v else "–"
                                           for v in t.values()) + " |")
-    for key, label in (("e", "(e) tuned vs uniform random and vs frozen"),
-                       ("f", "(f) tuned vs the strongest non-LLM strategy of the cell")):
-        print_family(label, fams[key], "cell", lambda v: f"{statistics.median(v):g}", evaluations=True)
+    for key, label, tested in (("e", "(e) tuned vs uniform random and vs frozen", "tuned"),
+                               ("f", "(f) tuned vs the strongest non-LLM strategy of the cell", "tuned"),
+                               ("g", "(g) gen (tuned scorer + prefer generator) vs tuned and vs the strongest", "gen"),
+                               ("j", "(j) pool (tuned scorer over the strongest's proposals too) vs the strongest",
+                                "pool")):
+        print_family(label, fams[key], "cell", lambda v: f"{statistics.median(v):g}", evaluations=True, tested=tested)
     return 0
 
 
-def print_family(label: str, tests: list[dict], unit: str, median, evaluations: bool = False) -> None:
+def print_family(label: str, tests: list[dict], unit: str, median, evaluations: bool = False,
+                 tested: str = "tuned") -> None:
     """One Holm family's tests as a table (`median`: a list of values -> the median as shown)."""
-    print(f"\nFamily {label}: Holm over its {len(tests)} tests (a {unit} not run counts as p = 1).\n")
-    print(f"| {unit} | vs |{' evaluations |' if evaluations else ''} tuned median | reference median | p | Holm | "
+    print(f"\nFamily {label}: Holm over its {len(tests)} tests (a test not run counts as p = 1).\n")
+    print(f"| {unit} | vs |{' evaluations |' if evaluations else ''} {tested} median | reference median | p | Holm | "
           f"better |\n|---|---|{'---:|' if evaluations else ''}---:|---:|---:|---:|---|")
     for t in tests:
         at = f" {t['at']} |" if evaluations else ""

@@ -38,6 +38,30 @@ def test_families_pick_the_strongest_baseline_correct_by_holm_and_say_better_or_
     assert f[0]["verdict"] == "worse" and f[0]["holm"] < 0.05  # 1..10 against ten 1s: higher median, significant
 
 
+def test_the_gen_and_pool_families_test_only_where_their_runs_have_ten_seeds(scorer_table):
+    """(g): gen vs tuned and vs the strongest after 20 (amendment 3, two-sided since amendment 8); (j): pool vs
+    the strongest after 20 and after 5 (amendment 8). A cell without ten gen or pool runs counts as p = 1."""
+    from search.stats import holm, permutation_p
+
+    good, mid, far = list(range(1, 11)), list(range(40, 50)), list(range(500, 510))
+    base = {"random": (far, far), "largest": ([20] * 10, [60] * 10)}
+    cells = {"a": {**cell((mid, far), (far, far), base), "gen": (good, good), "pool": (good, mid)},
+             "b": {**cell((mid, far), (far, far), base), "gen": (good[:9], good[:9])}}  # no pool, gen short
+    fam = scorer_table.families(cells)
+    g, j = fam["g"], fam["j"]
+    assert [(t["cell"], t["ref"], t["at"]) for t in g] == [("a", "tuned", 20), ("a", "largest", 20),
+                                                             ("b", "tuned", 20), ("b", "largest", 20)]
+    assert [(t["cell"], t["ref"], t["at"]) for t in j] == [("a", "largest", 20), ("a", "largest", 5),
+                                                             ("b", "largest", 20), ("b", "largest", 5)]
+    assert g[0]["p"] == pytest.approx(permutation_p(good, mid)) and g[2]["p"] is None and j[2]["p"] is None
+    assert j[1]["p"] == pytest.approx(permutation_p(mid, [60] * 10))
+    assert [t["holm"] for t in j] == pytest.approx(holm([j[0]["p"], j[1]["p"], 1.0, 1.0]))
+    assert j[0]["verdict"] == "yes" and j[1]["verdict"] == "yes" and g[0]["verdict"] == "yes"
+    # (e) and (f) are what they were without the new configurations
+    assert scorer_table.families({"a": cell((mid, far), (far, far), base)})["f"][0]["p"] == \
+        pytest.approx(fam["f"][0]["p"])
+
+
 def test_a_tie_in_median_is_never_better_or_worse(scorer_table):
     same = [3, 7, 7, 9, 11, 12, 12, 30, 31, 40]
     fam = scorer_table.families({"c": cell((same, same), (same, same),
