@@ -68,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -249,10 +250,9 @@ class _Worker:
                     return self.report
         except (EOFError, OSError, ValueError):
             pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        deadline = time.monotonic() + 5
+        while not self.exited() and time.monotonic() < deadline:  # not reaped: `kill` below stays safe
+            time.sleep(0.05)
         self.log.seek(0)
         lines = [ln.strip() for ln in self.log.read().decode(errors="replace").splitlines() if ln.strip()]
         self.kill()
@@ -280,14 +280,25 @@ class _Worker:
             self.kill()
             return {"status": "crash", "error": f"sandbox worker died ({type(exc).__name__})"}
 
+    def exited(self) -> bool:
+        """Whether the worker's process has ended, without reaping it (WNOWAIT): until `kill` reaps it, its pid
+        -- its group's id -- cannot be given to another process, so the group kill reaches only this worker's."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self.exited()
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.proc.returncode is None:  # once reaped, the number may be another process's (pids wrap around)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -428,7 +439,9 @@ class WorkerPool:
         _registered(handler)
         w = self._idle.get()
         try:
-            if handler not in w.handlers:  # registered after this worker started: a fresh one is told of it
+            # registered after this worker started: a fresh one is told of it; a worker that died while idle
+            # (killed from outside) is replaced before it can make this candidate a crash
+            if handler not in w.handlers or not w.alive():
                 w = self._replace(w)
             out = w.call(handler, payload, timeout_s or self.timeout_s)
         finally:

@@ -285,3 +285,31 @@ def test_search_run_needs_unsafe_no_sandbox_where_nothing_contains(tmp_path, tin
     res = run_module("search", *args, "--out", tmp_path / "accepted", "--unsafe-no-sandbox", env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "does not contain: files, network, signals, processes" in res.stderr
+
+
+def test_a_worker_that_ended_is_killed_by_group_only_before_it_is_reaped(monkeypatch):
+    """A worker that exits on its own (killed here; recycled after --max-tasks elsewhere) stays a zombie until
+    `kill` reaps it, so its pid -- the group id `kill` signals -- cannot have been given to another process
+    (pids wrap around at 32,768 on many machines). Once reaped, its group is never signalled again."""
+    import signal as sig
+
+    from mutator import sandbox
+
+    p = WorkerPool(1, timeout_s=15, memory_mb=1024, isolate="none")
+    try:
+        w = p._all[0]
+        os.kill(w.proc.pid, sig.SIGKILL)
+        deadline = time.monotonic() + 10
+        while w.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not w.alive() and w.proc.returncode is None  # ended, not reaped: the pid is still its own
+        calls = []
+        real = sandbox.os.killpg
+        monkeypatch.setattr(sandbox.os, "killpg", lambda pid, s: calls.append(pid) or real(pid, s))
+        w.kill()
+        assert calls == [w.proc.pid] and w.proc.returncode == -sig.SIGKILL
+        w.kill()  # reaped: no signal to a number that may be someone else's now
+        assert calls == [w.proc.pid]
+        assert validate(p, model("self.c = nn.Conv2d(3, 3, 1)"))["status"] == "ok"  # the pool replaces it
+    finally:
+        p.close()
