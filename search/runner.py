@@ -114,7 +114,12 @@ def discard_unstarted(store: RunStore, made_folder: bool) -> None:
 def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool, generator_given: bool = False) -> None:
     """Cheap checks of everything a start needs, before any folder exists (errors: one line each)."""
     from finetune.llm import check_backend
+    from search.strategies import STRATEGIES, check_pool_from
 
+    if cfg.strategy not in STRATEGIES:  # flags first: a typo is named before any data or table is looked for
+        raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
+    if cfg.pool_from is not None:
+        check_pool_from(cfg.pool_from)
     input_spec(cfg.dataset)
     from corpus.evaluators import validate_evaluator
 
@@ -127,14 +132,6 @@ def validate(cfg: SearchConfig, llm_given: bool, improver_given: bool, generator
 
         if not torch.cuda.is_available():
             raise SearchError("--latency-device cuda, but CUDA is not available here")
-    from search.strategies import STRATEGIES
-
-    if cfg.strategy not in STRATEGIES:
-        raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
-    if cfg.pool_from is not None:
-        from search.strategies import check_pool_from
-
-        check_pool_from(cfg.pool_from)
     if cfg.uses_llm and not llm_given:
         check_backend(cfg.llm, cfg.adapter, cfg.llm_url, cfg.llm_backend)
     if cfg.generates and not generator_given:  # a scored pool's generator
