@@ -107,7 +107,7 @@ class Scored(WidthsStrategy):
                 got[w] = c[1]
                 self.other.seen.add(w)
         finally:
-            self.other.seen.difference_update(w for w in got if w not in self.seen)
+            self.other.seen.difference_update(got)  # each was new to the run: none is the run's own
         return got
 
     # ------------------------------------------------------------------ prompts
